@@ -1,0 +1,163 @@
+"""The ``pneumo`` command: one entry point for the project's stages.
+
+  pneumo run       execute the four notebooks with papermill (profiles smoke|full)
+  pneumo evaluate  score a saved model on a split of a data set and write metrics JSON
+  pneumo index     index a data set and report its layout, patients and duplicates
+
+Exit codes: 0 success, 1 a failure while working (a notebook, unreadable data), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pneumo_utils import config as config_module
+
+DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
+
+
+class UsageError(ValueError):
+    """Bad command-line input: exit code 2."""
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "resume=true"]`` -> ``{"epochs": 3, "resume": True}`` (values parsed as YAML)."""
+    overrides = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise UsageError(f"-p expects key=value, got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    from pneumo_utils import pipeline
+
+    overrides = parse_overrides(args.parameter)
+    try:
+        summary = pipeline.run_notebooks(
+            profile=args.profile,
+            data_dir=args.data_dir,
+            output_dir=args.output_dir,
+            overrides=overrides,
+            overwrite=args.overwrite,
+            progress_bar=not args.quiet,
+        )
+    except pipeline.OutputExists as error:
+        raise UsageError(str(error)) from None
+    except pipeline.NotebookFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(pipeline.summary_text(summary))
+    return 0
+
+
+def _format_metrics_table(metrics: dict[str, Any]) -> str:
+    from pneumo_utils.evaluate import METRIC_NAMES
+
+    lines = [f"{'metric':<12} {'value':>7}   95% CI", "-" * 36]
+    for name in METRIC_NAMES:
+        low, high = metrics["ci95"][name]
+        lines.append(f"{name:<12} {metrics[name]:>7.3f}   [{low:.3f}, {high:.3f}]")
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    lines.append(f"n={metrics['n']}  threshold={metrics['threshold']:.4f}  TN={tn} FP={fp} FN={fn} TP={tp}")
+    return "\n".join(lines)
+
+
+def _command_evaluate(args: argparse.Namespace) -> int:
+    from pneumo_utils import data, evaluate, model
+    from pneumo_utils.images import TooManyUnreadableError
+    from pneumo_utils.records import write_json_atomic
+
+    output = Path(args.output) if args.output else None
+    if output and output.exists() and not args.overwrite:
+        raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
+    try:
+        metrics = evaluate.evaluate_saved_model(
+            args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
+        )
+    except (model.ModelLoadError, data.DatasetLayoutError) as error:
+        raise UsageError(str(error)) from None
+    except TooManyUnreadableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(_format_metrics_table(metrics))
+    if output:
+        write_json_atomic(output, metrics)
+        print(f"wrote {output}")
+    return 0
+
+
+def _command_index(args: argparse.Namespace) -> int:
+    from pneumo_utils import data
+
+    try:
+        index = data.index_dataset(config_module.resolve_data_dir(args.data_dir))
+    except data.DatasetLayoutError as error:
+        raise UsageError(str(error)) from None
+    counts = index.groupby(["split", "label"]).agg(images=("path", "size"), patients=("patient", "nunique"))
+    duplicates = data.duplicate_report(index)
+    report = {
+        "data_dir": str(config_module.resolve_data_dir(args.data_dir)),
+        "fingerprint": data.dataset_fingerprint(index),
+        "counts": {f"{split}/{label}": row for (split, label), row in counts.to_dict("index").items()},
+        "duplicate_groups": len(duplicates),
+        "cross_split_duplicate_groups": int(duplicates["cross_split"].sum()) if len(duplicates) else 0,
+    }
+    print(json.dumps(report, indent=2, default=int))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="execute the four notebooks in order with papermill")
+    run.add_argument("--profile", choices=config_module.available_profiles(), default=None,
+                     help="parameter set: smoke (synthetic data, minutes) or full (real data); default full")
+    run.add_argument("--data-dir", default=None, help="data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)")
+    run.add_argument("--output-dir", default=None, help="where results go (default: the profile's, results/ for full)")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one profile setting, e.g. -p epochs=5 (repeatable)")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
+    run.add_argument("--quiet", action="store_true", help="no papermill progress bar")
+    run.set_defaults(handler=_command_run)
+
+    evaluate = commands.add_parser("evaluate", help="score a saved model on a split and write metrics JSON")
+    evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
+    evaluate.add_argument("--data-dir", default=None, help="data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)")
+    evaluate.add_argument("--split", default="test", choices=["test", "val", "val-folder"],
+                          help="test/ folder (default), the patient-grouped validation split (val), or val/ folder")
+    evaluate.add_argument("--output", default=None, metavar="FILE.json", help="write the metrics here")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(handler=_command_evaluate)
+
+    index = commands.add_parser("index", help="check a data set's layout; print counts, fingerprint, duplicates")
+    index.add_argument("--data-dir", default=None)
+    index.set_defaults(handler=_command_index)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The data layer: one index of the data set, the patient-grouped validation split, and tf.data loaders.
+
+Nothing else walks the data set's folders: the EDA, the split and every loader read the index built by
+:func:`index_dataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pneumo_utils.images import Preprocessing, is_image_file, load_images
+
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # target 0 and 1
+SPLITS = ("train", "val", "test")
+EXPECTED_LAYOUT = (
+    "expected layout: <root>/train/{NORMAL,PNEUMONIA}/*.jpeg|*.jpg|*.png, "
+    "with optional <root>/val/... and <root>/test/... in the same shape"
+)
+
+_PATIENT_PATTERNS = (
+    re.compile(r"^(?P<id>person\d+)_(?:bacteria|virus)_\d+(?:_\d+)*$", re.IGNORECASE),
+    re.compile(r"^(?P<id>NORMAL2-IM-\d+)(?:-\d+)+$", re.IGNORECASE),
+    re.compile(r"^(?P<id>IM-\d+)(?:-\d+)+$", re.IGNORECASE),
+)
+
+
+class DatasetLayoutError(ValueError):
+    """The data set root does not have the expected folder layout."""
+
+
+def parse_patient_id(filename: str) -> str:
+    """Patient id from a file name of the public data set.
+
+    ``person1000_bacteria_2931.jpeg`` and ``person1000_virus_1681.jpeg`` -> ``person1000``;
+    ``IM-0115-0001.jpeg`` and ``IM-0429-0001-0002.jpeg`` -> ``IM-0115``, ``IM-0429``; ``NORMAL2-IM-0588-0001.jpeg`` -> ``NORMAL2-IM-0588``.
+    A name that matches none of these is its own patient: ``file:<stem>``.
+    """
+    stem = Path(filename).stem
+    for pattern in _PATIENT_PATTERNS:
+        match = pattern.match(stem)
+        if match:
+            return match.group("id")
+    return f"file:{stem}"
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.is_file() and is_image_file(path))
+
+
+def check_layout(root: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
+    """Check the folder layout and list the image files: ``{split: {class: [paths]}}``.
+
+    ``train/`` is required, ``val/`` and ``test/`` are optional; every split present needs both class
+    folders with at least one image. Raises :class:`DatasetLayoutError` naming the path otherwise.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: data directory does not exist; {EXPECTED_LAYOUT}")
+    if not (root / "train").is_dir():
+        raise DatasetLayoutError(f"{root}: no train/ folder; {EXPECTED_LAYOUT}")
+    layout: dict[str, dict[str, list[Path]]] = {}
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            continue
+        layout[split] = {}
+        for class_name in CLASS_NAMES:
+            class_dir = split_dir / class_name
+            if not class_dir.is_dir():
+                raise DatasetLayoutError(f"{class_dir}: missing class folder; {EXPECTED_LAYOUT}")
+            files = _image_files(class_dir)
+            if not files:
+                raise DatasetLayoutError(f"{class_dir}: class folder has no images; {EXPECTED_LAYOUT}")
+            layout[split][class_name] = files
+    return layout
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-1 of the file's bytes: equal hashes mean byte-identical images."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _image_size(path: Path) -> tuple[float, float]:
+    """Width and height from the file header (fast); NaN when the header cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return float(image.width), float(image.height)
+    except Exception:  # noqa: BLE001 - an unreadable header is recorded, the loader reports it
+        return float("nan"), float("nan")
+
+
+def index_dataset(root: str | os.PathLike) -> pd.DataFrame:
+    """One row per image: path, split, label, target, patient, hash, width, height.
+
+    The order is deterministic (split, class, file name), so seeded splits are reproducible.
+    """
+    layout = check_layout(root)
+    rows = []
+    for split, classes in layout.items():
+        for target, class_name in enumerate(CLASS_NAMES):
+            for path in classes[class_name]:
+                width, height = _image_size(path)
+                rows.append(
+                    {
+                        "path": str(path),
+                        "split": split,
+                        "label": class_name,
+                        "target": target,
+                        "patient": parse_patient_id(path.name),
+                        "hash": file_hash(path),
+                        "width": width,
+                        "height": height,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def counts_table(index: pd.DataFrame) -> pd.DataFrame:
+    """Images and patients per split and class, with each class's share of its split."""
+    table = index.groupby(["split", "label"]).agg(images=("path", "size"), patients=("patient", "nunique"))
+    table["share"] = (table["images"] / table.groupby(level="split")["images"].transform("sum")).round(3)
+    return table
+
+
+def dataset_fingerprint(index: pd.DataFrame) -> str:
+    """A short hash of the indexed files' contents and labels, recorded next to every result."""
+    digest = hashlib.sha1()
+    for split, label, content in sorted(zip(index["split"], index["label"], index["hash"], strict=True)):
+        digest.update(f"{split}/{label}/{content}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _connected_groups(index: pd.DataFrame) -> np.ndarray:
+    """Group ids such that rows sharing a patient or a byte-identical image share a group (union-find)."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for patient, content in zip(index["patient"], index["hash"], strict=True):
+        parent[find("p:" + patient)] = find("h:" + content)
+    roots = [find("p:" + patient) for patient in index["patient"]]
+    return pd.factorize(pd.Series(roots))[0]
+
+
+def grouped_split(
+    index: pd.DataFrame, val_fraction: float = 0.15, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Carve a validation split from ``train/``: seeded, stratified by class, grouped by patient.
+
+    No patient and no byte-identical image ends up on both sides. The validation share is close to
+    ``val_fraction`` (it is 1/k of a stratified group k-fold, k = round(1 / val_fraction)).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0.0 < val_fraction < 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+    train = index[index["split"] == "train"].reset_index(drop=True)
+    groups = _connected_groups(train)
+    n_splits = max(2, round(1.0 / val_fraction))
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ValueError(f"only {n_groups} patient groups in train/; need at least {n_splits} for a split")
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train_positions, val_positions = next(folds.split(train, train["target"], groups))
+    return train.iloc[train_positions].reset_index(drop=True), train.iloc[val_positions].reset_index(drop=True)
+
+
+def split_overlap(first: pd.DataFrame, second: pd.DataFrame) -> dict[str, int]:
+    """How many patients and byte-identical images two splits share (both should be 0)."""
+    return {
+        "patients": len(set(first["patient"]) & set(second["patient"])),
+        "identical_images": len(set(first["hash"]) & set(second["hash"])),
+    }
+
+
+def duplicate_report(index: pd.DataFrame) -> pd.DataFrame:
+    """Groups of byte-identical files: how many, in which splits and classes, and whether they conflict."""
+    duplicated = index[index.duplicated("hash", keep=False)]
+    if duplicated.empty:
+        return pd.DataFrame(columns=["hash", "copies", "splits", "labels", "files", "cross_split", "label_conflict"])
+    report = duplicated.groupby("hash").agg(
+        copies=("path", "size"),
+        splits=("split", lambda values: ",".join(sorted(set(values)))),
+        labels=("label", lambda values: ",".join(sorted(set(values)))),
+        files=("path", lambda values: ", ".join(Path(value).name for value in values)),
+    )
+    report["cross_split"] = report["splits"].str.contains(",")
+    report["label_conflict"] = report["labels"].str.contains(",")
+    return report.reset_index().sort_values(["copies", "hash"], ascending=[False, True]).reset_index(drop=True)
+
+
+def select_split(index: pd.DataFrame, split: str, val_fraction: float, seed: int) -> pd.DataFrame:
+    """Rows of one split by name.
+
+    ``train`` and ``val`` are the two sides of :func:`grouped_split` of ``train/`` (the validation split
+    every notebook uses); ``test`` is the ``test/`` folder; ``val-folder`` is the data set's own small
+    ``val/`` folder.
+    """
+    if split in ("train", "val"):
+        train, val = grouped_split(index, val_fraction=val_fraction, seed=seed)
+        return train if split == "train" else val
+    folder = {"test": "test", "val-folder": "val"}.get(split)
+    if folder is None:
+        raise ValueError(f"unknown split {split!r}; choose train, val, test or val-folder")
+    rows = index[index["split"] == folder].reset_index(drop=True)
+    if rows.empty:
+        raise DatasetLayoutError(f"the data set has no {folder}/ folder; {EXPECTED_LAYOUT}")
+    return rows
+
+
+def load_split(frame: pd.DataFrame, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Read the images of an index slice: ``(images uint8 (n, s, s), targets, rows kept)``.
+
+    Unreadable files are skipped with a warning naming each; more than 1% stops the run.
+    """
+    images, mask, _ = load_images(list(frame["path"]), preprocessing)
+    kept = frame[mask].reset_index(drop=True)
+    return images, kept["target"].to_numpy(dtype=np.float32), kept
+
+
+def make_dataset(
+    images: np.ndarray,
+    targets: np.ndarray | None = None,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 42,
+):
+    """A batched ``tf.data`` pipeline over preloaded images: cached, optionally shuffled, prefetched.
+
+    Images go in as uint8 ``(n, s, s)`` and come out as float32 ``(batch, s, s, 1)`` in 0-255; the
+    model rescales them itself, so every caller feeds the same range.
+    """
+    import tensorflow as tf
+
+    features = tf.data.Dataset.from_tensor_slices(images)
+    dataset = features if targets is None else tf.data.Dataset.zip(
+        (features, tf.data.Dataset.from_tensor_slices(np.asarray(targets, dtype=np.float32)))
+    )
+    dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+
+    def to_float(image, *target):
+        image = tf.cast(image, tf.float32)[..., tf.newaxis]
+        return (image, *target) if target else image
+
+    dataset = dataset.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

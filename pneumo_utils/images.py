@@ -1,0 +1,148 @@
+"""The one image reader: any supported file on disk -> the grayscale array the model sees.
+
+Training, evaluation, Grad-CAM and prediction all call :func:`read_image`, and the model card records
+the :class:`Preprocessing` it used, so what the model saw in training is what it sees in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+MIN_SIDE = 16  # pixels; anything smaller cannot be a chest X-ray
+
+try:  # OpenCV prints libjpeg/libpng warnings to stderr; we report bad files ourselves, one line each.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+except AttributeError:  # pragma: no cover - older OpenCV builds
+    pass
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be turned into a model input; the message names the file and the problem."""
+
+
+class TooManyUnreadableError(RuntimeError):
+    """More than the allowed share of a data set could not be read."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Everything that turns a file into a model input; stored in the model card.
+
+    image_size: side of the square input; images are stretched to it (the public data set's own
+        224 px copies are stretched the same way), with area interpolation.
+    clahe: apply contrast-limited adaptive histogram equalization after resizing.
+    """
+
+    image_size: int
+    clahe: bool = False
+    color_mode: str = "grayscale"
+    interpolation: str = "area"
+    high_bit_depth: str = "min-max to 8 bit"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        known = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        return cls(**known)
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by extension, not hidden (skips ``.DS_Store`` and macOS ``._*`` resource forks)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _to_grayscale_uint8(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 3:
+        channels = array.shape[2]
+        if channels == 1:
+            array = array[:, :, 0]
+        elif channels == 3:
+            array = cv2.cvtColor(array, cv2.COLOR_BGR2GRAY)
+        elif channels == 4:
+            array = cv2.cvtColor(array, cv2.COLOR_BGRA2GRAY)  # alpha is dropped, not composited
+        else:
+            raise ImageReadError(f"{path}: unsupported number of channels ({channels})")
+    elif array.ndim != 2:
+        raise ImageReadError(f"{path}: unsupported image shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array
+    # 16-bit PNGs (and float TIFFs) rarely use their full range: stretch the used range to 0-255.
+    array = array.astype(np.float32)
+    low, high = float(array.min()), float(array.max())
+    if high <= low:
+        return np.zeros(array.shape, dtype=np.uint8)
+    return np.clip((array - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndarray:
+    """Read one file as a ``(size, size)`` uint8 grayscale array, or raise :class:`ImageReadError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    data = path.read_bytes()
+    if not data:
+        raise ImageReadError(f"{path}: empty file")
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or another format)")
+    gray = _to_grayscale_uint8(array, path)
+    height, width = gray.shape
+    if min(height, width) < MIN_SIDE:
+        raise ImageReadError(f"{path}: image too small ({width}x{height} px, need at least {MIN_SIDE} px a side)")
+    size = preprocessing.image_size
+    resized = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+    if preprocessing.clahe:
+        resized = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(resized)
+    return resized
+
+
+def load_images(
+    paths: list[str | os.PathLike],
+    preprocessing: Preprocessing,
+    max_unreadable_fraction: float = 0.01,
+    workers: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read many files in parallel threads (OpenCV releases the GIL).
+
+    Returns ``(images, readable_mask, errors)``: images of the readable files only, shaped
+    ``(n_readable, size, size)``, a boolean mask over ``paths``, and one message per unreadable file.
+    Each unreadable file is logged as a warning; more than ``max_unreadable_fraction`` of them raises
+    :class:`TooManyUnreadableError`, because then something is wrong with the data set, not one file.
+    """
+    size = preprocessing.image_size
+
+    def read(path):
+        try:
+            return read_image(path, preprocessing), None
+        except ImageReadError as error:
+            return None, str(error)
+        except OSError as error:
+            return None, f"{path}: {error.strerror or error}"
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
+        results = list(pool.map(read, paths))
+    mask = np.array([image is not None for image, _ in results], dtype=bool)
+    errors = [error for _, error in results if error is not None]
+    for error in errors:
+        logger.warning("skipped unreadable image: %s", error)
+    if paths and len(errors) > max_unreadable_fraction * len(paths):
+        raise TooManyUnreadableError(
+            f"{len(errors)} of {len(paths)} images are unreadable (more than {max_unreadable_fraction:.0%}); "
+            f"first: {errors[0]}"
+        )
+    images = np.stack([image for image, _ in results if image is not None]) if mask.any() else np.zeros(
+        (0, size, size), dtype=np.uint8
+    )
+    return images, mask, errors

@@ -1,0 +1,158 @@
+"""The CNN, its model card, and safe saving and loading.
+
+The model is a functional Keras model that takes uint8-range grayscale images ``(size, size, 1)``: it
+augments (in training only) and rescales inside itself, so every caller feeds the output of
+:func:`pneumo_utils.images.read_image` unchanged. The head ends in a ``logit`` layer followed by a
+sigmoid ``probability`` layer, so Grad-CAM can use the logit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from pneumo_utils.records import write_json_atomic
+
+CARD_SUFFIX = ".json"
+
+
+def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float = 0.05, contrast: float = 0.1):
+    """Random geometric and contrast changes, active only while training (Keras preprocessing layers)."""
+    return keras.Sequential(
+        [
+            layers.RandomRotation(rotation, fill_mode="constant"),
+            layers.RandomZoom(zoom, fill_mode="constant"),
+            layers.RandomTranslation(shift, shift, fill_mode="constant"),
+            layers.RandomContrast(contrast, value_range=(0, 255)),
+        ],
+        name="augmentation",
+    )
+
+
+def _conv_block(inputs, filters: int, name: str):
+    x = inputs
+    for step in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{step}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{step}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{step}")(x)
+    return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+
+
+def build_model(
+    image_size: int,
+    filters: tuple[int, ...] = (32, 64, 128, 256),
+    dropout: float = 0.5,
+    augment: bool = True,
+    augmentation: dict[str, float] | None = None,
+    name: str = "pneumonia_cnn",
+) -> keras.Model:
+    """A from-scratch CNN: strided stem, conv blocks with batch norm, global pooling, dropout, logit."""
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+    x = augmentation_block(**(augmentation or {}))(inputs) if augment else inputs
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    x = layers.Conv2D(filters[0], 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    for number, width in enumerate(filters, start=1):
+        x = _conv_block(x, width, name=f"block{number}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logit = layers.Dense(1, name="logit")(x)
+    probability = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
+    return keras.Model(inputs, probability, name=name)
+
+
+def card_path(model_path: str | os.PathLike) -> Path:
+    """The model card sits beside the model: ``model.keras`` -> ``model.json``."""
+    return Path(model_path).with_suffix(CARD_SUFFIX)
+
+
+def make_card(
+    config: dict[str, Any],
+    preprocessing: dict[str, Any],
+    threshold: dict[str, Any],
+    validation_metrics: dict[str, Any],
+    training: dict[str, Any],
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """The model card: everything downstream needs to use the model as it was trained, and provenance."""
+    from pneumo_utils.records import provenance
+
+    return {
+        "name": "pneumonia_cnn",
+        "task": "binary classification of pediatric chest X-rays: NORMAL (0) vs PNEUMONIA (1)",
+        "input": {"shape": [preprocessing["image_size"], preprocessing["image_size"], 1], "dtype": "float32",
+                  "range": "0-255 (the model rescales itself)"},
+        "preprocessing": preprocessing,
+        "classes": ["NORMAL", "PNEUMONIA"],
+        "output": "probability of PNEUMONIA (sigmoid); the 'logit' layer precedes it",
+        "threshold": threshold,
+        "split": {"method": "patient-grouped stratified split of train/", "val_fraction": config["val_fraction"],
+                  "seed": config["seed"]},
+        "validation_metrics": validation_metrics,
+        "training": training,
+        "data": data,
+        "parameters": {key: config[key] for key in sorted(config) if key not in ("output_dir", "data_dir")},
+        "intended_use": (
+            "Teaching and research on pediatric chest X-rays (Kermany et al. 2018 data). "
+            "Not a medical device; not for diagnosis or triage."
+        ),
+        "limitations": [
+            "Trained on one hospital's pediatric anterior-posterior X-rays (Guangzhou, ages 1-5); "
+            "performance on adults or other sites is unknown.",
+            "Validation figures come from a patient-grouped split of train/, which is easier than the "
+            "official test split; expect lower specificity on other data.",
+            "Pneumonia labels do not distinguish bacterial from viral.",
+        ],
+        **provenance(),
+    }
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Save the model and its card atomically: a crash leaves the previous model intact, never half a file."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: model files must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    write_json_atomic(card_path(path), card)
+    return path
+
+
+class ModelLoadError(ValueError):
+    """A model file that is missing, corrupt or not a Keras model."""
+
+
+def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+    """Load a ``.keras`` model (safe mode on) and its card; clear one-line errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file does not exist")
+    if path.suffix != ".keras":
+        raise ModelLoadError(f"{path}: not a .keras model file")
+    card_file = card_path(path)
+    if not card_file.is_file():
+        raise ModelLoadError(f"{card_file}: model card missing (it records the preprocessing and threshold)")
+    try:
+        card = json.loads(card_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{card_file}: model card is not valid JSON ({error})") from None
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ModelLoadError(f"{path}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
+    return model, card

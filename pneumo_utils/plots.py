@@ -1,0 +1,126 @@
+"""Every figure of the project. Each function returns a matplotlib Figure; the caller saves or shows it."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from sklearn import metrics as skm
+
+from pneumo_utils.data import CLASS_NAMES
+
+PALETTE = {"NORMAL": "#4C72B0", "PNEUMONIA": "#DD8452"}
+
+
+def class_balance(index: pd.DataFrame) -> plt.Figure:
+    """Images and patients per split and class."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    images = index.groupby(["split", "label"]).size().rename("images").reset_index()
+    patients = index.groupby(["split", "label"])["patient"].nunique().rename("patients").reset_index()
+    for axis, frame, column in ((axes[0], images, "images"), (axes[1], patients, "patients")):
+        sns.barplot(frame, x="split", y=column, hue="label", palette=PALETTE, ax=axis)
+        for container in axis.containers:
+            axis.bar_label(container, fontsize=8)
+        axis.set_title(f"{column.capitalize()} per split and class")
+    fig.tight_layout()
+    return fig
+
+
+def image_sizes(index: pd.DataFrame) -> plt.Figure:
+    """Width against height of the stored files, per class."""
+    fig, axis = plt.subplots(figsize=(5, 4))
+    sns.scatterplot(index, x="width", y="height", hue="label", palette=PALETTE, s=10, alpha=0.5, ax=axis)
+    axis.set_title("Stored image sizes (px)")
+    fig.tight_layout()
+    return fig
+
+
+def intensity_histograms(images: np.ndarray, targets: np.ndarray) -> plt.Figure:
+    """Pixel intensity distribution of preprocessed images, per class (normalized)."""
+    fig, axis = plt.subplots(figsize=(6, 3.8))
+    for target, name in enumerate(CLASS_NAMES):
+        pixels = images[np.asarray(targets) == target].reshape(-1)
+        axis.hist(pixels, bins=64, range=(0, 255), density=True, histtype="step", lw=2, label=name,
+                  color=PALETTE[name])
+    axis.set(xlabel="pixel intensity (0-255)", ylabel="density", title="Intensity histograms")
+    axis.legend()
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(images: np.ndarray, titles: list[str], columns: int = 6, cams: np.ndarray | None = None,
+                title: str | None = None) -> plt.Figure:
+    """A grid of X-rays with titles, optionally with Grad-CAM maps overlaid."""
+    from pneumo_utils.explain import overlay
+
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for position, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if position >= len(images):
+            continue
+        if cams is None:
+            axis.imshow(images[position], cmap="gray", vmin=0, vmax=255)
+        else:
+            axis.imshow(overlay(images[position], cams[position]))
+        axis.set_title(titles[position], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: pd.DataFrame, best_epoch: int | None = None) -> plt.Figure:
+    """Loss, accuracy and AUC per epoch, training against validation."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for axis, metric in zip(axes, ("loss", "accuracy", "auc"), strict=True):
+        axis.plot(history["epoch"], history[metric], marker="o", label="training")
+        axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
+        if best_epoch is not None:
+            axis.axvline(best_epoch, color="gray", ls="--", lw=1, label="kept epoch")
+        axis.set(xlabel="epoch", title=metric)
+        axis.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(matrix: list[list[int]], title: str = "Confusion matrix") -> plt.Figure:
+    """Counts with row-normalized shares: rows are the true class."""
+    matrix = np.asarray(matrix)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    labels = np.array([[f"{count}\n({share:.1%})" for count, share in zip(row, share_row, strict=True)]
+                       for row, share_row in zip(matrix, shares, strict=True)])
+    fig, axis = plt.subplots(figsize=(4.2, 3.8))
+    sns.heatmap(shares, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False,
+                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, ax=axis)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float | None = None) -> plt.Figure:
+    """ROC and precision-recall curves, one line per named split; the operating point marked."""
+    fig, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, (targets, probabilities) in curves.items():
+        fpr, tpr, _ = skm.roc_curve(targets, probabilities)
+        precision, recall, _ = skm.precision_recall_curve(targets, probabilities)
+        auc = skm.roc_auc_score(targets, probabilities)
+        ap = skm.average_precision_score(targets, probabilities)
+        roc_axis.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+        pr_axis.plot(recall, precision, label=f"{name} (AP {ap:.3f})")
+        if threshold is not None:
+            predicted = np.asarray(probabilities) >= threshold
+            targets = np.asarray(targets).astype(bool)
+            tpr_point = (predicted & targets).sum() / max(targets.sum(), 1)
+            fpr_point = (predicted & ~targets).sum() / max((~targets).sum(), 1)
+            precision_point = (predicted & targets).sum() / max(predicted.sum(), 1)
+            roc_axis.plot(fpr_point, tpr_point, "ko")
+            pr_axis.plot(tpr_point, precision_point, "ko")
+    roc_axis.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
+    roc_axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curve")
+    pr_axis.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall curve")
+    roc_axis.legend(loc="lower right")
+    pr_axis.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
