@@ -18,7 +18,9 @@ from typing import Any
 import yaml
 
 from pneumo_utils import config as config_module
+from pneumo_utils._quiet import import_tensorflow_quietly
 
+NEEDS_TENSORFLOW = {"evaluate"}
 DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
 
 
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in NEEDS_TENSORFLOW:
+        import_tensorflow_quietly()
     try:
         return args.handler(args)
     except (UsageError, ValueError) as error:

@@ -26,7 +26,7 @@ def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensiti
     takes the most specific threshold that still meets it.
     """
     targets = np.asarray(targets).astype(int)
-    fpr, tpr, thresholds = skm.roc_curve(targets, probabilities)
+    fpr, tpr, thresholds = skm.roc_curve(targets, probabilities, drop_intermediate=False)
     meets = np.flatnonzero(tpr >= min_sensitivity)
     position = meets[0]  # thresholds decrease along the curve: the first index that meets it is the highest
     threshold = float(min(thresholds[position], 1.0))
@@ -112,9 +112,9 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
     from pneumo_utils.images import Preprocessing
     from pneumo_utils.model import load_model
 
+    index = data.index_dataset(data_dir)  # layout errors first: they need no model
     model, card = load_model(model_path)
     preprocessing = Preprocessing.from_dict(card["preprocessing"])
-    index = data.index_dataset(data_dir)
     frame = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
     images, targets, kept = data.load_split(frame, preprocessing)
     probabilities = predict_probabilities(model, images, batch_size=batch_size)

@@ -122,6 +122,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"{path}: model files must end in .keras")
+    json.dumps(card, default=str)  # a card that cannot be written fails here, before anything is replaced
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
     try:

@@ -49,6 +49,7 @@ def run_notebooks(
     overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
     notebooks: tuple[str, ...] = NOTEBOOKS,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
     progress_bar: bool = True,
 ) -> dict[str, Any]:
     """Execute ``notebooks`` in order; stop at the first failure with :class:`NotebookFailed`.
@@ -89,10 +90,10 @@ def run_notebooks(
             notebook_started = time.perf_counter()
             try:
                 papermill.execute_notebook(
-                    str(NOTEBOOKS_DIR / name),
+                    str(Path(notebooks_dir) / name),
                     str(output_path),
                     parameters=parameters,
-                    cwd=str(NOTEBOOKS_DIR),
+                    cwd=str(notebooks_dir),
                     progress_bar=progress_bar,
                     kernel_name="python3",
                 )

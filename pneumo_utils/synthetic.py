@@ -60,8 +60,10 @@ def write_synthetic_dataset(
     for target, class_name in enumerate(("NORMAL", "PNEUMONIA")):
         n_test = max(2, round(images_per_class * test_fraction))
         for index in range(images_per_class):
-            split = "test" if index < n_test else "train"
-            patient = 100 + index // 2 if index % 5 == 0 else 1000 + index  # some patients have 2 images
+            pair = index % 5 in (0, 1)  # images 5k and 5k+1 belong to one patient (two images)
+            first_of_patient = index - 1 if index % 5 == 1 else index
+            split = "test" if first_of_patient < n_test else "train"  # a patient never spans splits
+            patient = 100 + index // 5 if pair else 1000 + index
             if class_name == "NORMAL":
                 name = f"IM-{patient:04d}-{index + 1:04d}.jpeg"
             else:

@@ -80,6 +80,7 @@ def fit(
         epochs=epochs,
         class_weight=class_weight,
         callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=verbose,
     )
     frame = pd.DataFrame(history.history)

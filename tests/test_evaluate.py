@@ -1,0 +1,43 @@
+"""Metrics, threshold choice and bootstrap intervals against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from pneumo_utils import evaluate
+
+TARGETS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+PROBABILITIES = np.array([0.1, 0.2, 0.3, 0.8, 0.4, 0.6, 0.7, 0.9, 0.95, 0.99])
+
+
+def test_metrics_match_hand_counts():
+    result = evaluate.compute_metrics(TARGETS, PROBABILITIES, threshold=0.5)
+    # predictions: 0 0 0 1 | 0 1 1 1 1 1  ->  tn=3 fp=1 fn=1 tp=5
+    assert result["confusion_matrix"] == [[3, 1], [1, 5]]
+    assert result["n"] == 10
+    assert result["accuracy"] == pytest.approx(0.8)
+    assert result["sensitivity"] == result["recall"] == pytest.approx(5 / 6)
+    assert result["specificity"] == pytest.approx(3 / 4)
+    assert result["precision"] == pytest.approx(5 / 6)
+    assert result["f1"] == pytest.approx(5 / 6)
+    assert result["roc_auc"] == pytest.approx(21 / 24)  # 21 of 24 positive/negative pairs ordered right
+    assert result["brier"] == pytest.approx(np.mean((PROBABILITIES - TARGETS) ** 2))
+
+
+def test_threshold_keeps_the_required_sensitivity():
+    chosen = evaluate.choose_threshold(TARGETS, PROBABILITIES, min_sensitivity=0.8)
+    result = evaluate.compute_metrics(TARGETS, PROBABILITIES, chosen["threshold"])
+    assert result["sensitivity"] >= 0.8
+    assert chosen["threshold"] == pytest.approx(0.6)  # the highest threshold with 5 of 6 found
+    assert evaluate.compute_metrics(TARGETS, PROBABILITIES, 1.0)["sensitivity"] < 0.8
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, 300)
+    probabilities = np.clip(targets * 0.4 + rng.uniform(0, 0.6, 300), 0, 1)
+    result = evaluate.evaluate_probabilities(targets, probabilities, 0.5, n_resamples=200, seed=7)
+    again = evaluate.evaluate_probabilities(targets, probabilities, 0.5, n_resamples=200, seed=7)
+    assert result["ci95"] == again["ci95"]
+    for name in evaluate.METRIC_NAMES:
+        low, high = result["ci95"][name]
+        assert low <= result[name] <= high and high - low < 0.25

@@ -1,0 +1,48 @@
+"""`pneumo run`: the four notebooks end to end on the smoke profile, and a failing notebook."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from pneumo_utils import pipeline
+
+
+def test_smoke_run_executes_all_notebooks(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
+                             str(tmp_path), "--quiet", "-p", "epochs=2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in pipeline.NOTEBOOKS:
+        assert (tmp_path / "executed" / name).is_file()
+        assert (tmp_path / "executed" / name).with_suffix(".html").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "run_summary.json").read_text())
+    assert summary["status"] == "ok" and [item["status"] for item in summary["notebooks"]] == ["ok"] * 4
+    assert summary["parameters"]["overrides"] == {"epochs": 2} and summary["config"]["epochs"] == 2
+    assert (tmp_path / "model" / "pneumonia_cnn.keras").is_file()
+    for figure in ("class_balance", "training_curves", "confusion_matrix_validation", "roc_pr_curves",
+                   "gradcam_grid"):
+        assert (tmp_path / "figures" / f"{figure}.png").is_file()
+    metrics = json.loads((tmp_path / "metrics" / "metrics_validation.json").read_text())
+    assert 0.0 <= metrics["roc_auc"] <= 1.0 and len(metrics["ci95"]) == 9
+
+
+def test_failing_notebook_stops_with_notebook_cell_and_error(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    parameters = new_code_cell("profile = None\noutput_dir = None\noverrides = {}")
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[parameters, new_code_cell("x = 1"), new_code_cell("1 / 0")],
+                            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                     "language": "python"}})
+    nbformat.write(notebook, notebooks / "bad.ipynb")
+    output = tmp_path / "out"
+    with pytest.raises(pipeline.NotebookFailed) as failure:
+        pipeline.run_notebooks(profile="smoke", output_dir=str(output), notebooks=("bad.ipynb",),
+                               notebooks_dir=notebooks, progress_bar=False)
+    message = str(failure.value)
+    assert "bad.ipynb failed in cell" in message and "ZeroDivisionError" in message
+    assert (output / "executed" / "bad.ipynb").is_file()  # the partial output is kept
+    assert json.loads((output / "run_summary.json").read_text())["status"] == "failed"
