@@ -1,8 +1,9 @@
 """Import TensorFlow without its start-up log lines on the terminal.
 
 TensorFlow's C++ core writes INFO lines (oneDNN, missing CUDA drivers) to file descriptor 2 while it is
-imported and first looks for devices, before any Python setting can silence them. The command line catches that output and replays
-everything except those known lines, so a user sees only what matters (an error stays visible).
+imported and first looks for devices, before any Python setting can silence them. The command line
+catches that output and replays everything except those known lines, so a user sees only what matters
+(an error stays visible).
 """
 
 from __future__ import annotations

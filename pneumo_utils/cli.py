@@ -1,8 +1,11 @@
 """The ``pneumo`` command: one entry point for the project's stages.
 
-  pneumo run       execute the four notebooks with papermill (profiles smoke|full)
-  pneumo evaluate  score a saved model on a split of a data set and write metrics JSON
-  pneumo index     index a data set and report its layout, patients and duplicates
+  pneumo run          execute the four notebooks with papermill (profiles smoke|full)
+  pneumo train        train one configuration and record it as an experiment (validation figures only)
+  pneumo experiments  gather the recorded experiments into one table
+  pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
+  pneumo bench train  measure training and inference speed and peak memory, as JSON
+  pneumo index        index a data set and report its layout, patients and duplicates
 
 Exit codes: 0 success, 1 a failure while working (a notebook, unreadable data), 2 a usage error.
 """
@@ -20,7 +23,8 @@ import yaml
 from pneumo_utils import config as config_module
 from pneumo_utils._quiet import import_tensorflow_quietly
 
-NEEDS_TENSORFLOW = {"evaluate"}
+DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
+NEEDS_TENSORFLOW = {"evaluate", "train", "bench"}
 DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
 
 
@@ -97,6 +101,47 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_train(args: argparse.Namespace) -> int:
+    from pneumo_utils import experiments
+
+    try:
+        record = experiments.run_experiment(args.name, args.root, profile=args.profile, data_dir=args.data_dir,
+                                            overrides=parse_overrides(args.parameter), overwrite=args.overwrite,
+                                            description=args.description)
+    except FileExistsError as error:
+        raise UsageError(str(error)) from None
+    validation = record["validation"]
+    print(f"{args.name}: validation accuracy {validation['accuracy']:.3f}, sensitivity {validation['sensitivity']:.3f},"
+          f" specificity {validation['specificity']:.3f}, ROC-AUC {validation['roc_auc']:.3f}, "
+          f"{record['training']['seconds'] / 60:.1f} min")
+    print(f"wrote {Path(args.root) / args.name / experiments.RECORD_NAME}")
+    return 0
+
+
+def _command_experiments(args: argparse.Namespace) -> int:
+    from pneumo_utils import experiments
+
+    output = experiments.write_table(args.root, args.output)
+    print(output.read_text())
+    return 0
+
+
+def _command_bench(args: argparse.Namespace) -> int:
+    from pneumo_utils import bench
+    from pneumo_utils.records import provenance, write_json_atomic
+
+    output = Path(args.output) if args.output else None
+    if output and output.exists() and not args.overwrite:
+        raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
+    result = bench.bench_train(args.profile, images=args.images, overrides=parse_overrides(args.parameter))
+    result.update(provenance())
+    print(json.dumps({key: result[key] for key in ("train_images_per_s", "inference_images_per_s", "peak_rss_mb")}))
+    if output:
+        write_json_atomic(output, result)
+        print(f"wrote {output}")
+    return 0
+
+
 def _command_index(args: argparse.Namespace) -> int:
     from pneumo_utils import data
 
@@ -124,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="execute the four notebooks in order with papermill")
     run.add_argument("--profile", choices=config_module.available_profiles(), default=None,
                      help="parameter set: smoke (synthetic data, minutes) or full (real data); default full")
-    run.add_argument("--data-dir", default=None, help="data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)")
+    run.add_argument("--data-dir", default=None, help=DATA_HELP)
     run.add_argument("--output-dir", default=None, help="where results go (default: the profile's, results/ for full)")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
                      help="override one profile setting, e.g. -p epochs=5 (repeatable)")
@@ -134,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a split and write metrics JSON")
     evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
-    evaluate.add_argument("--data-dir", default=None, help="data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)")
+    evaluate.add_argument("--data-dir", default=None, help=DATA_HELP)
     evaluate.add_argument("--split", default="test", choices=["test", "val", "val-folder"],
                           help="test/ folder (default), the patient-grouped validation split (val), or val/ folder")
     evaluate.add_argument("--output", default=None, metavar="FILE.json", help="write the metrics here")
@@ -142,8 +187,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.set_defaults(handler=_command_evaluate)
 
+    train = commands.add_parser("train", help="train one configuration and record it as an experiment")
+    train.add_argument("--name", required=True, help="experiment name (a folder under --root)")
+    train.add_argument("--description", default="", help="one line on what this experiment tries")
+    train.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
+    train.add_argument("--profile", choices=config_module.available_profiles(), default=None)
+    train.add_argument("--data-dir", default=None, help=DATA_HELP)
+    train.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--overwrite", action="store_true", help="redo an experiment already recorded")
+    train.set_defaults(handler=_command_train)
+
+    table = commands.add_parser("experiments", help="gather recorded experiments into one table")
+    table.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
+    table.add_argument("--output", default=str(config_module.PROJECT_ROOT / "results" / "experiments.md"))
+    table.set_defaults(handler=_command_experiments)
+
+    bench = commands.add_parser("bench", help="benchmarks that write JSON")
+    bench.add_argument("what", choices=["train"], help="train: training/inference throughput and peak memory")
+    bench.add_argument("--profile", choices=config_module.available_profiles(), default="full")
+    bench.add_argument("--images", type=int, default=512, help="synthetic images per timed epoch")
+    bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--output", default=None, metavar="FILE.json")
+    bench.add_argument("--overwrite", action="store_true")
+    bench.set_defaults(handler=_command_bench)
+
     index = commands.add_parser("index", help="check a data set's layout; print counts, fingerprint, duplicates")
-    index.add_argument("--data-dir", default=None)
+    index.add_argument("--data-dir", default=None, help=DATA_HELP)
     index.set_defaults(handler=_command_index)
     return parser
 

@@ -39,7 +39,8 @@ def parse_patient_id(filename: str) -> str:
     """Patient id from a file name of the public data set.
 
     ``person1000_bacteria_2931.jpeg`` and ``person1000_virus_1681.jpeg`` -> ``person1000``;
-    ``IM-0115-0001.jpeg`` and ``IM-0429-0001-0002.jpeg`` -> ``IM-0115``, ``IM-0429``; ``NORMAL2-IM-0588-0001.jpeg`` -> ``NORMAL2-IM-0588``.
+    ``IM-0115-0001.jpeg`` -> ``IM-0115``; ``IM-0429-0001-0002.jpeg`` -> ``IM-0429``;
+    ``NORMAL2-IM-0588-0001.jpeg`` -> ``NORMAL2-IM-0588``.
     A name that matches none of these is its own patient: ``file:<stem>``.
     """
     stem = Path(filename).stem

@@ -21,17 +21,25 @@ from pneumo_utils.records import write_json_atomic
 CARD_SUFFIX = ".json"
 
 
-def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float = 0.05, contrast: float = 0.1):
-    """Random geometric and contrast changes, active only while training (Keras preprocessing layers)."""
-    return keras.Sequential(
-        [
-            layers.RandomRotation(rotation, fill_mode="constant"),
-            layers.RandomZoom(zoom, fill_mode="constant"),
-            layers.RandomTranslation(shift, shift, fill_mode="constant"),
-            layers.RandomContrast(contrast, value_range=(0, 255)),
-        ],
-        name="augmentation",
-    )
+def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float = 0.05, contrast: float = 0.1,
+                       brightness: float = 0.0):
+    """Random geometric and intensity changes, active only while training (Keras preprocessing layers).
+
+    rotation is a fraction of a full turn, zoom and shift fractions of the image side, contrast and
+    brightness fractions of the intensity range; 0 turns a change off.
+    """
+    steps = []
+    if rotation:
+        steps.append(layers.RandomRotation(rotation, fill_mode="constant"))
+    if zoom:
+        steps.append(layers.RandomZoom(zoom, fill_mode="constant"))
+    if shift:
+        steps.append(layers.RandomTranslation(shift, shift, fill_mode="constant"))
+    if contrast:
+        steps.append(layers.RandomContrast(contrast, value_range=(0, 255)))
+    if brightness:
+        steps.append(layers.RandomBrightness(brightness, value_range=(0, 255)))
+    return keras.Sequential(steps or [layers.Identity()], name="augmentation")
 
 
 def _conv_block(inputs, filters: int, name: str):
@@ -125,8 +133,10 @@ def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]
     json.dumps(card, default=str)  # a card that cannot be written fails here, before anything is replaced
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    # An uncompiled view of the same layers: the file holds the weights, not the optimizer's state.
+    inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
     try:
-        model.save(temporary)
+        inference_model.save(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

@@ -118,6 +118,7 @@ def run_notebooks(
 
 def summary_text(summary: dict[str, Any]) -> str:
     lines = [f"profile {summary['profile']}, data {summary['data_dir']}"]
-    lines += [f"  {item['notebook']:<20} {item['status']:<7} {item['seconds']:>7.1f} s" for item in summary["notebooks"]]
+    lines += [f"  {item['notebook']:<20} {item['status']:<7} {item['seconds']:>7.1f} s"
+              for item in summary["notebooks"]]
     lines.append(f"  total {summary['total_seconds']:.1f} s, status {summary['status']}")
     return "\n".join(lines)

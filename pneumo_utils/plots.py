@@ -124,3 +124,37 @@ def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: f
     pr_axis.legend(loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], bins: int = 10) -> plt.Figure:
+    """Predicted probability against observed pneumonia rate, per split (calibration)."""
+    from sklearn.calibration import calibration_curve
+
+    fig, axis = plt.subplots(figsize=(4.8, 4.4))
+    axis.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="perfectly calibrated")
+    for name, (targets, probabilities) in curves.items():
+        observed, predicted = calibration_curve(targets, probabilities, n_bins=bins, strategy="quantile")
+        axis.plot(predicted, observed, marker="o", label=name)
+    axis.set(xlabel="predicted probability of pneumonia", ylabel="observed share with pneumonia",
+             title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    axis.legend(loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def threshold_tradeoff(targets: np.ndarray, probabilities: np.ndarray, threshold: float,
+                       title: str = "Sensitivity and specificity against threshold") -> plt.Figure:
+    """Sensitivity and specificity for every threshold, with the chosen one marked."""
+    targets = np.asarray(targets).astype(bool)
+    probabilities = np.asarray(probabilities)
+    grid = np.linspace(0, 1, 201)
+    sensitivity = [(probabilities[targets] >= t).mean() for t in grid]
+    specificity = [(probabilities[~targets] < t).mean() for t in grid]
+    fig, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(grid, sensitivity, label="sensitivity", color=PALETTE["PNEUMONIA"])
+    axis.plot(grid, specificity, label="specificity", color=PALETTE["NORMAL"])
+    axis.axvline(threshold, color="black", ls="--", lw=1, label=f"chosen threshold {threshold:.3f}")
+    axis.set(xlabel="threshold on P(pneumonia)", ylabel="rate", title=title, ylim=(0, 1.02))
+    axis.legend(loc="lower center")
+    fig.tight_layout()
+    return fig

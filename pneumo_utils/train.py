@@ -1,14 +1,26 @@
-"""Fitting: class weights, early stopping on validation AUC, best-epoch checkpoints, history."""
+"""Training, in three steps that notebook 02 shows one by one and `pneumo train` runs in a row:
+
+1. :func:`prepare` indexes the data, carves the patient-grouped validation split, reads the images, and
+   builds the model and the class weights;
+2. :func:`fit` trains it with early stopping on validation AUC (best weights restored, best epoch
+   checkpointed);
+3. :func:`finish` chooses the threshold on the validation split and saves the model with its card.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import pandas as pd
+
+from pneumo_utils import data, evaluate, model
+from pneumo_utils.images import Preprocessing
 
 
 def set_seed(seed: int) -> None:
@@ -25,10 +37,30 @@ def class_weights(targets: np.ndarray) -> dict[int, float]:
     return {label: float(len(targets) / (2.0 * count)) for label, count in enumerate(counts)}
 
 
-def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
+def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, schedule: str = "constant",
+                   total_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """Adam or AdamW, with a constant or cosine-decaying learning rate."""
+    rate = learning_rate
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("a cosine schedule needs the total number of training steps")
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps, alpha=0.01)
+    elif schedule != "constant":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose constant or cosine")
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=rate)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose adam or adamw")
+
+
+def compile_model(network: keras.Model, optimizer: keras.optimizers.Optimizer | float,
+                  label_smoothing: float = 0.0) -> keras.Model:
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        optimizer = keras.optimizers.Adam(learning_rate=float(optimizer))
+    network.compile(
+        optimizer=optimizer,
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy"),
             keras.metrics.AUC(name="auc"),
@@ -36,7 +68,7 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
             keras.metrics.Recall(name="recall"),
         ],
     )
-    return model
+    return network
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -48,41 +80,26 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def fit(
-    model: keras.Model,
-    train_dataset,
-    val_dataset,
-    epochs: int,
-    learning_rate: float,
-    patience: int,
-    class_weight: dict[int, float] | None,
-    checkpoint_dir: str | os.PathLike,
-    verbose: int = 2,
-) -> pd.DataFrame:
-    """Train with early stopping on ``val_auc`` (best weights restored); returns the history.
+def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, patience: int,
+              class_weight: dict[int, float] | None, checkpoint_dir: str | os.PathLike,
+              verbose: int = 2) -> pd.DataFrame:
+    """Train a compiled model with early stopping on ``val_auc`` (best weights restored); the history.
 
-    The best epoch so far is also written to ``checkpoint_dir/best.keras`` so that an interrupted
-    run leaves a usable model behind.
+    The best epoch so far is also written to ``checkpoint_dir/best.keras``, so an interrupted run
+    leaves a usable model behind.
     """
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    compile_model(model, learning_rate)
     callbacks = [
         _EpochTimer(),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(
-            checkpoint_dir / "best.keras", monitor="val_auc", mode="max", save_best_only=True
-        ),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
+                                      restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor="val_auc", mode="max",
+                                        save_best_only=True),
     ]
-    history = model.fit(
-        train_dataset,
-        validation_data=val_dataset,
-        epochs=epochs,
-        class_weight=class_weight,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=verbose,
-    )
+    history = network.fit(train_dataset, validation_data=val_dataset, epochs=epochs, class_weight=class_weight,
+                          callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles, seeded
+                          verbose=verbose)
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return frame
@@ -91,3 +108,85 @@ def fit(
 def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> int:
     """The epoch (1-based) whose weights early stopping kept."""
     return int(history.loc[history[monitor].idxmax(), "epoch"])
+
+
+@dataclass
+class TrainingRun:
+    """Everything one training run reads and produces, step by step."""
+
+    config: dict[str, Any]
+    data_root: Path
+    index: pd.DataFrame
+    preprocessing: Preprocessing
+    train_rows: pd.DataFrame
+    val_rows: pd.DataFrame
+    train_images: np.ndarray
+    train_targets: np.ndarray
+    val_images: np.ndarray
+    val_targets: np.ndarray
+    class_weight: dict[int, float]
+    network: keras.Model
+    history: pd.DataFrame | None = None
+    seconds: float | None = None
+    val_probabilities: np.ndarray | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def augmentation_settings(config: dict[str, Any]) -> dict[str, float]:
+    return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness")
+            if f"augment_{key}" in config}
+
+
+def prepare(config: dict[str, Any], data_root: str | os.PathLike) -> TrainingRun:
+    """Seed, index, split (patient-grouped), read the images, build the model and the class weights."""
+    set_seed(config["seed"])
+    preprocessing = Preprocessing(image_size=config["image_size"], clahe=config.get("clahe", False))
+    index = data.index_dataset(data_root)
+    train_rows, val_rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
+    train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing)
+    val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing)
+    network = model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
+                                augmentation=augmentation_settings(config))
+    return TrainingRun(config, Path(data_root), index, preprocessing, train_rows, val_rows, train_images,
+                       train_targets, val_images, val_targets, class_weights(train_targets), network)
+
+
+def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -> TrainingRun:
+    """Compile with the configured optimizer and loss, then train with early stopping."""
+    config = run.config
+    train_dataset = data.make_dataset(run.train_images, run.train_targets, config["batch_size"], shuffle=True,
+                                      seed=config["seed"])
+    val_dataset = data.make_dataset(run.val_images, run.val_targets, config["batch_size"])
+    steps = int(np.ceil(len(run.train_images) / config["batch_size"])) * config["epochs"]
+    optimizer = make_optimizer(config.get("optimizer", "adam"), config["learning_rate"],
+                               config.get("weight_decay", 0.0), config.get("lr_schedule", "constant"), steps)
+    compile_model(run.network, optimizer, label_smoothing=config.get("label_smoothing", 0.0))
+    started = time.perf_counter()
+    run.history = fit_model(run.network, train_dataset, val_dataset, epochs=config["epochs"],
+                            patience=config["patience"], class_weight=run.class_weight,
+                            checkpoint_dir=checkpoint_dir, verbose=verbose)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
+    """Choose the threshold on the validation split, then save the model and its card atomically."""
+    config = run.config
+    run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
+    threshold = evaluate.choose_threshold(run.val_targets, run.val_probabilities,
+                                          min_sensitivity=config["min_sensitivity"])
+    val_metrics = evaluate.compute_metrics(run.val_targets, run.val_probabilities, threshold["threshold"])
+    run.card = model.make_card(
+        config,
+        preprocessing=run.preprocessing.to_dict(),
+        threshold={"value": threshold["threshold"], "rule": threshold["rule"]},
+        validation_metrics=val_metrics,
+        training={"epochs_run": len(run.history), "kept_epoch": best_epoch(run.history),
+                  "seconds": round(run.seconds, 1), "train_images": len(run.train_images),
+                  "val_images": len(run.val_images),
+                  "class_weight": {data.CLASS_NAMES[k]: v for k, v in run.class_weight.items()}},
+        data={"data_dir": str(run.data_root), "fingerprint": data.dataset_fingerprint(run.index),
+              "train_split_images": int((run.index["split"] == "train").sum())},
+    )
+    model.save_model(run.network, model_path, run.card)
+    return run.card

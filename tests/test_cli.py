@@ -31,7 +31,8 @@ def test_evaluate_writes_exactly_the_documented_keys(tiny_model_path, synthetic_
     metrics = json.loads(output.read_text())
     assert set(metrics) == EVALUATE_KEYS
     test_images = len(list(synthetic_root.glob("test/*/*.jpeg")))
-    assert metrics["n"] == test_images and metrics["threshold"] == 0.5  # the test/ split, the card's threshold
+    card = json.loads(tiny_model_path.with_suffix(".json").read_text())
+    assert metrics["n"] == test_images and metrics["threshold"] == card["threshold"]["value"]
     assert set(metrics["ci95"]) == EVALUATE_KEYS - {"n", "threshold", "confusion_matrix", "ci95"}
     assert "roc_auc" in result.stdout
     # the same output again is refused without --overwrite: nothing is lost

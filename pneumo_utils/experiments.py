@@ -1,0 +1,86 @@
+"""Training experiments: one record per run (settings, validation figures, time), and the table of all.
+
+Each experiment trains with :mod:`pneumo_utils.train` exactly as notebook 02 does, on the same
+patient-grouped validation split, and writes ``<root>/<name>/experiment.json``. Only the validation
+split is ever scored here: the official test split is not used to choose anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pneumo_utils import config as config_module
+from pneumo_utils.records import provenance, write_json_atomic
+
+RECORD_NAME = "experiment.json"
+TABLE_COLUMNS = ("accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier")
+
+
+def run_experiment(name: str, root: str | os.PathLike, profile: str | None = None, data_dir: str | None = None,
+                   overrides: dict[str, Any] | None = None, overwrite: bool = False,
+                   description: str = "") -> dict[str, Any]:
+    """Train one configuration and record its validation figures; the model stays in ``<root>/<name>``."""
+    from pneumo_utils import evaluate, train
+
+    folder = Path(root) / name
+    record_path = folder / RECORD_NAME
+    if record_path.exists() and not overwrite:
+        raise FileExistsError(f"{record_path}: experiment {name!r} already recorded; pass --overwrite to redo it")
+    overrides = dict(overrides or {})
+    settings = config_module.load_config(profile, data_dir=data_dir, output_dir=str(folder),
+                                         model_path=str(folder / "model.keras"), **overrides)
+    data_root = config_module.prepare_data_dir(settings)
+    run = train.prepare(settings, data_root)
+    train.fit(run, checkpoint_dir=folder / "checkpoints")
+    card = train.finish(run, settings["model_path"])
+    validation = evaluate.evaluate_probabilities(run.val_targets, run.val_probabilities, card["threshold"]["value"],
+                                                 n_resamples=settings["bootstrap_resamples"], seed=settings["seed"])
+    record = {
+        "name": name,
+        "description": description,
+        "overrides": overrides,
+        "settings": {key: value for key, value in settings.items() if key not in ("output_dir", "data_dir")},
+        "split": "validation (patient-grouped split of train/)",
+        "validation": validation,
+        "threshold": card["threshold"],
+        "training": card["training"],
+        "data": card["data"],
+        **provenance(),
+    }
+    write_json_atomic(record_path, record)
+    return record
+
+
+def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
+    """One row per recorded experiment: what changed, validation figures with CIs, training time."""
+    rows = []
+    for record_path in sorted(Path(root).glob(f"*/{RECORD_NAME}")):
+        record = json.loads(record_path.read_text())
+        validation = record["validation"]
+        row = {"experiment": record["name"], "description": record.get("description", ""),
+               "changes": ", ".join(f"{key}={value}" for key, value in record["overrides"].items()) or "(profile)"}
+        for metric in TABLE_COLUMNS:
+            low, high = validation["ci95"][metric]
+            row[metric] = f"{validation[metric]:.3f} [{low:.3f}, {high:.3f}]"
+        row["threshold"] = round(record["threshold"]["value"], 4)
+        row["epochs (kept)"] = f"{record['training']['epochs_run']} ({record['training']['kept_epoch']})"
+        row["train minutes"] = round(record["training"]["seconds"] / 60, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_table(root: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """The experiments table as Markdown (and CSV beside it)."""
+    table = experiments_table(root)
+    output = Path(output)
+    header = ("# Training experiments\n\nAll figures are on the **validation split** (patient-grouped split of "
+              "`train/`), at each model's own threshold (highest with sensitivity >= the profile's minimum), with "
+              "seeded bootstrap 95% intervals. The official test split was not used.\n\n")
+    output.write_text(header + table.to_markdown(index=False) + "\n")
+    table.to_csv(output.with_suffix(".csv"), index=False)
+    return output
