@@ -64,3 +64,62 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
             "cpu_count": os.cpu_count(), "machine": platform.platform(), "processor": platform.processor(),
         },
     }
+
+
+def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: int = 3,
+                  data_dir=None, seed: int = 0) -> dict[str, Any]:
+    """The batched Grad-CAM against the per-image keras.io recipe, same model, same images, one run.
+
+    Images come from ``data_dir``'s ``train/`` split when given (read with the model card's
+    preprocessing), else synthetic X-rays of the model's input size. Each timing is the best of
+    ``repeats`` after one untimed warm-up (graph tracing).
+    """
+    from pneumo_utils import explain, synthetic
+    from pneumo_utils.model import load_model
+
+    network, card = load_model(model_path)
+    size = card["preprocessing"]["image_size"]
+    source = "synthetic X-rays"
+    if data_dir:
+        from pneumo_utils import data
+        from pneumo_utils.images import Preprocessing
+
+        rows = data.index_dataset(data_dir)
+        rows = rows[rows["split"] == "train"].sample(images, random_state=seed)
+        pictures, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
+        source = f"{len(pictures)} random images of {data_dir}/train"
+    else:
+        rng = np.random.default_rng(seed)
+        pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
+    pictures = pictures.astype(np.float32)
+    explainer = explain.CamExplainer(network)
+    layer = explainer.layer_name
+
+    def batched():
+        return explainer.explain(pictures, batch_size=batch_size, upsample=False)[0]
+
+    def reference():
+        return np.stack([explain.keras_io_gradcam(picture[None, ..., None], network, layer) for picture in pictures])
+
+    timings = {}
+    outputs = {}
+    for name, function in (("batched", batched), ("reference", reference)):
+        outputs[name] = function()
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            function()
+            best = min(best, time.perf_counter() - started)
+        timings[name] = best * 1000.0 / len(pictures)
+    return {
+        "per_image_ms_reference": round(timings["reference"], 3),
+        "per_image_ms_batched": round(timings["batched"], 3),
+        "speedup": round(timings["reference"] / timings["batched"], 2),
+        "max_abs_diff": float(np.abs(outputs["batched"] - outputs["reference"]).max()),
+        "settings": {"model": str(model_path), "target_layer": layer, "images": int(len(pictures)),
+                     "image_source": source, "batch_size": batch_size, "repeats": repeats,
+                     "timing": "best of repeats, after one warm-up call",
+                     "reference": "keras.io make_gradcam_heatmap, one image per call, gradient model built per call",
+                     "compared": "normalized maps at the target layer's resolution",
+                     "cpu_count": os.cpu_count(), "machine": platform.platform()},
+    }

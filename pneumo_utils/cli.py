@@ -3,8 +3,9 @@
   pneumo run          execute the four notebooks with papermill (profiles smoke|full)
   pneumo train        train one configuration and record it as an experiment (validation figures only)
   pneumo experiments  gather the recorded experiments into one table
+  pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
-  pneumo bench train  measure training and inference speed and peak memory, as JSON
+  pneumo bench        train: training/inference speed and peak memory; gradcam: batched vs per-image
   pneumo index        index a data set and report its layout, patients and duplicates
 
 Exit codes: 0 success, 1 a failure while working (a notebook, unreadable data), 2 a usage error.
@@ -24,7 +25,7 @@ from pneumo_utils import config as config_module
 from pneumo_utils._quiet import import_tensorflow_quietly
 
 DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
-NEEDS_TENSORFLOW = {"evaluate", "train", "bench"}
+NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam"}
 DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
 
 
@@ -128,18 +129,79 @@ def _command_experiments(args: argparse.Namespace) -> int:
 
 def _command_bench(args: argparse.Namespace) -> int:
     from pneumo_utils import bench
+    from pneumo_utils.model import ModelLoadError
     from pneumo_utils.records import provenance, write_json_atomic
 
     output = Path(args.output) if args.output else None
     if output and output.exists() and not args.overwrite:
         raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
-    result = bench.bench_train(args.profile, images=args.images, overrides=parse_overrides(args.parameter))
+    if args.what == "train":
+        result = bench.bench_train(args.profile, images=args.images or 512, overrides=parse_overrides(args.parameter))
+        headline = ("train_images_per_s", "inference_images_per_s", "peak_rss_mb")
+    else:
+        try:
+            result = bench.bench_gradcam(args.model, images=args.images or 32, batch_size=args.batch_size,
+                                         data_dir=args.data_dir)
+        except ModelLoadError as error:
+            raise UsageError(str(error)) from None
+        headline = ("per_image_ms_reference", "per_image_ms_batched", "speedup", "max_abs_diff")
     result.update(provenance())
-    print(json.dumps({key: result[key] for key in ("train_images_per_s", "inference_images_per_s", "peak_rss_mb")}))
+    print(json.dumps({key: result[key] for key in headline}))
     if output:
         write_json_atomic(output, result)
         print(f"wrote {output}")
     return 0
+
+
+def _command_gradcam(args: argparse.Namespace) -> int:
+    import cv2
+
+    from pneumo_utils import explain, predict
+    from pneumo_utils.images import Preprocessing
+    from pneumo_utils.model import ModelLoadError, load_model
+    from pneumo_utils.records import write_json_atomic
+
+    out = Path(args.out)
+    report_path = out / "gradcam.json"
+    if report_path.exists() and not args.overwrite:
+        raise UsageError(f"{report_path}: already exists; pass --overwrite or choose another --out")
+    try:
+        files, messages = predict.collect_inputs(args.images)
+        network, card = load_model(args.model)
+    except (predict.InputPathError, ModelLoadError) as error:
+        raise UsageError(str(error)) from None
+    threshold = card["threshold"]["value"]
+    records = predict.score(network, predict.read_inputs(files, Preprocessing.from_dict(card["preprocessing"])),
+                            threshold)
+    explainer = explain.CamExplainer(network, args.layer)
+    out.mkdir(parents=True, exist_ok=True)
+    report, used_names = [], set()
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
+    for record in records:
+        entry = {"path": record.path, "probability": record.probability, "label": record.label,
+                 "method": args.method, "error": record.error}
+        if record.error:
+            print(f"error: {record.error}", file=sys.stderr)
+            report.append(entry)
+            continue
+        target_class = int(record.label == "PNEUMONIA")
+        cam = explainer.explain(record.image[None], target_class=target_class, method=args.method)[0][0]
+        name = Path(record.path).stem + "_gradcam.png"
+        while name in used_names:
+            name = f"{Path(name).stem}_2.png"
+        used_names.add(name)
+        caption = [f"{Path(record.path).name}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
+                   f"threshold {threshold:.3f}; {args.method} heatmap of {predict.LABELS[target_class]}"]
+        cv2.imwrite(str(out / name), cv2.cvtColor(explain.side_by_side(record.image, cam, caption), cv2.COLOR_RGB2BGR))
+        entry.update({"overlay": name, "explained_class": predict.LABELS[target_class],
+                      "cam": explain.cam_statistics(cam)})
+        print(f"{record.path}: {record.probability:.3f} {record.label} -> {out / name}")
+        report.append(entry)
+    write_json_atomic(report_path, {"model": str(args.model), "threshold": threshold, "method": args.method,
+                                    "target_layer": explainer.layer_name, "images": report})
+    print(f"wrote {report_path}")
+    return 1 if messages or any(entry["error"] for entry in report) else 0
 
 
 def _command_index(args: argparse.Namespace) -> int:
@@ -197,15 +259,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="redo an experiment already recorded")
     train.set_defaults(handler=_command_train)
 
+    gradcam = commands.add_parser("gradcam", help="Grad-CAM overlays and CAM statistics for X-ray files")
+    gradcam.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    gradcam.add_argument("--out", required=True, help="folder for the overlay PNGs and gradcam.json")
+    gradcam.add_argument("--method", choices=["gradcam", "gradcam++"], default="gradcam")
+    gradcam.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
+    gradcam.add_argument("--layer", default=None, help="target layer (default: the last convolution)")
+    gradcam.add_argument("--overwrite", action="store_true", help="replace an existing gradcam.json in --out")
+    gradcam.set_defaults(handler=_command_gradcam)
+
     table = commands.add_parser("experiments", help="gather recorded experiments into one table")
     table.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
     table.add_argument("--output", default=str(config_module.PROJECT_ROOT / "results" / "experiments.md"))
     table.set_defaults(handler=_command_experiments)
 
     bench = commands.add_parser("bench", help="benchmarks that write JSON")
-    bench.add_argument("what", choices=["train"], help="train: training/inference throughput and peak memory")
-    bench.add_argument("--profile", choices=config_module.available_profiles(), default="full")
-    bench.add_argument("--images", type=int, default=512, help="synthetic images per timed epoch")
+    bench.add_argument("what", choices=["train", "gradcam"],
+                       help="train: training/inference throughput and peak memory; "
+                            "gradcam: batched Grad-CAM against the per-image keras.io recipe")
+    bench.add_argument("--profile", choices=config_module.available_profiles(), default="full",
+                       help="train: the profile whose model and settings are measured")
+    bench.add_argument("--images", type=int, default=None,
+                       help="train: synthetic images per timed epoch (512); gradcam: images explained (32)")
+    bench.add_argument("--model", default=str(DEFAULT_MODEL), help="gradcam: the model to explain")
+    bench.add_argument("--data-dir", default=None, help="gradcam: take images from this data set's train/")
+    bench.add_argument("--batch-size", type=int, default=32, help="gradcam: batch size of the batched version")
     bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--output", default=None, metavar="FILE.json")
     bench.add_argument("--overwrite", action="store_true")

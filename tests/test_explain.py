@@ -1,0 +1,129 @@
+"""Grad-CAM: every model type, batched equals per image, no NaN, and the quantitative checks."""
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from pneumo_utils import explain, model
+
+SIZE = 32
+
+
+def _images(count=5, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (count, SIZE, SIZE)).astype(np.float32)
+
+
+def _sequential_from_file(tmp_path):
+    network = keras.Sequential([
+        keras.Input((SIZE, SIZE, 1)), layers.Rescaling(1 / 255), layers.Conv2D(4, 3, activation="relu"),
+        layers.Conv2D(6, 3, activation="relu", name="last_conv"), layers.GlobalAveragePooling2D(),
+        layers.Dense(1, activation="sigmoid")])
+    network.save(tmp_path / "sequential.keras")
+    return keras.models.load_model(tmp_path / "sequential.keras")
+
+
+def _nested_backbone():
+    backbone_input = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(4, 3, activation="relu")(backbone_input)
+    x = layers.Conv2D(6, 3, activation="relu", name="backbone_last_conv")(x)
+    backbone = keras.Model(backbone_input, x, name="backbone")
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = backbone(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    logit = layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, layers.Activation("sigmoid")(logit))
+
+
+def _branched():
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    y = layers.Conv2D(4, 3, padding="same", activation="relu", name="branch_conv")(x)
+    x = layers.Add()([x, y])
+    logit = layers.Dense(1, name="logit")(layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, layers.Activation("sigmoid")(logit))
+
+
+@pytest.fixture(params=["project", "sequential_from_keras_file", "nested_backbone", "branched"])
+def any_model(request, tmp_path):
+    keras.utils.set_random_seed(0)
+    return {
+        "project": lambda: model.build_model(SIZE, filters=(4, 8), dropout=0.2),
+        "sequential_from_keras_file": lambda: _sequential_from_file(tmp_path),
+        "nested_backbone": _nested_backbone,
+        "branched": _branched,
+    }[request.param]()
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_maps_have_image_shape_range_and_match_the_model(any_model, method):
+    images = _images()
+    explainer = explain.CamExplainer(any_model)
+    for target_class in (0, 1):
+        cams, probabilities = explainer.explain(images, target_class=target_class, method=method)
+        assert cams.shape == (5, SIZE, SIZE) and cams.dtype == np.float32
+        assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
+        np.testing.assert_allclose(probabilities, any_model.predict(images[..., None], verbose=0).reshape(-1),
+                                   atol=1e-5)
+
+
+def test_the_target_layer_is_found_in_nested_models_and_can_be_named():
+    network = _nested_backbone()
+    assert explain.last_conv_layer_name(network) == "backbone_last_conv"
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        explain.CamExplainer(network, "nope")
+
+
+def test_constant_image_gives_no_nan():
+    network = model.build_model(SIZE, filters=(4,), dropout=0.0)
+    for method in ("gradcam", "gradcam++"):
+        cams = explain.gradcam(network, np.full((2, SIZE, SIZE), 0.0, np.float32), method=method)
+        assert np.isfinite(cams).all()
+
+
+def test_batched_equals_per_image_and_the_keras_io_recipe():
+    keras.utils.set_random_seed(1)
+    network = model.build_model(SIZE, filters=(4, 8), dropout=0.2)
+    images = _images(7, seed=3)
+    explainer = explain.CamExplainer(network)
+    batched, _ = explainer.explain(images, batch_size=7, upsample=False)
+    one_by_one = np.concatenate([explainer.explain(images[i:i + 1], batch_size=1, upsample=False)[0]
+                                 for i in range(len(images))])
+    reference = np.stack([explain.keras_io_gradcam(images[i:i + 1, ..., None], network, explainer.layer_name)
+                          for i in range(len(images))])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batched, reference, atol=1e-4)
+
+
+def test_mass_shares_add_up():
+    cams = np.zeros((1, 20, 20), np.float32)
+    cams[0, 0, 0] = 1.0  # all mass in a corner
+    shares = explain.mass_shares(cams)
+    assert shares["corners"][0] == 1.0 and shares["border"][0] == 1.0 and shares["central"][0] == 0.0
+    assert np.isnan(explain.mass_shares(np.zeros((1, 20, 20)))["central"][0])
+
+
+def test_randomization_drops_the_correlation(tiny_model_path, synthetic_root):
+    from pneumo_utils import data
+    from pneumo_utils.images import Preprocessing
+
+    network, card = model.load_model(tiny_model_path)
+    rows = data.index_dataset(synthetic_root).head(12)
+    images, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
+    same = explain.spearman_per_image(explain.gradcam(network, images), explain.gradcam(network, images))
+    check = explain.randomization_check(network, images)
+    assert np.nanmean(same) > 0.99
+    assert check["spearman_mean"] < 0.9 and check["images"] == 12
+
+
+def test_deletion_and_insertion_scores_are_probabilities(tiny_model_path, synthetic_root):
+    from pneumo_utils import data
+    from pneumo_utils.images import Preprocessing
+
+    network, card = model.load_model(tiny_model_path)
+    rows = data.index_dataset(synthetic_root).head(3)
+    images, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
+    result = explain.deletion_insertion(network, images, explain.gradcam(network, images), steps=4)
+    for key in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"):
+        assert 0.0 <= result[key] <= 1.0
