@@ -301,11 +301,6 @@ def mass_shares(cams: np.ndarray, border_fraction: float = 0.15) -> dict[str, np
     return shares
 
 
-def border_mass_share(cams: np.ndarray, border_fraction: float = 0.15) -> np.ndarray:
-    """Share of each map's mass within ``border_fraction`` of the edges, where markers and text live."""
-    return mass_shares(cams, border_fraction)["border"]
-
-
 def randomized_copy(model: keras.Model, seed: int = 0) -> keras.Model:
     """The same architecture with freshly initialized weights (Adebayo et al. 2018's model randomization)."""
     keras.utils.set_random_seed(seed)
@@ -374,3 +369,79 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, cams: np.ndarray,
                 results[f"{kind}_auc{suffix}"].append(float(np.trapezoid(curve, dx=1.0 / steps)))
     return {key: float(np.mean(values)) if values else float("nan") for key, values in results.items()} | {
         "images": int(len(images)), "steps": steps, "baseline": "Gaussian-blurred image"}
+
+
+def predicted_class_maps(explainer: CamExplainer, images: np.ndarray, probabilities: np.ndarray, threshold: float,
+                         method: str = "gradcam") -> np.ndarray:
+    """For each image, the map of the class the model predicted at ``threshold``."""
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    cams = np.zeros(images.shape[:3], dtype=np.float32)
+    for target_class in (0, 1):
+        chosen = predicted == target_class
+        if chosen.any():
+            cams[chosen] = explainer.explain(images[chosen], target_class=target_class, method=method)[0]
+    return cams
+
+
+def run_checks(model: keras.Model, images_by_class: dict[str, np.ndarray], method: str = "gradcam",
+               border_fraction: float = 0.15, deletion_images: int = 16, seed: int = 0) -> dict:
+    """The three quantitative checks, per class, on correctly classified images.
+
+    ``images_by_class`` maps "NORMAL"/"PNEUMONIA" to images of that class the model got right; each is
+    explained for its own class. Returns randomization, deletion/insertion and mass-share results.
+    """
+    explainer = CamExplainer(model)
+    area = {name: float(mask.mean()) for name, mask in region_masks(*next(iter(images_by_class.values())).shape[1:3],
+                                                                         border_fraction).items()}
+    results = {"method": method, "target_layer": explainer.layer_name, "border_fraction": border_fraction,
+               "area_share": area, "by_class": {}}
+    for name, images in images_by_class.items():
+        target_class = 1 if name == "PNEUMONIA" else 0
+        if len(images) == 0:
+            continue
+        cams = explainer.explain(images, target_class=target_class, method=method)[0]
+        shares = mass_shares(cams, border_fraction)
+        subset = slice(0, deletion_images)
+        results["by_class"][name] = {
+            "images": int(len(images)),
+            "mass_share": {region: float(np.nanmean(values)) for region, values in shares.items()},
+            "randomization": randomization_check(model, images, target_class, seed, method),
+            "deletion_insertion": deletion_insertion(model, images[subset], cams[subset], target_class, seed=seed),
+        }
+    return results
+
+
+def describe_checks(results: dict) -> list[str]:
+    """Plain sentences on what the check numbers show, whatever they show."""
+    lines = []
+    area = results["area_share"]
+    for name, result in results["by_class"].items():
+        if result["randomization"]["constant_maps"] == result["images"]:
+            lines.append(f"{name}: every map is empty (no positive evidence for the class at this layer); "
+                         "the checks cannot be read.")
+            continue
+        randomization = result["randomization"]["spearman_mean"]
+        verdict = ("low: the maps depend on the learned weights" if randomization < 0.3 else
+                   "moderate: part of the map survives random weights (image structure, not only learning)"
+                   if randomization < 0.6 else
+                   "HIGH: the maps look alike with random weights, so they show image structure, not the model")
+        lines.append(f"{name}: randomization Spearman {randomization:.2f} ({verdict}).")
+        scores = result["deletion_insertion"]
+        deletion_better = scores["deletion_auc"] < scores["deletion_auc_random"]
+        insertion_better = scores["insertion_auc"] > scores["insertion_auc_random"]
+        lines.append(
+            f"{name}: deletion AUC {scores['deletion_auc']:.3f} vs random {scores['deletion_auc_random']:.3f}, "
+            f"insertion AUC {scores['insertion_auc']:.3f} vs random {scores['insertion_auc_random']:.3f} "
+            + ("(better than random on both: the highlighted pixels carry the evidence)."
+               if deletion_better and insertion_better else
+               "(NOT better than random on both: the maps do not reliably point at the evidence).")
+        )
+        border, corners = result["mass_share"]["border"], result["mass_share"]["corners"]
+        where = ("mostly in the central field" if border < area["border"] - 0.1 else
+                 "spread like the image area itself" if border < area["border"] + 0.1 else
+                 "CONCENTRATED ON THE BORDER, where markers and text sit")
+        lines.append(
+            f"{name}: {border:.0%} of the map's mass lies in the border band ({area['border']:.0%} of the area), "
+            f"{corners:.0%} in the corners ({area['corners']:.0%} of the area): {where}."
+        )
+    return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -51,11 +52,24 @@ def provenance() -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinity become null: strict JSON has no NaN, and "not measurable" is what they mean here."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy scalars
+        return _finite(value.item())
+    return value
+
+
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
+    """Write strict JSON (NaN as null) to a temporary file in the same folder, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    temporary.write_text(json.dumps(_finite(payload), indent=2, default=str, allow_nan=False) + "\n")
     os.replace(temporary, path)
     return path

@@ -73,3 +73,53 @@ def test_index_reports_counts(synthetic_root):
     report = json.loads(result.stdout)
     normal_train = len(list(synthetic_root.glob("train/NORMAL/*.jpeg")))
     assert report["counts"]["train/NORMAL"]["images"] == normal_train and report["duplicate_groups"] == 2
+
+
+def test_gradcam_writes_overlays_and_json_and_names_bad_files(tiny_model_path, synthetic_root, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    good = sorted((synthetic_root / "test" / "PNEUMONIA").glob("*.jpeg"))[:2]
+    for path in good:
+        (inputs / path.name).write_bytes(path.read_bytes())
+    (inputs / "broken.png").write_text("not a png")
+    out = tmp_path / "out"
+    result = pneumo("gradcam", inputs, "--out", out, "--model", tiny_model_path, "--method", "gradcam++")
+    assert result.returncode == 1  # one input failed; the others were still processed
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {inputs / 'broken.png'}: not a readable image (corrupt, truncated or another format)"]
+    report = json.loads((out / "gradcam.json").read_text())
+    assert len(report["images"]) == 3 and report["method"] == "gradcam++"
+    for entry in report["images"]:
+        if entry["error"]:
+            assert entry["probability"] is None
+            continue
+        assert (out / entry["overlay"]).stat().st_size > 1000
+        assert 0 <= entry["probability"] <= 1 and entry["label"] in ("NORMAL", "PNEUMONIA")
+        cam = entry["cam"]
+        assert cam["central_share"] is None or abs(cam["central_share"] + cam["border_share"] - 1) < 1e-5
+    again = pneumo("gradcam", inputs, "--out", out, "--model", tiny_model_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_gradcam_missing_input_is_a_usage_error(tiny_model_path, tmp_path):
+    result = pneumo("gradcam", tmp_path / "missing.png", "--out", tmp_path / "out", "--model", tiny_model_path)
+    assert result.returncode == 2 and "missing.png: no such file or folder" in result.stderr
+
+
+def test_bench_gradcam_writes_the_documented_keys(tiny_model_path, tmp_path):
+    output = tmp_path / "bench.json"
+    result = pneumo("bench", "gradcam", "--model", tiny_model_path, "--images", 4, "--batch-size", 4,
+                    "--output", output)
+    assert result.returncode == 0, result.stderr
+    bench = json.loads(output.read_text())
+    assert {"per_image_ms_reference", "per_image_ms_batched", "speedup", "max_abs_diff"} <= set(bench)
+    assert bench["max_abs_diff"] <= 1e-4 and bench["settings"]["images"] == 4
+
+
+def test_bench_train_writes_the_documented_keys(tmp_path):
+    output = tmp_path / "bench.json"
+    result = pneumo("bench", "train", "--profile", "smoke", "--images", 32, "--output", output)
+    assert result.returncode == 0, result.stderr
+    bench = json.loads(output.read_text())
+    assert bench["train_images_per_s"] > 0 and bench["inference_images_per_s"] > 0 and bench["peak_rss_mb"] > 100
+    assert bench["settings"]["image_size"] == 64 and bench["settings"]["inference_batch_size"] == 64
