@@ -3,6 +3,7 @@
   pneumo run          execute the four notebooks with papermill (profiles smoke|full)
   pneumo train        train one configuration and record it as an experiment (validation figures only)
   pneumo experiments  gather the recorded experiments into one table
+  pneumo predict      probability and label for new X-rays (JPEG, PNG, DICOM), optional overlays
   pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
   pneumo bench        train: training/inference speed and peak memory; gradcam: batched vs per-image
@@ -25,7 +26,7 @@ from pneumo_utils import config as config_module
 from pneumo_utils._quiet import import_tensorflow_quietly
 
 DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
-NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam"}
+NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict"}
 DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
 
 
@@ -153,55 +154,90 @@ def _command_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_gradcam(args: argparse.Namespace) -> int:
-    import cv2
-
-    from pneumo_utils import explain, predict
-    from pneumo_utils.images import Preprocessing
+def _load_for_prediction(args: argparse.Namespace):
+    """Inputs and model for predict/gradcam; bad paths and bad models are usage errors (exit 2)."""
+    from pneumo_utils import predict
     from pneumo_utils.model import ModelLoadError, load_model
-    from pneumo_utils.records import write_json_atomic
 
-    out = Path(args.out)
-    report_path = out / "gradcam.json"
-    if report_path.exists() and not args.overwrite:
-        raise UsageError(f"{report_path}: already exists; pass --overwrite or choose another --out")
     try:
-        files, messages = predict.collect_inputs(args.images)
+        files, messages = predict.collect_inputs(args.inputs)
         network, card = load_model(args.model)
     except (predict.InputPathError, ModelLoadError) as error:
         raise UsageError(str(error)) from None
+    return files, messages, network, card
+
+
+def _command_gradcam(args: argparse.Namespace) -> int:
+    from pneumo_utils import predict
+    from pneumo_utils.records import write_json_atomic
+
+    report_path = Path(args.out) / "gradcam.json"
+    if report_path.exists() and not args.overwrite:
+        raise UsageError(f"{report_path}: already exists; pass --overwrite or choose another --out")
+    files, messages, network, card = _load_for_prediction(args)
     threshold = card["threshold"]["value"]
-    records = predict.score(network, predict.read_inputs(files, Preprocessing.from_dict(card["preprocessing"])),
-                            threshold)
-    explainer = explain.CamExplainer(network, args.layer)
-    out.mkdir(parents=True, exist_ok=True)
-    report, used_names = [], set()
+    writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer)
+    records = predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    report = []
     for message in messages:
         print(f"error: {message}", file=sys.stderr)
+        report.append({"path": message.split(": ")[0], "probability": None, "label": None, "error": message})
     for record in records:
         entry = {"path": record.path, "probability": record.probability, "label": record.label,
                  "method": args.method, "error": record.error}
         if record.error:
             print(f"error: {record.error}", file=sys.stderr)
-            report.append(entry)
-            continue
-        target_class = int(record.label == "PNEUMONIA")
-        cam = explainer.explain(record.image[None], target_class=target_class, method=args.method)[0][0]
-        name = Path(record.path).stem + "_gradcam.png"
-        while name in used_names:
-            name = f"{Path(name).stem}_2.png"
-        used_names.add(name)
-        caption = [f"{Path(record.path).name}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
-                   f"threshold {threshold:.3f}; {args.method} heatmap of {predict.LABELS[target_class]}"]
-        cv2.imwrite(str(out / name), cv2.cvtColor(explain.side_by_side(record.image, cam, caption), cv2.COLOR_RGB2BGR))
-        entry.update({"overlay": name, "explained_class": predict.LABELS[target_class],
-                      "cam": explain.cam_statistics(cam)})
-        print(f"{record.path}: {record.probability:.3f} {record.label} -> {out / name}")
+        else:
+            entry.update(writer.statistics[record.path])
+            print(f"{record.path}: {record.probability:.3f} {record.label} -> {Path(args.out) / entry['overlay']}")
         report.append(entry)
     write_json_atomic(report_path, {"model": str(args.model), "threshold": threshold, "method": args.method,
-                                    "target_layer": explainer.layer_name, "images": report})
+                                    "target_layer": writer.explainer.layer_name, "images": report})
     print(f"wrote {report_path}")
-    return 1 if messages or any(entry["error"] for entry in report) else 0
+    return 1 if any(entry["error"] for entry in report) else 0
+
+
+def _command_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from pneumo_utils import predict
+    from pneumo_utils.records import write_json_atomic
+
+    output = Path(args.output) if args.output else None
+    if output and output.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"{output}: --output must end in .csv or .json")
+    if output and output.exists() and not args.overwrite:
+        raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
+    files, messages, network, card = _load_for_prediction(args)
+    writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam)
+              if args.gradcam else None)
+    records = predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    rows = [{"path": message.split(": ")[0], "probability": None, "label": None, "error": message}
+            for message in messages]
+    rows += [{"path": r.path, "probability": r.probability, "label": r.label, "error": r.error} for r in records]
+    width = max([len(row["path"]) for row in rows] + [4])
+    print(f"{'path':<{width}}  probability  label")
+    for row in rows:
+        if row["error"]:
+            print(f"error: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['label']}")
+    if output:
+        if output.suffix.lower() == ".json":
+            write_json_atomic(output, rows)
+        else:
+            temporary = output.with_name(f".{output.name}.tmp")
+            with temporary.open("w", newline="") as handle:
+                table = csv.DictWriter(handle, fieldnames=["path", "probability", "label", "error"])
+                table.writeheader()
+                table.writerows({**row, "probability": "" if row["probability"] is None else row["probability"],
+                                 "label": row["label"] or ""} for row in rows)
+            temporary.replace(output)
+        print(f"wrote {output}", file=sys.stderr)
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"{failed} of {len(rows)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _command_index(args: argparse.Namespace) -> int:
@@ -260,13 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_command_train)
 
     gradcam = commands.add_parser("gradcam", help="Grad-CAM overlays and CAM statistics for X-ray files")
-    gradcam.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    gradcam.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     gradcam.add_argument("--out", required=True, help="folder for the overlay PNGs and gradcam.json")
     gradcam.add_argument("--method", choices=["gradcam", "gradcam++"], default="gradcam")
     gradcam.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
     gradcam.add_argument("--layer", default=None, help="target layer (default: the last convolution)")
     gradcam.add_argument("--overwrite", action="store_true", help="replace an existing gradcam.json in --out")
+    gradcam.add_argument("--batch-size", type=int, default=32)
     gradcam.set_defaults(handler=_command_gradcam)
+
+    predict = commands.add_parser("predict", help="probability and label for new X-rays (JPEG, PNG, DICOM)")
+    predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
+    predict.add_argument("--gradcam", default=None, metavar="DIR", help="also write a Grad-CAM overlay per image here")
+    predict.add_argument("--output", default=None, metavar="FILE.csv|FILE.json",
+                         help="one row per input: path, probability, label, error")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(handler=_command_predict)
 
     table = commands.add_parser("experiments", help="gather recorded experiments into one table")
     table.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))

@@ -17,8 +17,10 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
+DICOM_EXTENSIONS = (".dcm", ".dicom")
 MIN_SIDE = 16  # pixels; anything smaller cannot be a chest X-ray
+MAX_PIXELS = 64_000_000  # about 8000 x 8000; real radiographs are below 20 megapixels
 
 try:  # OpenCV prints libjpeg/libpng warnings to stderr; we report bad files ourselves, one line each.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -78,7 +80,7 @@ def _to_grayscale_uint8(array: np.ndarray, path: Path) -> np.ndarray:
         raise ImageReadError(f"{path}: unsupported image shape {array.shape}")
     if array.dtype == np.uint8:
         return array
-    # 16-bit PNGs (and float TIFFs) rarely use their full range: stretch the used range to 0-255.
+    # 16-bit PNGs and windowed DICOM rarely use their full range: stretch the used range to 0-255.
     array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     if high <= low:
@@ -86,17 +88,91 @@ def _to_grayscale_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     return np.clip((array - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
 
 
+def _is_dicom(path: Path, data: bytes) -> bool:
+    return path.suffix.lower() in DICOM_EXTENSIONS or data[128:132] == b"DICM"
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    """Pixel data with the modality LUT (rescale) and VOI LUT (windowing) applied; MONOCHROME1 inverted.
+
+    Compressed transfer syntaxes are decoded by whichever pydicom plugin is installed (pylibjpeg,
+    gdcm); without one the file is refused with a message that says what to install.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except Exception as error:  # noqa: BLE001 - pydicom raises several types for a bad file
+        raise ImageReadError(f"{path}: not a readable DICOM file ({error})") from None
+    if "PixelData" not in dataset:
+        raise ImageReadError(f"{path}: DICOM file has no pixel data")
+    syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # noqa: BLE001
+        name = getattr(syntax, "name", syntax)
+        compressed = syntax is not None and getattr(syntax, "is_compressed", False)
+        hint = (" (compressed; install a pydicom decoder: pip install pylibjpeg pylibjpeg-libjpeg "
+                "pylibjpeg-openjpeg, or python-gdcm)") if compressed else ""
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data, transfer syntax {name}{hint}: "
+                             f"{str(error).splitlines()[0]}") from None
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        raise ImageReadError(f"{path}: multi-frame DICOM ({dataset.NumberOfFrames} frames) is not supported")
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        return cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float32)
+    if photometric == "MONOCHROME1":  # bright means low attenuation here: invert to the usual look
+        pixels = pixels.max() + pixels.min() - pixels
+    return pixels
+
+
+def _check_complete(path: Path, data: bytes) -> None:
+    """Catch truncated files that decoders would otherwise half-decode (a grey bottom) or complain about."""
+    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-64:]:
+        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
+        raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")
+
+
+def _check_size(path: Path) -> None:
+    """Refuse absurdly large images from the header, before decoding them into memory."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - the decoder below reports unreadable files
+        return
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(f"{path}: image too large ({width}x{height} px; the limit is "
+                             f"{MAX_PIXELS / 1e6:.0f} megapixels)")
+
+
 def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndarray:
-    """Read one file as a ``(size, size)`` uint8 grayscale array, or raise :class:`ImageReadError`."""
+    """Read one file as a ``(size, size)`` uint8 grayscale array, or raise :class:`ImageReadError`.
+
+    JPEG and PNG (8 or 16 bit; L, RGB or RGBA) through OpenCV, DICOM through pydicom.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     data = path.read_bytes()
     if not data:
         raise ImageReadError(f"{path}: empty file")
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or another format)")
+    if _is_dicom(path, data):
+        array = _read_dicom(path)
+    else:
+        _check_complete(path, data)
+        _check_size(path)
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or another format)")
     gray = _to_grayscale_uint8(array, path)
     height, width = gray.shape
     if min(height, width) < MIN_SIDE:

@@ -7,6 +7,7 @@ probability; the other files are still scored.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def collect_inputs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[str
         if path.is_dir():
             found = sorted(item for item in path.rglob("*") if item.is_file() and is_image_file(item))
             if not found:
-                messages.append(f"{path}: folder holds no .jpeg/.jpg/.png images")
+                messages.append(f"{path}: folder holds no images (.jpeg, .jpg, .png, .dcm)")
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -75,3 +76,66 @@ def score(network, records: list[Scored], threshold: float, batch_size: int = 64
             record.probability = float(probability)
             record.label = LABELS[int(probability >= threshold)]
     return records
+
+
+def predict_files(network, card: dict, files: list[Path], batch_size: int = 64, progress: bool = True,
+                  on_batch=None) -> list[Scored]:
+    """Read and score ``files`` a batch at a time (memory stays flat for long lists).
+
+    ``on_batch(records)`` is called with each scored batch while its images are still in memory (to
+    write Grad-CAM overlays, say); the returned records no longer hold images.
+    """
+    from tqdm.auto import tqdm
+
+    preprocessing = Preprocessing.from_dict(card["preprocessing"])
+    threshold = card["threshold"]["value"]
+    results = []
+    with tqdm(total=len(files), unit="image", disable=not progress or len(files) <= batch_size,
+              file=sys.stderr) as bar:
+        for start in range(0, len(files), batch_size):
+            records = score(network, read_inputs(files[start:start + batch_size], preprocessing), threshold,
+                            batch_size)
+            if on_batch is not None:
+                on_batch(records)
+            for record in records:
+                record.image = None
+            results.extend(records)
+            bar.update(len(records))
+    return results
+
+
+class OverlayWriter:
+    """Writes one Grad-CAM overlay PNG per scored image (original beside overlay, with probability and label)."""
+
+    def __init__(self, network, threshold: float, out: str | os.PathLike, method: str = "gradcam",
+                 layer_name: str | None = None):
+        from pneumo_utils.explain import CamExplainer
+
+        self.explainer = CamExplainer(network, layer_name)
+        self.threshold, self.out, self.method = threshold, Path(out), method
+        self.used_names: set[str] = set()
+        self.statistics: dict[str, dict] = {}
+
+    def __call__(self, records: list[Scored]) -> None:
+        import cv2
+
+        from pneumo_utils import explain
+
+        readable = [record for record in records if record.image is not None]
+        if not readable:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        images = np.stack([record.image for record in readable])
+        probabilities = np.array([record.probability for record in readable])
+        cams = explain.predicted_class_maps(self.explainer, images, probabilities, self.threshold, self.method)
+        for record, cam in zip(readable, cams, strict=True):
+            name = Path(record.path).stem + "_gradcam.png"
+            while name in self.used_names:
+                name = f"{Path(name).stem}_2.png"
+            self.used_names.add(name)
+            caption = [f"{Path(record.path).name}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
+                       f"threshold {self.threshold:.3f}; {self.method} heatmap of {record.label}"]
+            picture = explain.side_by_side(record.image, cam, caption)
+            cv2.imwrite(str(self.out / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            self.statistics[record.path] = {"overlay": name, "explained_class": record.label,
+                                            "cam": explain.cam_statistics(cam)}
