@@ -142,11 +142,17 @@ def _check_complete(path: Path, data: bytes) -> None:
 
 def _check_size(path: Path) -> None:
     """Refuse absurdly large images from the header, before decoding them into memory."""
+    import warnings
+
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
-            width, height = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{path}: image too large (over {MAX_PIXELS / 1e6:.0f} megapixels)") from None
     except Exception:  # noqa: BLE001 - the decoder below reports unreadable files
         return
     if width * height > MAX_PIXELS:

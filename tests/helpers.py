@@ -24,3 +24,38 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), array):
         raise OSError(f"could not write {path}")
     return path
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", slope: float = 1.0,
+                intercept: float = 0.0, window: tuple[float, float] | None = None,
+                transfer_syntax: str = "1.2.840.10008.1.2.1") -> Path:
+    """A minimal single-frame DICOM file, written with pydicom (uncompressed unless told otherwise)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1.1")  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "DX"
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = photometric
+    dataset.BitsAllocated = 16
+    dataset.BitsStored = 12
+    dataset.HighBit = 11
+    dataset.PixelRepresentation = 0
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if window:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    if meta.TransferSyntaxUID.is_compressed:
+        dataset.PixelData = encapsulate([b"\x00" * 64])  # not a real codestream: decoding must fail cleanly
+    else:
+        dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from pneumo_utils.cli import UsageError, parse_overrides
@@ -123,3 +124,53 @@ def test_bench_train_writes_the_documented_keys(tmp_path):
     bench = json.loads(output.read_text())
     assert bench["train_images_per_s"] > 0 and bench["inference_images_per_s"] > 0 and bench["peak_rss_mb"] > 100
     assert bench["settings"]["image_size"] == 64 and bench["settings"]["inference_batch_size"] == 64
+
+
+def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_root, tmp_path):
+    import csv
+
+    from helpers import write_dicom
+
+    folder = tmp_path / "xrays"
+    nested = folder / "nested"
+    nested.mkdir(parents=True)
+    good = sorted((synthetic_root / "test" / "NORMAL").glob("*.jpeg"))[0]
+    (nested / good.name).write_bytes(good.read_bytes())
+    write_dicom(folder / "scan.dcm", (np.arange(64 * 64).reshape(64, 64) % 4000).astype(np.uint16))
+    (folder / "corrupt.jpeg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    empty_folder = tmp_path / "nothing_here"
+    empty_folder.mkdir()
+    (empty_folder / "notes.txt").write_text("no images")
+    output = tmp_path / "predictions.csv"
+    gradcam_dir = tmp_path / "overlays"
+    result = pneumo("predict", folder, empty_folder, "--model", tiny_model_path, "--output", output,
+                    "--gradcam", gradcam_dir)
+    assert result.returncode == 1, result.stderr
+    rows = list(csv.DictReader(output.open()))
+    assert list(rows[0]) == ["path", "probability", "label", "error"]
+    by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
+    assert set(by_name) == {"nothing_here", "corrupt.jpeg", "scan.dcm", good.name}
+    for name in ("scan.dcm", good.name):
+        assert by_name[name]["error"] == "" and by_name[name]["label"] in ("NORMAL", "PNEUMONIA")
+        assert 0 <= float(by_name[name]["probability"]) <= 1
+    assert "truncated JPEG" in by_name["corrupt.jpeg"]["error"]
+    assert "folder holds no images" in by_name["nothing_here"]["error"]
+    assert sorted(p.name for p in gradcam_dir.iterdir()) == sorted([f"{good.stem}_gradcam.png", "scan_gradcam.png"])
+    assert "Traceback" not in result.stderr
+
+    only_good = pneumo("predict", nested / good.name, "--model", tiny_model_path, "--output", tmp_path / "one.json")
+    assert only_good.returncode == 0, only_good.stderr
+    assert json.loads((tmp_path / "one.json").read_text())[0]["error"] == ""
+
+
+@pytest.mark.parametrize("model_problem", ["missing", "corrupt", "not_keras"])
+def test_predict_with_a_bad_model_is_one_clear_error(synthetic_root, tmp_path, model_problem):
+    image = sorted((synthetic_root / "test" / "NORMAL").glob("*.jpeg"))[0]
+    model_path = {"missing": tmp_path / "none.keras", "corrupt": tmp_path / "corrupt.keras",
+                  "not_keras": tmp_path / "weights.h5"}[model_problem]
+    if model_problem != "missing":
+        model_path.write_bytes(b"PK\x03\x04 definitely not a whole zip")
+        model_path.with_suffix(".json").write_text("{}")
+    result = pneumo("predict", image, "--model", model_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"error: {model_path}") and len(result.stderr.strip().splitlines()) == 1
