@@ -7,6 +7,7 @@
   pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
   pneumo bench        train: training/inference speed and peak memory; gradcam: batched vs per-image
+  pneumo download     fetch the public data set (Mendeley or Kaggle), verified and extracted safely
   pneumo index        index a data set and report its layout, patients and duplicates
 
 Exit codes: 0 success, 1 a failure while working (a notebook, unreadable data), 2 a usage error.
@@ -240,6 +241,21 @@ def _command_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _command_download(args: argparse.Namespace) -> int:
+    from pneumo_utils import download
+    from pneumo_utils.data import DatasetLayoutError
+
+    try:
+        root = download.download(args.source, args.dest, url=args.url, sha256=args.sha256, overwrite=args.overwrite)
+    except FileExistsError as error:
+        raise UsageError(str(error)) from None
+    except (download.DownloadError, DatasetLayoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"data set ready in {root}; check it with: pneumo index --data-dir {root}")
+    return 0
+
+
 def _command_index(args: argparse.Namespace) -> int:
     from pneumo_utils import data
 
@@ -335,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", default=None, metavar="FILE.json")
     bench.add_argument("--overwrite", action="store_true")
     bench.set_defaults(handler=_command_bench)
+
+    fetch = commands.add_parser("download", help="fetch the public data set into --dest/chest_xray")
+    fetch.add_argument("--source", choices=["mendeley", "kaggle"], default="mendeley",
+                       help="mendeley: ChestXRay2017.zip over https; kaggle: kagglehub (pip install kagglehub)")
+    fetch.add_argument("--dest", default=str(config_module.PROJECT_ROOT / "data"), help="folder to install into")
+    fetch.add_argument("--url", default=None, help="download this zip instead of the source's address")
+    fetch.add_argument("--sha256", default=None, help="expected SHA-256 of the zip")
+    fetch.add_argument("--overwrite", action="store_true", help="replace an existing <dest>/chest_xray")
+    fetch.set_defaults(handler=_command_download)
 
     index = commands.add_parser("index", help="check a data set's layout; print counts, fingerprint, duplicates")
     index.add_argument("--data-dir", default=None, help=DATA_HELP)
