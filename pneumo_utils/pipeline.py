@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -63,7 +64,9 @@ def run_notebooks(
     config = load_config(profile, data_dir=data_dir, output_dir=output_dir, **overrides)
     output = Path(config["output_dir"])
     summary_path = output / SUMMARY_NAME
-    if summary_path.exists() and not overwrite:
+    resuming = bool(overrides.get("resume")) and summary_path.exists() and \
+        json.loads(summary_path.read_text()).get("status") != "ok"
+    if summary_path.exists() and not overwrite and not resuming:
         raise OutputExists(
             f"{output}: already holds a run ({SUMMARY_NAME}); pass --overwrite to replace it "
             "or --output-dir to write elsewhere"

@@ -82,15 +82,24 @@ class _EpochTimer(keras.callbacks.Callback):
 
 def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, patience: int,
               class_weight: dict[int, float] | None, checkpoint_dir: str | os.PathLike,
-              verbose: int = 2) -> pd.DataFrame:
+              verbose: int = 2, resume: bool = False, callbacks: list | None = None) -> pd.DataFrame:
     """Train a compiled model with early stopping on ``val_auc`` (best weights restored); the history.
 
-    The best epoch so far is also written to ``checkpoint_dir/best.keras``, so an interrupted run
-    leaves a usable model behind.
+    The best epoch so far is written to ``checkpoint_dir/best.keras``, and the full training state
+    (weights, optimizer, epoch) to ``checkpoint_dir/backup`` after every epoch. With ``resume`` an
+    interrupted run continues from its last finished epoch; without it, any old backup is discarded.
+    Early stopping's patience counter starts afresh on resume.
     """
+    import shutil
+
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir = checkpoint_dir / "backup"
+    if not resume:
+        shutil.rmtree(backup_dir, ignore_errors=True)
     callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+        *(callbacks or []),
         _EpochTimer(),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
                                       restore_best_weights=True),
@@ -101,7 +110,7 @@ def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, pat
                           callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles, seeded
                           verbose=verbose)
     frame = pd.DataFrame(history.history)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    frame.insert(0, "epoch", np.asarray(history.epoch, dtype=int) + 1)  # after a resume, the epochs run now
     return frame
 
 
@@ -164,7 +173,7 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     started = time.perf_counter()
     run.history = fit_model(run.network, train_dataset, val_dataset, epochs=config["epochs"],
                             patience=config["patience"], class_weight=run.class_weight,
-                            checkpoint_dir=checkpoint_dir, verbose=verbose)
+                            checkpoint_dir=checkpoint_dir, verbose=verbose, resume=config.get("resume", False))
     run.seconds = time.perf_counter() - started
     return run
 

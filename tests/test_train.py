@@ -1,0 +1,55 @@
+"""Training: class weights, optimizers, and resuming an interrupted run."""
+
+import keras
+import numpy as np
+import pytest
+
+from pneumo_utils import data, model, train
+
+
+def test_class_weights_balance_the_classes():
+    weights = train.class_weights(np.array([0, 1, 1, 1]))
+    assert weights == {0: 2.0, 1: pytest.approx(2 / 3)}
+    with pytest.raises(ValueError, match="both classes"):
+        train.class_weights(np.array([1, 1]))
+
+
+def test_optimizer_choices():
+    assert isinstance(train.make_optimizer("adamw", 1e-3, 1e-4, "cosine", total_steps=10), keras.optimizers.AdamW)
+    with pytest.raises(ValueError, match="total number of training steps"):
+        train.make_optimizer("adam", 1e-3, schedule="cosine")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        train.make_optimizer("sgd", 1e-3)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, after_epoch):
+        super().__init__()
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after_epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_from_the_last_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (32, 32, 32), dtype=np.uint8)
+    targets = (np.arange(32) % 2).astype(np.float32)
+    dataset = data.make_dataset(images, targets, batch_size=8)
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        return train.compile_model(model.build_model(32, filters=(4,), dropout=0.0), 1e-3)
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit_model(fresh(), dataset, dataset, epochs=4, patience=10, class_weight=None,
+                        checkpoint_dir=tmp_path, verbose=0, callbacks=[_Interrupt(after_epoch=2)])
+    assert (tmp_path / "backup").is_dir() and (tmp_path / "best.keras").is_file()
+    resumed = train.fit_model(fresh(), dataset, dataset, epochs=4, patience=10, class_weight=None,
+                              checkpoint_dir=tmp_path, verbose=0, resume=True)
+    assert resumed["epoch"].tolist() == [3, 4]  # epochs 1-2 were not run again
+    assert not (tmp_path / "backup").exists()  # a finished run removes its backup
+    restarted = train.fit_model(fresh(), dataset, dataset, epochs=2, patience=10, class_weight=None,
+                                checkpoint_dir=tmp_path, verbose=0, resume=False)
+    assert restarted["epoch"].tolist() == [1, 2]
