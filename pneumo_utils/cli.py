@@ -27,7 +27,7 @@ from pneumo_utils import config as config_module
 from pneumo_utils._quiet import import_tensorflow_quietly
 
 DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
-NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict"}
+NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict", "experiments"}
 DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
 
 
@@ -124,7 +124,11 @@ def _command_train(args: argparse.Namespace) -> int:
 def _command_experiments(args: argparse.Namespace) -> int:
     from pneumo_utils import experiments
 
-    output = experiments.write_table(args.root, args.output)
+    if args.data_dir:
+        for name in experiments.add_missing_stress(args.root, args.data_dir):
+            print(f"stress-validated {name}", file=sys.stderr)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    output = experiments.write_table(args.root, args.output, notes)
     print(output.read_text())
     return 0
 
@@ -334,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = commands.add_parser("experiments", help="gather recorded experiments into one table")
     table.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
     table.add_argument("--output", default=str(config_module.PROJECT_ROOT / "results" / "experiments.md"))
+    table.add_argument("--data-dir", default=None, help="also stress-validate experiments that lack it")
+    table.add_argument("--notes", default=None, help="a Markdown file appended below the table")
     table.set_defaults(handler=_command_experiments)
 
     bench = commands.add_parser("bench", help="benchmarks that write JSON")

@@ -184,9 +184,13 @@ def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndar
     if min(height, width) < MIN_SIDE:
         raise ImageReadError(f"{path}: image too small ({width}x{height} px, need at least {MIN_SIDE} px a side)")
     size = preprocessing.image_size
-    resized = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+    return finish(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA), preprocessing)
+
+
+def finish(resized: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+    """The steps after resizing (CLAHE when the preprocessing asks for it), on a uint8 image."""
     if preprocessing.clahe:
-        resized = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(resized)
+        return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(resized)
     return resized
 
 

@@ -174,3 +174,21 @@ def test_predict_with_a_bad_model_is_one_clear_error(synthetic_root, tmp_path, m
     result = pneumo("predict", image, "--model", model_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"error: {model_path}") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
+    root = tmp_path / "experiments"
+    result = pneumo("train", "--profile", "smoke", "--name", "tiny", "--root", root, "--description", "a test",
+                    "-p", "epochs=1", "-p", "image_size=32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((root / "tiny" / "experiment.json").read_text())
+    assert record["overrides"] == {"epochs": 1, "image_size": 32} and record["settings"]["image_size"] == 32
+    assert set(record["validation"]) == EVALUATE_KEYS
+    stress = json.loads((root / "tiny" / "robustness.json").read_text())
+    assert set(stress["conditions"]) >= {"clean", "gamma 0.6 (overexposed look)", "zoom out 0.85"}
+    again = pneumo("train", "--profile", "smoke", "--name", "tiny", "--root", root)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    table = pneumo("experiments", "--root", root, "--output", tmp_path / "table.md")
+    assert table.returncode == 0, table.stderr
+    text = (tmp_path / "table.md").read_text()
+    assert "| tiny " in text and "stress specificity" in text and "validation split" in text
