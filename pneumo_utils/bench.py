@@ -36,7 +36,8 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
     targets = (np.arange(images) % 2).astype(np.float32)
     train.set_seed(settings["seed"])
     network = model.build_model(size, filters=tuple(settings["filters"]), dropout=settings["dropout"],
-                                augmentation=train.augmentation_settings(settings))
+                                augmentation=train.augmentation_settings(settings),
+                                normalization=settings.get("normalization", "rescale"))
     steps = int(np.ceil(images / settings["batch_size"])) * (repeats + 1)
     optimizer = train.make_optimizer(settings.get("optimizer", "adam"), settings["learning_rate"],
                                      settings.get("weight_decay", 0.0), settings.get("lr_schedule", "constant"), steps)

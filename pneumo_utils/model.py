@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers
 
 from pneumo_utils.records import write_json_atomic
@@ -21,12 +22,55 @@ from pneumo_utils.records import write_json_atomic
 CARD_SUFFIX = ".json"
 
 
+@keras.saving.register_keras_serializable(package="pneumo")
+class RandomGamma(layers.Layer):
+    """Random gamma per image in training (``255 * (x / 255) ** g``, log g uniform in +-log(1 + factor)).
+
+    Exposure differences between machines act like a gamma change: bright, washed-out lungs look hazy,
+    which is what pneumonia looks like. Training across gammas teaches the model not to read exposure.
+    """
+
+    def __init__(self, factor: float = 0.4, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.factor, self.seed = factor, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or not self.factor:
+            return inputs
+        limit = float(np.log1p(self.factor))
+        batch = keras.ops.shape(inputs)[0]
+        log_gamma = keras.random.uniform((batch, 1, 1, 1), -limit, limit, seed=self.seed_generator)
+        scaled = keras.ops.clip(inputs / 255.0, 1e-6, 1.0)
+        return 255.0 * keras.ops.power(scaled, keras.ops.exp(log_gamma))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="pneumo")
+class PerImageStandardization(layers.Layer):
+    """Each image to zero mean and unit variance: the model no longer sees overall brightness or contrast."""
+
+    def call(self, inputs):
+        mean = keras.ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+        std = keras.ops.std(inputs, axis=(1, 2, 3), keepdims=True)
+        return (inputs - mean) / keras.ops.maximum(std, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float = 0.05, contrast: float = 0.1,
-                       brightness: float = 0.0):
+                       brightness: float = 0.0, gamma: float = 0.0):
     """Random geometric and intensity changes, active only while training (Keras preprocessing layers).
 
     rotation is a fraction of a full turn, zoom and shift fractions of the image side, contrast and
-    brightness fractions of the intensity range; 0 turns a change off.
+    brightness fractions of the intensity range, gamma the spread of :class:`RandomGamma`; 0 turns a
+    change off.
     """
     steps = []
     if rotation:
@@ -39,6 +83,8 @@ def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float =
         steps.append(layers.RandomContrast(contrast, value_range=(0, 255)))
     if brightness:
         steps.append(layers.RandomBrightness(brightness, value_range=(0, 255)))
+    if gamma:
+        steps.append(RandomGamma(gamma))
     return keras.Sequential(steps or [layers.Identity()], name="augmentation")
 
 
@@ -57,16 +103,26 @@ def build_model(
     dropout: float = 0.5,
     augment: bool = True,
     augmentation: dict[str, float] | None = None,
+    normalization: str = "rescale",
     name: str = "pneumonia_cnn",
 ) -> keras.Model:
-    """A from-scratch CNN: strided stem, conv blocks with batch norm, global pooling, dropout, logit."""
+    """A from-scratch CNN: strided stem, conv blocks with batch norm, global pooling, dropout, logit.
+
+    normalization: ``rescale`` divides by 255; ``standardize`` gives each image zero mean and unit
+    variance (blind to overall brightness and contrast).
+    """
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32, got {image_size}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
     x = augmentation_block(**(augmentation or {}))(inputs) if augment else inputs
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    if normalization == "rescale":
+        x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+    elif normalization == "standardize":
+        x = PerImageStandardization(name="standardize")(x)
+    else:
+        raise ValueError(f"normalization must be rescale or standardize, got {normalization!r}")
     x = layers.Conv2D(filters[0], 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)

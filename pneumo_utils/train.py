@@ -142,7 +142,7 @@ class TrainingRun:
 
 
 def augmentation_settings(config: dict[str, Any]) -> dict[str, float]:
-    return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness")
+    return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma")
             if f"augment_{key}" in config}
 
 
@@ -155,7 +155,8 @@ def prepare(config: dict[str, Any], data_root: str | os.PathLike) -> TrainingRun
     train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing)
     val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing)
     network = model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
-                                augmentation=augmentation_settings(config))
+                                augmentation=augmentation_settings(config),
+                                normalization=config.get("normalization", "rescale"))
     return TrainingRun(config, Path(data_root), index, preprocessing, train_rows, val_rows, train_images,
                        train_targets, val_images, val_targets, class_weights(train_targets), network)
 

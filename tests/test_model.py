@@ -81,3 +81,18 @@ def test_card_records_provenance_and_preprocessing(tiny_model_path):
                 "intended_use", "limitations"):
         assert key in card
     assert card["preprocessing"]["image_size"] == 32 and card["versions"]["keras"].startswith("3.")
+
+
+def test_gamma_augmentation_and_standardization_survive_a_safe_mode_round_trip(tmp_path):
+    network = model.build_model(32, filters=(4,), dropout=0.1, augmentation={"gamma": 0.4},
+                                normalization="standardize")
+    batch = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    gamma = network.get_layer("augmentation").layers[-1]
+    assert isinstance(gamma, model.RandomGamma)
+    assert not np.allclose(gamma(batch, training=True), batch) and np.allclose(gamma(batch, training=False), batch)
+    # a brighter copy of the same image gives the same output once standardized
+    shifted = np.clip(batch * 0.5 + 60, 0, 255)
+    standardize = network.get_layer("standardize")
+    np.testing.assert_allclose(standardize(batch), standardize(shifted), atol=1e-4)
+    loaded, _ = model.load_model(model.save_model(network, tmp_path / "g.keras", {}))
+    np.testing.assert_allclose(loaded.predict(batch, verbose=0), network.predict(batch, verbose=0), atol=1e-6)
