@@ -89,7 +89,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     if output and output.exists() and not args.overwrite:
         raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
     try:
-        metrics = evaluate.evaluate_saved_model(
+        metrics, record = evaluate.evaluate_saved_model(
             args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
         )
     except (model.ModelLoadError, data.DatasetLayoutError) as error:
@@ -97,10 +97,14 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     except TooManyUnreadableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    if record["unreadable_skipped"]:
+        print(f"skipped {record['unreadable_skipped']} unreadable image(s) of {record['images_in_split']}")
+    print(f"{args.split} split of {record['data_dir']} (fingerprint {record['data_fingerprint']})")
     print(_format_metrics_table(metrics))
     if output:
         write_json_atomic(output, metrics)
-        print(f"wrote {output}")
+        write_json_atomic(output.with_suffix(".provenance.json"), record)
+        print(f"wrote {output} and {output.with_suffix('.provenance.json').name}")
     return 0
 
 

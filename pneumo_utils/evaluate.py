@@ -102,15 +102,17 @@ def evaluate_probabilities(
     return result
 
 
-def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: int = 64) -> dict:
+def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: int = 64) -> tuple[dict, dict]:
     """Score a saved model on one split with its card's preprocessing and threshold.
 
     ``split="val"`` rebuilds the patient-grouped validation split with the seed and fraction stored in
-    the card, so it is exactly the split the threshold was chosen on.
+    the card, so it is exactly the split the threshold was chosen on. Returns the metrics (the keys of
+    every metrics JSON) and a provenance record (model, its commit, data fingerprint, split, versions).
     """
     from pneumo_utils import data
     from pneumo_utils.images import Preprocessing
     from pneumo_utils.model import load_model
+    from pneumo_utils.records import provenance
 
     index = data.index_dataset(data_dir)  # layout errors first: they need no model
     model, card = load_model(model_path)
@@ -118,6 +120,11 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
     frame = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
     images, targets, kept = data.load_split(frame, preprocessing)
     probabilities = predict_probabilities(model, images, batch_size=batch_size)
-    if len(kept) < len(frame):
-        print(f"skipped {len(frame) - len(kept)} unreadable image(s) of {len(frame)}")
-    return evaluate_probabilities(targets, probabilities, card["threshold"]["value"])
+    metrics = evaluate_probabilities(targets, probabilities, card["threshold"]["value"])
+    record = {"model": str(model_path), "model_git_commit": card.get("git_commit"),
+              "model_trained": card.get("date"), "data_dir": str(data_dir),
+              "data_fingerprint": data.dataset_fingerprint(index), "split": split,
+              "images_in_split": int(len(frame)), "unreadable_skipped": int(len(frame) - len(kept)),
+              "threshold_rule": card["threshold"].get("rule"), "bootstrap": {"resamples": 1000, "seed": 0},
+              "evaluation": provenance()}
+    return metrics, record

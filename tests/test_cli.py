@@ -36,6 +36,9 @@ def test_evaluate_writes_exactly_the_documented_keys(tiny_model_path, synthetic_
     assert metrics["n"] == test_images and metrics["threshold"] == card["threshold"]["value"]
     assert set(metrics["ci95"]) == EVALUATE_KEYS - {"n", "threshold", "confusion_matrix", "ci95"}
     assert "roc_auc" in result.stdout
+    provenance = json.loads(output.with_suffix(".provenance.json").read_text())
+    assert provenance["split"] == "test" and len(provenance["data_fingerprint"]) == 16
+    assert provenance["evaluation"]["versions"]["tensorflow"].startswith("2.21")
     # the same output again is refused without --overwrite: nothing is lost
     again = pneumo("evaluate", "--model", tiny_model_path, "--data-dir", synthetic_root, "--output", output)
     assert again.returncode == 2 and "--overwrite" in again.stderr
