@@ -134,7 +134,13 @@ class CamExplainer:
         else:
             self._split_model = _functional_split(self.model, self.layer_name)
             self._forward = self._forward_functional
-        self._compiled = tf.function(self._maps, reduce_retracing=True)
+        # One graph per method, for any batch size and image size: no retracing between batches.
+        signature = [tf.TensorSpec([None, None, None, 1], tf.float32), tf.TensorSpec([], tf.float32)]
+        self._compiled = {
+            plus_plus: tf.function(lambda images, sign, plus_plus=plus_plus: self._maps(images, sign, plus_plus),
+                                   input_signature=signature)
+            for plus_plus in (False, True)
+        }
 
     def _forward_chain(self, images):
         found: dict = {}
@@ -183,7 +189,7 @@ class CamExplainer:
         maps, probabilities = [], []
         for start in range(0, len(images), batch_size):
             batch = tf.convert_to_tensor(np.asarray(images[start:start + batch_size], np.float32)[..., None])
-            cams, probability = self._compiled(batch, sign, method == "gradcam++")
+            cams, probability = self._compiled[method == "gradcam++"](batch, sign)
             maps.append(cams.numpy())
             probabilities.append(probability.numpy())
         if not maps:
