@@ -326,13 +326,13 @@ def spearman_per_image(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def randomization_check(model: keras.Model, images: np.ndarray, target_class: int = 1, seed: int = 0,
-                        method: str = "gradcam") -> dict:
+                        method: str = "gradcam", explainer: CamExplainer | None = None) -> dict:
     """Spearman correlation between the trained model's maps and a randomly re-initialized copy's.
 
     A faithful explanation depends on the learned weights: the correlation should be low. A map that
     survives randomization shows the image's edges, not the model's reasoning.
     """
-    trained = CamExplainer(model).explain(images, target_class, method)[0]
+    trained = (explainer or CamExplainer(model)).explain(images, target_class, method)[0]
     random_model = randomized_copy(model, seed)
     randomized = CamExplainer(random_model).explain(images, target_class, method)[0]
     correlations = spearman_per_image(trained, randomized)
@@ -411,7 +411,7 @@ def run_checks(model: keras.Model, images_by_class: dict[str, np.ndarray], metho
         results["by_class"][name] = {
             "images": int(len(images)),
             "mass_share": {region: float(np.nanmean(values)) for region, values in shares.items()},
-            "randomization": randomization_check(model, images, target_class, seed, method),
+            "randomization": randomization_check(model, images, target_class, seed, method, explainer),
             "deletion_insertion": deletion_insertion(model, images[subset], cams[subset], target_class, seed=seed),
         }
     return results
