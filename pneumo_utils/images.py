@@ -115,8 +115,8 @@ def _read_dicom(path: Path) -> np.ndarray:
         compressed = syntax is not None and getattr(syntax, "is_compressed", False)
         hint = (" (compressed; install a pydicom decoder: pip install pylibjpeg pylibjpeg-libjpeg "
                 "pylibjpeg-openjpeg, or python-gdcm)") if compressed else ""
-        raise ImageReadError(f"{path}: cannot decode DICOM pixel data, transfer syntax {name}{hint}: "
-                             f"{str(error).splitlines()[0]}") from None
+        detail = "" if compressed else f": {str(error).splitlines()[0]}"
+        raise ImageReadError(f"{path}: cannot decode DICOM pixel data, transfer syntax {name}{hint}{detail}") from None
     if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
         raise ImageReadError(f"{path}: multi-frame DICOM ({dataset.NumberOfFrames} frames) is not supported")
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,8 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         card = json.loads(card_file.read_text())
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{card_file}: model card is not valid JSON ({error})") from None
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is not)")
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file

@@ -62,7 +62,7 @@ def test_failed_save_keeps_the_previous_model(tmp_path):
     [
         ("missing.keras", None, "model file does not exist"),
         ("model.h5", b"x", "not a .keras model file"),
-        ("corrupt.keras", b"not a zip at all", "cannot load as a Keras model"),
+        ("corrupt.keras", b"not a zip at all", "not a Keras model archive"),
     ],
 )
 def test_load_model_errors_are_one_clear_line(tmp_path, name, content, message):
