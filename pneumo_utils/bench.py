@@ -27,7 +27,7 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
     """
     import tensorflow as tf
 
-    from pneumo_utils import data, model, synthetic, train
+    from pneumo_utils import data, synthetic, train
 
     settings = config_module.load_config(profile, **(overrides or {}))
     size = settings["image_size"]
@@ -35,13 +35,8 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
     pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
     targets = (np.arange(images) % 2).astype(np.float32)
     train.set_seed(settings["seed"])
-    network = model.build_model(size, filters=tuple(settings["filters"]), dropout=settings["dropout"],
-                                augmentation=train.augmentation_settings(settings),
-                                normalization=settings.get("normalization", "rescale"))
-    steps = int(np.ceil(images / settings["batch_size"])) * (repeats + 1)
-    optimizer = train.make_optimizer(settings.get("optimizer", "adam"), settings["learning_rate"],
-                                     settings.get("weight_decay", 0.0), settings.get("lr_schedule", "constant"), steps)
-    train.compile_model(network, optimizer, label_smoothing=settings.get("label_smoothing", 0.0))
+    network = train.compile_from_config(train.build_from_config(settings), settings,
+                                        total_steps=int(np.ceil(images / settings["batch_size"])) * (repeats + 1))
     dataset = data.make_dataset(pictures, targets, settings["batch_size"], shuffle=True, seed=settings["seed"])
     network.fit(dataset, epochs=1, verbose=0)
     started = time.perf_counter()

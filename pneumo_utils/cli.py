@@ -69,12 +69,11 @@ def _command_run(args: argparse.Namespace) -> int:
 
 
 def _format_metrics_table(metrics: dict[str, Any]) -> str:
-    from pneumo_utils.evaluate import METRIC_NAMES
+    from pneumo_utils.evaluate import METRIC_NAMES, with_ci
 
-    lines = [f"{'metric':<12} {'value':>7}   95% CI", "-" * 36]
+    lines = [f"{'metric':<12} value [95% CI]", "-" * 36]
     for name in METRIC_NAMES:
-        low, high = metrics["ci95"][name]
-        lines.append(f"{name:<12} {metrics[name]:>7.3f}   [{low:.3f}, {high:.3f}]")
+        lines.append(f"{name:<12} {with_ci(metrics, name)}")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     lines.append(f"n={metrics['n']}  threshold={metrics['threshold']:.4f}  TN={tn} FP={fp} FN={fn} TP={tp}")
     return "\n".join(lines)
@@ -97,8 +96,9 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     except TooManyUnreadableError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if record["unreadable_skipped"]:
-        print(f"skipped {record['unreadable_skipped']} unreadable image(s) of {record['images_in_split']}")
+    counts = record["splits"][args.split]
+    if counts["unreadable_skipped"]:
+        print(f"skipped {counts['unreadable_skipped']} unreadable image(s) of {counts['images_in_split']}")
     print(f"{args.split} split of {record['data_dir']} (fingerprint {record['data_fingerprint']})")
     print(_format_metrics_table(metrics))
     if output:
@@ -169,11 +169,11 @@ def _load_for_prediction(args: argparse.Namespace):
     from pneumo_utils.model import ModelLoadError, load_model
 
     try:
-        files, messages = predict.collect_inputs(args.inputs)
+        files, problems = predict.collect_inputs(args.inputs)
         network, card = load_model(args.model)
     except (predict.InputPathError, ModelLoadError) as error:
         raise UsageError(str(error)) from None
-    return files, messages, network, card
+    return files, problems, network, card
 
 
 def _command_gradcam(args: argparse.Namespace) -> int:
@@ -183,14 +183,11 @@ def _command_gradcam(args: argparse.Namespace) -> int:
     report_path = Path(args.out) / "gradcam.json"
     if report_path.exists() and not args.overwrite:
         raise UsageError(f"{report_path}: already exists; pass --overwrite or choose another --out")
-    files, messages, network, card = _load_for_prediction(args)
+    files, problems, network, card = _load_for_prediction(args)
     threshold = card["threshold"]["value"]
     writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer)
-    records = predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
     report = []
-    for message in messages:
-        print(f"error: {message}", file=sys.stderr)
-        report.append({"path": message.split(": ")[0], "probability": None, "label": None, "error": message})
     for record in records:
         entry = {"path": record.path, "probability": record.probability, "label": record.label,
                  "method": args.method, "error": record.error}
@@ -217,13 +214,11 @@ def _command_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"{output}: --output must end in .csv or .json")
     if output and output.exists() and not args.overwrite:
         raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
-    files, messages, network, card = _load_for_prediction(args)
+    files, problems, network, card = _load_for_prediction(args)
     writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam)
               if args.gradcam else None)
-    records = predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
-    rows = [{"path": message.split(": ")[0], "probability": None, "label": None, "error": message}
-            for message in messages]
-    rows += [{"path": r.path, "probability": r.probability, "label": r.label, "error": r.error} for r in records]
+    records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    rows = [{"path": r.path, "probability": r.probability, "label": r.label, "error": r.error} for r in records]
     width = max([len(row["path"]) for row in rows] + [4])
     print(f"{'path':<{width}}  probability  label")
     for row in rows:
@@ -271,16 +266,7 @@ def _command_index(args: argparse.Namespace) -> int:
         index = data.index_dataset(config_module.resolve_data_dir(args.data_dir))
     except data.DatasetLayoutError as error:
         raise UsageError(str(error)) from None
-    counts = index.groupby(["split", "label"]).agg(images=("path", "size"), patients=("patient", "nunique"))
-    duplicates = data.duplicate_report(index)
-    report = {
-        "data_dir": str(config_module.resolve_data_dir(args.data_dir)),
-        "fingerprint": data.dataset_fingerprint(index),
-        "counts": {f"{split}/{label}": row for (split, label), row in counts.to_dict("index").items()},
-        "duplicate_groups": len(duplicates),
-        "cross_split_duplicate_groups": int(duplicates["cross_split"].sum()) if len(duplicates) else 0,
-    }
-    print(json.dumps(report, indent=2, default=int))
+    print(json.dumps(data.summary(index, config_module.resolve_data_dir(args.data_dir)), indent=2, default=int))
     return 0
 
 

@@ -130,6 +130,20 @@ def counts_table(index: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def summary(index: pd.DataFrame, data_dir: str | os.PathLike) -> dict:
+    """Counts per split and class, the fingerprint and the duplicate groups, as JSON-ready values."""
+    duplicates = duplicate_report(index)
+    return {
+        "data_dir": str(data_dir),
+        "fingerprint": dataset_fingerprint(index),
+        "counts": {f"{split}/{label}": {key: int(value) if key != "share" else float(value)
+                                        for key, value in row.items()}
+                   for (split, label), row in counts_table(index).to_dict("index").items()},
+        "duplicate_groups": int(len(duplicates)),
+        "cross_split_duplicate_groups": int(duplicates["cross_split"].sum()) if len(duplicates) else 0,
+    }
+
+
 def dataset_fingerprint(index: pd.DataFrame) -> str:
     """A short hash of the indexed files' contents and labels, recorded next to every result."""
     digest = hashlib.sha1()

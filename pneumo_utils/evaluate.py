@@ -8,6 +8,8 @@ from sklearn import metrics as skm
 METRIC_NAMES = (
     "accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc", "brier",
 )
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -70,8 +72,8 @@ def bootstrap_ci(
     targets: np.ndarray,
     probabilities: np.ndarray,
     threshold: float,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
     level: float = 0.95,
 ) -> dict[str, list[float]]:
     """Seeded percentile bootstrap interval ``[low, high]`` for each metric (resampling images)."""
@@ -94,7 +96,8 @@ def bootstrap_ci(
 
 
 def evaluate_probabilities(
-    targets: np.ndarray, probabilities: np.ndarray, threshold: float, n_resamples: int = 1000, seed: int = 0
+    targets: np.ndarray, probabilities: np.ndarray, threshold: float, n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict:
     """Metrics plus their ``ci95`` intervals: the shape of every metrics JSON the project writes."""
     result = compute_metrics(targets, probabilities, threshold)
@@ -102,29 +105,65 @@ def evaluate_probabilities(
     return result
 
 
+def with_ci(result: dict, metric: str) -> str:
+    """``"0.961 [0.946, 0.975]"``: a metric with its bootstrap interval, as every table shows it."""
+    low, high = result["ci95"][metric]
+    return f"{result[metric]:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def metrics_table(results: dict[str, dict]):
+    """One column per named result (split or experiment), one row per metric with its interval, and n."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {metric: with_ci(result, metric) for metric in METRIC_NAMES} | {"n": result["n"]}
+                         for name, result in results.items()})
+
+
+def score_split(network, card: dict, index, split: str, batch_size: int = 64):
+    """The rows of one split (see ``data.select_split``) that could be read, with a ``probability`` column,
+    scored with the card's preprocessing; and how many rows the split had before unreadable files."""
+    from pneumo_utils import data
+    from pneumo_utils.images import Preprocessing
+
+    frame = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
+    images, _, kept = data.load_split(frame, Preprocessing.from_dict(card["preprocessing"]))
+    return kept.assign(probability=predict_probabilities(network, images, batch_size)), len(frame)
+
+
+def evaluation_record(model_path, card: dict, index, data_dir, scored: dict) -> dict:
+    """Provenance of an evaluation: the model and its commit, the data fingerprint, the splits and their
+    sizes (``scored`` maps split name to ``(rows, images_in_split)``), the bootstrap, library versions."""
+    from pneumo_utils import data
+    from pneumo_utils.records import provenance
+
+    return {"model": str(model_path), "model_git_commit": card.get("git_commit"), "model_trained": card.get("date"),
+            "data_dir": str(data_dir), "data_fingerprint": data.dataset_fingerprint(index),
+            "splits": {name: {"images_in_split": total, "scored": int(len(rows)),
+                              "unreadable_skipped": int(total - len(rows))} for name, (rows, total) in scored.items()},
+            "threshold": card["threshold"], "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
+            "evaluation": provenance()}
+
+
 def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: int = 64) -> tuple[dict, dict]:
     """Score a saved model on one split with its card's preprocessing and threshold.
 
     ``split="val"`` rebuilds the patient-grouped validation split with the seed and fraction stored in
     the card, so it is exactly the split the threshold was chosen on. Returns the metrics (the keys of
-    every metrics JSON) and a provenance record (model, its commit, data fingerprint, split, versions).
+    every metrics JSON) and the :func:`evaluation_record`.
     """
     from pneumo_utils import data
-    from pneumo_utils.images import Preprocessing
     from pneumo_utils.model import load_model
-    from pneumo_utils.records import provenance
 
     index = data.index_dataset(data_dir)  # layout errors first: they need no model
-    model, card = load_model(model_path)
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
-    frame = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
-    images, targets, kept = data.load_split(frame, preprocessing)
-    probabilities = predict_probabilities(model, images, batch_size=batch_size)
-    metrics = evaluate_probabilities(targets, probabilities, card["threshold"]["value"])
-    record = {"model": str(model_path), "model_git_commit": card.get("git_commit"),
-              "model_trained": card.get("date"), "data_dir": str(data_dir),
-              "data_fingerprint": data.dataset_fingerprint(index), "split": split,
-              "images_in_split": int(len(frame)), "unreadable_skipped": int(len(frame) - len(kept)),
-              "threshold_rule": card["threshold"].get("rule"), "bootstrap": {"resamples": 1000, "seed": 0},
-              "evaluation": provenance()}
-    return metrics, record
+    network, card = load_model(model_path)
+    rows, total = score_split(network, card, index, split, batch_size)
+    metrics = evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(),
+                                     card["threshold"]["value"])
+    return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
+
+
+def confident_mistakes(frame, threshold: float, count: int = 8):
+    """The ``count`` wrong predictions farthest from the threshold, with a ``confidence`` column."""
+    wrong = frame[(frame["probability"] >= threshold) != (frame["target"] == 1)]
+    return (wrong.assign(confidence=(wrong["probability"] - threshold).abs())
+            .sort_values("confidence", ascending=False).head(count).reset_index(drop=True))

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from pneumo_utils import config as config_module
+from pneumo_utils.evaluate import with_ci
 from pneumo_utils.records import provenance, write_json_atomic
 
 RECORD_NAME = "experiment.json"
@@ -38,8 +39,7 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
     run = train.prepare(settings, data_root)
     train.fit(run, checkpoint_dir=folder / "checkpoints")
     card = train.finish(run, settings["model_path"])
-    validation = evaluate.evaluate_probabilities(run.val_targets, run.val_probabilities, card["threshold"]["value"],
-                                                 n_resamples=settings["bootstrap_resamples"], seed=settings["seed"])
+    validation = evaluate.evaluate_probabilities(run.val_targets, run.val_probabilities, card["threshold"]["value"])
     record = {
         "name": name,
         "description": description,
@@ -68,8 +68,7 @@ def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
         row = {"experiment": record["name"], "description": record.get("description", ""),
                "changes": ", ".join(f"{key}={value}" for key, value in record["overrides"].items()) or "(profile)"}
         for metric in TABLE_COLUMNS:
-            low, high = validation["ci95"][metric]
-            row[metric] = f"{validation[metric]:.3f} [{low:.3f}, {high:.3f}]"
+            row[metric] = with_ci(validation, metric)
         stress_path = record_path.with_name("robustness.json")
         if stress_path.exists():
             stress = json.loads(stress_path.read_text())

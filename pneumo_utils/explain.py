@@ -230,6 +230,13 @@ def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_
 
 
 # ------------------------------------------------------------------------------------------ overlays
+def correct_by_class(frame, threshold: float, per_class: int, seed: int = 0) -> dict:
+    """Up to ``per_class`` random correctly classified rows of each class: ``{label: rows}``."""
+    correct = frame[(frame["probability"] >= threshold) == (frame["target"] == 1)]
+    return {label: rows.sample(min(per_class, len(rows)), random_state=seed).reset_index(drop=True)
+            for label, rows in correct.groupby("label")}
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
     """The heatmap over the grayscale X-ray as an RGB uint8 image."""
     cam = cv2.resize(cam, (image.shape[1], image.shape[0])) if cam.shape != image.shape[:2] else cam
@@ -310,9 +317,7 @@ def mass_shares(cams: np.ndarray, border_fraction: float = 0.15) -> dict[str, np
 def randomized_copy(model: keras.Model, seed: int = 0) -> keras.Model:
     """The same architecture with freshly initialized weights (Adebayo et al. 2018's model randomization)."""
     keras.utils.set_random_seed(seed)
-    copy = keras.models.clone_model(model)
-    copy.build(model.input_shape) if not copy.built else None
-    return copy
+    return keras.models.clone_model(model)  # a clone of a built model is built, with fresh initial weights
 
 
 def spearman_per_image(first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import seaborn as sns
 from sklearn import metrics as skm
 
 from pneumo_utils.data import CLASS_NAMES
+from pneumo_utils.evaluate import compute_metrics
 
 PALETTE = {"NORMAL": "#4C72B0", "PNEUMONIA": "#DD8452"}
 
@@ -110,13 +111,9 @@ def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: f
         roc_axis.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
         pr_axis.plot(recall, precision, label=f"{name} (AP {ap:.3f})")
         if threshold is not None:
-            predicted = np.asarray(probabilities) >= threshold
-            targets = np.asarray(targets).astype(bool)
-            tpr_point = (predicted & targets).sum() / max(targets.sum(), 1)
-            fpr_point = (predicted & ~targets).sum() / max((~targets).sum(), 1)
-            precision_point = (predicted & targets).sum() / max(predicted.sum(), 1)
-            roc_axis.plot(fpr_point, tpr_point, "ko")
-            pr_axis.plot(tpr_point, precision_point, "ko")
+            point = compute_metrics(targets, probabilities, threshold)
+            roc_axis.plot(1 - point["specificity"], point["sensitivity"], "ko")
+            pr_axis.plot(point["sensitivity"], point["precision"], "ko")
     roc_axis.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
     roc_axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curve")
     pr_axis.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall curve")

@@ -31,25 +31,25 @@ class Scored:
     image: np.ndarray | None = None
 
 
-def collect_inputs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+def collect_inputs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Scored]]:
     """Files as given, folders searched recursively for images (sorted).
 
-    Returns the files and one message per folder that holds no image. A path that does not exist
-    raises :class:`InputPathError`.
+    Returns the files, and a failed record for each folder that holds no image (it is an input that
+    did not work). A path that does not exist raises :class:`InputPathError`.
     """
-    files, messages = [], []
+    files, problems = [], []
     for given in paths:
         path = Path(given)
         if path.is_dir():
             found = sorted(item for item in path.rglob("*") if item.is_file() and is_image_file(item))
             if not found:
-                messages.append(f"{path}: folder holds no images (.jpeg, .jpg, .png, .dcm)")
+                problems.append(Scored(str(path), error=f"{path}: folder holds no images (.jpeg, .jpg, .png, .dcm)"))
             files.extend(found)
         elif path.exists():
             files.append(path)
         else:
             raise InputPathError(f"{path}: no such file or folder")
-    return files, messages
+    return files, problems
 
 
 def read_inputs(files: list[Path], preprocessing: Preprocessing) -> list[Scored]:

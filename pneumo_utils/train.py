@@ -146,6 +146,20 @@ def augmentation_settings(config: dict[str, Any]) -> dict[str, float]:
             if f"augment_{key}" in config}
 
 
+def build_from_config(config: dict[str, Any]) -> keras.Model:
+    """The profile's model: input size, filters, dropout, augmentation and normalization."""
+    return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
+                             augmentation=augmentation_settings(config),
+                             normalization=config.get("normalization", "rescale"))
+
+
+def compile_from_config(network: keras.Model, config: dict[str, Any], total_steps: int) -> keras.Model:
+    """Compile with the profile's optimizer, learning-rate schedule and label smoothing."""
+    optimizer = make_optimizer(config.get("optimizer", "adam"), config["learning_rate"],
+                               config.get("weight_decay", 0.0), config.get("lr_schedule", "constant"), total_steps)
+    return compile_model(network, optimizer, label_smoothing=config.get("label_smoothing", 0.0))
+
+
 def prepare(config: dict[str, Any], data_root: str | os.PathLike) -> TrainingRun:
     """Seed, index, split (patient-grouped), read the images, build the model and the class weights."""
     set_seed(config["seed"])
@@ -154,11 +168,9 @@ def prepare(config: dict[str, Any], data_root: str | os.PathLike) -> TrainingRun
     train_rows, val_rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
     train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing)
     val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing)
-    network = model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
-                                augmentation=augmentation_settings(config),
-                                normalization=config.get("normalization", "rescale"))
     return TrainingRun(config, Path(data_root), index, preprocessing, train_rows, val_rows, train_images,
-                       train_targets, val_images, val_targets, class_weights(train_targets), network)
+                       train_targets, val_images, val_targets, class_weights(train_targets),
+                       build_from_config(config))
 
 
 def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -> TrainingRun:
@@ -167,10 +179,8 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     train_dataset = data.make_dataset(run.train_images, run.train_targets, config["batch_size"], shuffle=True,
                                       seed=config["seed"])
     val_dataset = data.make_dataset(run.val_images, run.val_targets, config["batch_size"])
-    steps = int(np.ceil(len(run.train_images) / config["batch_size"])) * config["epochs"]
-    optimizer = make_optimizer(config.get("optimizer", "adam"), config["learning_rate"],
-                               config.get("weight_decay", 0.0), config.get("lr_schedule", "constant"), steps)
-    compile_model(run.network, optimizer, label_smoothing=config.get("label_smoothing", 0.0))
+    compile_from_config(run.network, config,
+                        total_steps=int(np.ceil(len(run.train_images) / config["batch_size"])) * config["epochs"])
     started = time.perf_counter()
     run.history = fit_model(run.network, train_dataset, val_dataset, epochs=config["epochs"],
                             patience=config["patience"], class_weight=run.class_weight,

@@ -37,7 +37,8 @@ def test_evaluate_writes_exactly_the_documented_keys(tiny_model_path, synthetic_
     assert set(metrics["ci95"]) == EVALUATE_KEYS - {"n", "threshold", "confusion_matrix", "ci95"}
     assert "roc_auc" in result.stdout
     provenance = json.loads(output.with_suffix(".provenance.json").read_text())
-    assert provenance["split"] == "test" and len(provenance["data_fingerprint"]) == 16
+    assert provenance["splits"]["test"]["scored"] == test_images and len(provenance["data_fingerprint"]) == 16
+    assert provenance["bootstrap"] == {"resamples": 1000, "seed": 0}
     assert provenance["evaluation"]["versions"]["tensorflow"].startswith("2.21")
     # the same output again is refused without --overwrite: nothing is lost
     again = pneumo("evaluate", "--model", tiny_model_path, "--data-dir", synthetic_root, "--output", output)

@@ -41,3 +41,26 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
     for name in evaluate.METRIC_NAMES:
         low, high = result["ci95"][name]
         assert low <= result[name] <= high and high - low < 0.25
+
+
+def _scored_frame():
+    import pandas as pd
+
+    return pd.DataFrame({"target": TARGETS, "probability": PROBABILITIES,
+                         "label": np.where(TARGETS == 1, "PNEUMONIA", "NORMAL")})
+
+
+def test_confident_mistakes_are_the_wrong_ones_farthest_from_the_threshold():
+    mistakes = evaluate.confident_mistakes(_scored_frame(), threshold=0.5, count=5)
+    # wrong at 0.5: the NORMAL at 0.8 (0.3 away) and the PNEUMONIA at 0.4 (0.1 away)
+    assert mistakes["probability"].tolist() == [0.8, 0.4]
+    assert mistakes["confidence"].round(3).tolist() == [0.3, 0.1]
+
+
+def test_metrics_table_shows_each_metric_with_its_interval():
+    result = evaluate.evaluate_probabilities(TARGETS, PROBABILITIES, 0.5, n_resamples=50)
+    table = evaluate.metrics_table({"validation": result})
+    assert table.loc["n", "validation"] == 10
+    low, high = result["ci95"]["accuracy"]
+    assert table.loc["accuracy", "validation"] == f"0.800 [{low:.3f}, {high:.3f}]"
+    assert list(table.index[:-1]) == list(evaluate.METRIC_NAMES)

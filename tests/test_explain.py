@@ -127,3 +127,17 @@ def test_deletion_and_insertion_scores_are_probabilities(tiny_model_path, synthe
     result = explain.deletion_insertion(network, images, explain.gradcam(network, images), steps=4)
     for key in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"):
         assert 0.0 <= result[key] <= 1.0
+
+
+def test_example_pickers_sort_outcomes_and_keep_only_correct_rows():
+    import pandas as pd
+
+    frame = pd.DataFrame({"target": [1, 1, 0, 0, 0], "probability": [0.9, 0.2, 0.1, 0.7, 0.3],
+                          "label": ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]})
+    picked = explain.pick_examples(frame, threshold=0.5, per_group=5)
+    assert sorted(picked["outcome"]) == sorted(["PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct",
+                                                "NORMAL, correct", "NORMAL, false alarm"])
+    correct = explain.correct_by_class(frame, threshold=0.5, per_class=1)
+    assert {label: len(rows) for label, rows in correct.items()} == {"NORMAL": 1, "PNEUMONIA": 1}
+    assert correct["PNEUMONIA"]["probability"].tolist() == [0.9]
+    assert correct["NORMAL"]["probability"].iloc[0] in (0.1, 0.3)
