@@ -18,18 +18,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_train(profile: str | None = "full", images: int = 512, overrides: dict[str, Any] | None = None,
-                repeats: int = 2) -> dict[str, Any]:
-    """Training and inference throughput of the profile's model on synthetic X-rays of its input size.
+def forward_flops(network) -> int:
+    """Floating-point operations of one forward pass of one image: 2 x the multiply-adds of every
+    convolution and dense layer (nested models included); normalization, activations and pooling, a few
+    percent of the total, are not counted."""
+    import keras
 
-    One warm-up epoch (graph tracing) is not timed; then ``repeats`` epochs over ``images`` images are.
-    Inference is timed at batch 64 in inference mode.
-    """
-    import tensorflow as tf
+    total = 0
+    for layer in network.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+            continue
+        output = layer.output.shape if hasattr(layer, "output") else None
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            height, width, channels_in = output[1], output[2], layer.input.shape[-1]
+            kernel = int(np.prod(layer.kernel_size))
+            total += 2 * height * width * channels_in * (kernel * layer.depth_multiplier + layer.filters)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            total += 2 * output[1] * output[2] * output[3] * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, keras.layers.Conv2D):
+            channels_in = layer.input.shape[-1] // layer.groups
+            total += 2 * output[1] * output[2] * output[3] * channels_in * int(np.prod(layer.kernel_size))
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * int(layer.input.shape[-1]) * layer.units
+    return int(total)
 
+
+def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str, Any]:
     from pneumo_utils import data, synthetic, train
 
-    settings = config_module.load_config(profile, **(overrides or {}))
     size = settings["image_size"]
     rng = np.random.default_rng(settings["seed"])
     pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
@@ -47,19 +64,51 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
     started = time.perf_counter()
     network.predict(inference, verbose=0)
     inference_seconds = time.perf_counter() - started
-    return {
-        "train_images_per_s": round(images * repeats / train_seconds, 1),
-        "inference_images_per_s": round(images / inference_seconds, 1),
+    flops = forward_flops(network)
+    train_rate = images * repeats / train_seconds
+    return {"image_size": size, "filters": settings["filters"], "backbone": settings.get("backbone"),
+            "parameters": int(network.count_params()), "forward_flops_per_image": flops,
+            "train_images_per_s": round(train_rate, 1),
+            "train_gflops_per_s": round(3 * flops * train_rate / 1e9, 1),
+            "inference_images_per_s": round(images / inference_seconds, 1)}
+
+
+def bench_train(profile: str | None = "full", images: int = 512, overrides: dict[str, Any] | None = None,
+                repeats: int = 2) -> dict[str, Any]:
+    """Training and inference throughput of the profile's model on synthetic X-rays of its input size.
+
+    One warm-up epoch (graph tracing) is not timed; then ``repeats`` epochs over ``images`` images are.
+    Inference is timed at batch 64 in inference mode. ``forward_flops_per_image`` counts convolutions
+    and dense layers; ``train_gflops_per_s`` takes a training step as 3 forward passes (forward, and a
+    backward pass of about twice its cost), the usual convention. For an ensemble each member is measured
+    alone and the totals are those of training the members one after the other.
+    """
+    import tensorflow as tf
+
+    from pneumo_utils import train
+
+    settings = config_module.load_config(profile, **(overrides or {}))
+    members = [_bench_one(member, images, repeats) for member in (train.member_settings(settings) or [settings])]
+    seconds_per_image = sum(1.0 / member["train_images_per_s"] for member in members)
+    flops = sum(member["forward_flops_per_image"] for member in members)
+    result = {
+        "train_images_per_s": round(1.0 / seconds_per_image, 1),
+        "inference_images_per_s": round(1.0 / sum(1.0 / member["inference_images_per_s"] for member in members), 1),
+        "forward_flops_per_image": flops,
+        "train_gflops_per_s": round(3 * flops / seconds_per_image / 1e9, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "members": members,
         "settings": {
-            "profile": settings["profile"], "image_size": size, "filters": settings["filters"],
+            "profile": settings["profile"], "image_size": max(member["image_size"] for member in members),
             "batch_size": settings["batch_size"], "inference_batch_size": 64, "images": images,
-            "timed_epochs": repeats, "parameters": int(network.count_params()),
+            "timed_epochs": repeats, "parameters": sum(member["parameters"] for member in members),
+            "flops_convention": "2 x multiply-adds of convolution and dense layers; training step = 3 forward",
             "tensorflow_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
             "cpu_count": os.cpu_count(), "machine": platform.platform(), "processor": platform.processor(),
         },
     }
+    return result
 
 
 def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: int = 3,

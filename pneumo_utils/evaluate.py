@@ -25,18 +25,70 @@ def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensiti
     """The highest threshold that keeps sensitivity >= ``min_sensitivity`` on these (validation) data.
 
     Missing pneumonia costs more than a false alarm, so the rule fixes sensitivity first and then
-    takes the most specific threshold that still meets it.
+    takes the most specific threshold that still meets it. The threshold is the midpoint between that
+    score and the next lower one, never a score itself: a rounding difference on another machine (scores
+    move by ~1e-7) cannot move an image across it, so the confusion matrix reproduces exactly.
     """
     targets = np.asarray(targets).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
     fpr, tpr, thresholds = skm.roc_curve(targets, probabilities, drop_intermediate=False)
     meets = np.flatnonzero(tpr >= min_sensitivity)
     position = meets[0]  # thresholds decrease along the curve: the first index that meets it is the highest
-    threshold = float(min(thresholds[position], 1.0))
+    score = float(min(thresholds[position], 1.0))
+    lower = float(thresholds[position + 1]) if position + 1 < len(thresholds) else 0.0
     return {
-        "threshold": threshold,
-        "rule": f"highest threshold with sensitivity >= {min_sensitivity:g} on the validation split",
+        "threshold": (score + lower) / 2.0,
+        "rule": f"highest threshold with sensitivity >= {min_sensitivity:g} on the validation split "
+                "(midway between neighbouring validation scores)",
         "min_sensitivity": min_sensitivity,
     }
+
+
+def expected_calibration_error(targets: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """ECE: the mean gap between predicted probability and observed frequency over equal-width bins,
+    weighted by the share of images in each bin."""
+    targets = np.asarray(targets, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for number in range(bins):
+        inside = which == number
+        if inside.any():
+            total += inside.mean() * abs(probabilities[inside].mean() - targets[inside].mean())
+    return float(total)
+
+
+def logits_of(probabilities: np.ndarray) -> np.ndarray:
+    """The logit of each probability (clipped away from 0 and 1)."""
+    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(clipped / (1 - clipped))
+
+
+def fit_temperature(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 that minimizes the log loss of sigmoid(logit / T)
+    on these (validation) images. T > 1 softens over-confident probabilities. The ranking, and so the
+    ROC-AUC, does not change; the threshold moves with the probabilities."""
+    from scipy.optimize import minimize_scalar
+
+    targets = np.asarray(targets, dtype=np.float64)
+    logits = logits_of(probabilities)
+
+    def log_loss(log_temperature):
+        scaled = apply_temperature_to_logits(logits, np.exp(log_temperature))
+        scaled = np.clip(scaled, 1e-12, 1 - 1e-12)
+        return -np.mean(targets * np.log(scaled) + (1 - targets) * np.log(1 - scaled))
+
+    return float(np.exp(minimize_scalar(log_loss, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def apply_temperature_to_logits(logits: np.ndarray, temperature: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / temperature))
+
+
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities after temperature scaling: sigmoid(logit / T)."""
+    return apply_temperature_to_logits(logits_of(probabilities), temperature)
 
 
 def compute_metrics(targets: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:

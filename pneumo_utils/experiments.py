@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pneumo_utils import config as config_module
@@ -59,6 +60,115 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
     return record
 
 
+VIEWS_NAME = "views.json"
+VIEW_METRICS = ("roc_auc", "sensitivity", "specificity", "accuracy")
+
+
+def view_slug(view: str) -> str:
+    """A folder name for a view: ``cross-batch IM->NORMAL2`` -> ``cross-batch_IM-to-NORMAL2``."""
+    return view.replace("->", "-to-").replace(" ", "_")
+
+
+def score_view(targets, probabilities, threshold: float) -> dict[str, Any]:
+    """A view's figures at the threshold chosen on its in-distribution validation, with bootstrap CIs."""
+    from pneumo_utils import evaluate
+
+    result = evaluate.evaluate_probabilities(targets, probabilities, threshold)
+    return {"n": result["n"], "threshold": threshold, "confusion_matrix": result["confusion_matrix"],
+            **{metric: result[metric] for metric in VIEW_METRICS},
+            "ci95": {metric: result["ci95"][metric] for metric in VIEW_METRICS}}
+
+
+def train_view(view: str, folder: str | os.PathLike, settings: dict[str, Any], data_root: str | os.PathLike,
+               index: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Train the recipe on one shift view (``pneumo_utils.data.shift_view``) and score its shifted rows.
+
+    The epoch and the threshold are chosen on the view's in-distribution validation, exactly as the
+    committed model's are; the shifted rows are scored once, at that threshold. Their probabilities are
+    written to ``folder/scores.csv`` so that ensembles of recipes can be scored without training again.
+    """
+    import shutil
+
+    from pneumo_utils import data, evaluate, train
+
+    folder = Path(folder)
+    index = data.index_dataset(data_root) if index is None else index
+    train_rows, inner_val, shifted = data.shift_view(index, view, settings["val_fraction"], settings["seed"])
+    run = train.prepare(settings, data_root, index=index, rows=(train_rows, inner_val))
+    train.fit(run, checkpoint_dir=folder / "checkpoints", verbose=2)
+    inner_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
+    threshold = evaluate.choose_threshold(run.val_targets, inner_probabilities, settings["min_sensitivity"])
+    images, targets, kept = data.load_split(shifted, run.preprocessing)
+    probabilities = evaluate.predict_probabilities(run.network, images)
+    write_scores(folder / "scores.csv", kept, probabilities)
+    write_scores(folder / "inner_scores.csv", run.val_rows, inner_probabilities)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    return {
+        "view": view,
+        "train_images": len(run.train_images), "inner_val_images": len(run.val_images),
+        "shifted_images": {label: int((kept["label"] == label).sum()) for label in data.CLASS_NAMES},
+        "kept_epoch": train.best_epoch(run.history), "epochs_run": len(run.history),
+        "seconds": round(run.seconds, 1),
+        "shifted": score_view(targets, probabilities, threshold["threshold"]),
+        "inner_validation": score_view(run.val_targets, inner_probabilities, threshold["threshold"]),
+    }
+
+
+def write_scores(path: str | os.PathLike, rows: pd.DataFrame, probabilities) -> Path:
+    """Per-image probabilities of a scored view (file name, label, target, probability)."""
+    from pneumo_utils.records import write_text_atomic
+
+    frame = pd.DataFrame({"file": rows["path"].map(lambda value: Path(value).name), "label": rows["label"],
+                          "target": rows["target"], "probability": probabilities})
+    return write_text_atomic(path, frame.to_csv(index=False))
+
+
+def run_views(name: str, root: str | os.PathLike, views: list[str], profile: str | None = None,
+              data_dir: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and score an experiment's recipe on each shift view; views already recorded are kept.
+
+    The ``random`` view is the experiment's own model (trained by :func:`run_experiment`); its
+    validation scores are recorded here too so that every view sits in one file.
+    """
+    from pneumo_utils import data
+
+    folder = Path(root) / name
+    record_path = folder / VIEWS_NAME
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"name": name, "views": {}}
+    settings = config_module.load_config(profile, data_dir=data_dir, output_dir=str(folder),
+                                         model_path=str(folder / "model.keras"), **dict(overrides or {}))
+    data_root = config_module.prepare_data_dir(settings)
+    index = data.index_dataset(data_root)
+    for view in views:
+        if view in record["views"]:
+            continue
+        if view == "random":
+            record["views"][view] = score_saved_model_view(folder / "model.keras", index, folder / "views" / "random")
+        else:
+            record["views"][view] = train_view(view, folder / "views" / view_slug(view), settings, data_root, index)
+        record.update(provenance())
+        write_json_atomic(record_path, record)
+    return record
+
+
+def score_saved_model_view(model_path: str | os.PathLike, index: pd.DataFrame, folder: str | os.PathLike
+                           ) -> dict[str, Any]:
+    """The random view of an already trained model: its validation split at its card's threshold."""
+    from pneumo_utils import evaluate
+    from pneumo_utils.model import load_model
+
+    network, card = load_model(model_path)
+    rows, _ = evaluate.score_split(network, card, index, "val")
+    for name in ("scores.csv", "inner_scores.csv"):  # in the random view the scored rows are the inner validation
+        write_scores(Path(folder) / name, rows, rows["probability"].to_numpy())
+    return {"view": "random", "train_images": card["training"]["train_images"],
+            "shifted_images": {label: int((rows["label"] == label).sum()) for label in ("NORMAL", "PNEUMONIA")},
+            "kept_epoch": card["training"]["kept_epoch"], "epochs_run": card["training"]["epochs_run"],
+            "seconds": card["training"]["seconds"],
+            "shifted": score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(),
+                                  card["threshold"]["value"])}
+
+
 def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
     """One row per recorded experiment: what changed, validation figures with CIs, training time."""
     rows = []
@@ -82,6 +192,65 @@ def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
         row["train minutes"] = round(record["training"]["seconds"] / 60, 1)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _view_scores(root: Path, name: str, view: str, which: str) -> pd.DataFrame:
+    return pd.read_csv(root / name / "views" / view_slug(view) / which)
+
+
+def ensemble_views(root: str | os.PathLike, names: list[str], min_sensitivity: float = 0.95) -> dict[str, Any]:
+    """Score an ensemble of recorded experiments on every shift view they all have, without training:
+    on each view the members' logits are averaged (as :func:`pneumo_utils.model.build_ensemble` does),
+    the threshold is chosen on the averaged inner-validation scores, and the shifted rows are scored."""
+    from pneumo_utils import evaluate
+
+    root = Path(root)
+    records = [json.loads((root / name / VIEWS_NAME).read_text()) for name in names]
+    views = [view for view in records[0]["views"] if all(view in record["views"] for record in records)]
+    result: dict[str, Any] = {"name": " + ".join(names), "members": names, "views": {}}
+    for view in views:
+        mean_logits = {}
+        for which in ("inner_scores.csv", "scores.csv"):
+            frames = [_view_scores(root, name, view, which) for name in names]
+            for frame in frames[1:]:
+                if list(frame["file"]) != list(frames[0]["file"]):
+                    raise ValueError(f"{view}: the members scored different images; retrain them on the same view")
+            logits = np.mean([evaluate.logits_of(frame["probability"]) for frame in frames], axis=0)
+            mean_logits[which] = (frames[0]["target"].to_numpy(), 1.0 / (1.0 + np.exp(-logits)))
+        inner_targets, inner_probabilities = mean_logits["inner_scores.csv"]
+        threshold = evaluate.choose_threshold(inner_targets, inner_probabilities, min_sensitivity)["threshold"]
+        result["views"][view] = {"view": view, "shifted": score_view(*mean_logits["scores.csv"], threshold)}
+    return result
+
+
+def views_table(root: str | os.PathLike, ensembles: list[list[str]] | None = None) -> pd.DataFrame:
+    """One row per recipe (and per ensemble of recipes): ROC-AUC, sensitivity and specificity with CIs on
+    each shift view, then the worst of each over the views, which is what recipes are chosen by."""
+    root = Path(root)
+    records = [json.loads(path.read_text()) for path in sorted(root.glob(f"*/{VIEWS_NAME}"))]
+    records += [ensemble_views(root, names) for names in (ensembles or [])]
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {"recipe": record["name"]}
+        worst = {metric: 1.0 for metric in ("roc_auc", "sensitivity", "specificity")}
+        complete = all(view in record["views"] for view in _all_views())
+        for view in _all_views():
+            if view not in record["views"]:
+                continue
+            shifted = record["views"][view]["shifted"]
+            for metric, short in (("roc_auc", "AUC"), ("sensitivity", "sens"), ("specificity", "spec")):
+                row[f"{view} {short}"] = with_ci(shifted, metric)
+                worst[metric] = min(worst[metric], shifted[metric])
+        for metric, short in (("roc_auc", "AUC"), ("sensitivity", "sens"), ("specificity", "spec")):
+            row[f"worst {short}"] = round(worst[metric], 3) if complete else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _all_views() -> tuple[str, ...]:
+    from pneumo_utils.data import SHIFT_VIEWS
+
+    return SHIFT_VIEWS
 
 
 def add_missing_stress(root: str | os.PathLike, data_dir: str | os.PathLike) -> list[str]:
@@ -112,10 +281,38 @@ work shared the cores, so they overstate the time of a quiet run (see `results/b
 """
 
 
-def write_table(root: str | os.PathLike, output: str | os.PathLike, notes: str = "") -> Path:
-    """The experiments table as Markdown (and CSV beside it)."""
+VIEWS_HEADER = """
+## Shift views: what the random split cannot show
+
+Each recipe is trained again on each view's training rows (the epoch and the threshold chosen on a
+patient-grouped validation carved from those rows, as for the committed model) and scored once on the
+view's held-out rows, at that threshold (`pneumo_utils/data.py: shift_view`):
+
+- **random**: the usual patient-grouped split (saturated: every recipe scores about the same);
+- **cross-batch IM->NORMAL2 / NORMAL2->IM**: the NORMAL images of one acquisition batch are never seen in
+  training; the held-out rows are the other batch's normals with held-out pneumonia patients;
+- **id-range**: the patients with the lowest and the highest acquisition ids of each class (and NORMAL
+  batch) held out, a proxy for images taken before and after the training period.
+
+Recipes are chosen by the *worst* view, not by the random split. Ensembles (`a + b`) are scored from the
+members' per-view scores by averaging logits, exactly as the saved ensemble does, with the threshold
+chosen on the averaged inner validation.
+
+"""
+
+
+def write_table(root: str | os.PathLike, output: str | os.PathLike, notes: str = "",
+                ensembles: list[list[str]] | None = None) -> Path:
+    """The experiments table, and the shift-views table where views were recorded, as Markdown (and CSV)."""
+    from pneumo_utils.records import write_text_atomic
+
     table = experiments_table(root)
+    views = views_table(root, ensembles)
     output = Path(output)
-    output.write_text(HEADER + table.to_markdown(index=False) + "\n" + (f"\n{notes}\n" if notes else ""))
-    table.to_csv(output.with_suffix(".csv"), index=False)
+    text = HEADER + table.to_markdown(index=False) + "\n"
+    if len(views):
+        text += VIEWS_HEADER + views.to_markdown(index=False) + "\n"
+        write_text_atomic(output.with_name(output.stem + "_views.csv"), views.to_csv(index=False))
+    write_text_atomic(output, text + (f"\n{notes}\n" if notes else ""))
+    write_text_atomic(output.with_suffix(".csv"), table.to_csv(index=False))
     return output

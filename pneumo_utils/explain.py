@@ -48,6 +48,8 @@ def last_conv_layer_name(model: keras.Model) -> str:
         if isinstance(layer, CONV_TYPES):
             return layer.name
         if _children(layer):
+            if not _is_chain(layer) and len(layer.output.shape) == 4:
+                return layer.name  # a branched backbone (EfficientNet, DenseNet): its last feature map
             try:
                 return last_conv_layer_name(layer)
             except ValueError:
@@ -126,6 +128,15 @@ class CamExplainer:
     layer_name: str | None = None
 
     def __post_init__(self):
+        from pneumo_utils.model import ensemble_members
+
+        members = ensemble_members(self.model)
+        if members:
+            # An ensemble's map is the mean of its members' maps, each from that member's own target layer.
+            self._members = [CamExplainer(member, self.layer_name) for member in members]
+            self.layer_name = self.layer_name or self._members[0].layer_name
+            return
+        self._members = []
         self.layer_name = self.layer_name or last_conv_layer_name(self.model)
         if _find_layer(self.model, self.layer_name) is None:
             raise ValueError(f"model {self.model.name!r} has no layer named {self.layer_name!r}")
@@ -185,6 +196,8 @@ class CamExplainer:
             raise ValueError(f"target_class must be 0 (NORMAL) or 1 (PNEUMONIA), got {target_class}")
         if method not in ("gradcam", "gradcam++"):
             raise ValueError(f"unknown method {method!r}; choose gradcam or gradcam++")
+        if self._members:
+            return self._explain_ensemble(images, target_class, method, batch_size, upsample)
         sign = tf.constant(1.0 if target_class == 1 else -1.0)
         maps, probabilities = [], []
         for start in range(0, len(images), batch_size):
@@ -199,6 +212,27 @@ class CamExplainer:
             height, width = images.shape[1:3]
             cams = np.stack([cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR) for cam in cams])
         return np.clip(cams, 0.0, 1.0), np.concatenate(probabilities).astype(np.float32)
+
+    def _explain_ensemble(self, images, target_class, method, batch_size, upsample):
+        """Mean of the members' maps (each member sees the images at its own input size); the
+        probability is the ensemble's own (the sigmoid of the mean logit)."""
+        images = np.asarray(images)
+        height, width = images.shape[1:3]
+        maps = []
+        for explainer in self._members:
+            size = explainer.model.input_shape[1]
+            member_images = images if size == height else np.stack(
+                [cv2.resize(np.asarray(image, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+                 for image in images]) if len(images) else np.zeros((0, size, size), np.float32)
+            maps.append(explainer.explain(member_images, target_class, method, batch_size, upsample)[0])
+        grid = (height, width) if upsample else max(cam.shape[1:3] for cam in maps)
+        resized = [cams if cams.shape[1:3] == grid else
+                   np.stack([cv2.resize(cam, grid[::-1], interpolation=cv2.INTER_LINEAR) for cam in cams])
+                   for cams in maps]
+        from pneumo_utils.evaluate import predict_probabilities
+
+        probabilities = predict_probabilities(self.model, images.astype(np.float32), batch_size)
+        return np.clip(np.mean(resized, axis=0), 0.0, 1.0).astype(np.float32), probabilities
 
 
 def gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = None, target_class: int = 1,

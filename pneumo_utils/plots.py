@@ -72,16 +72,24 @@ def sample_grid(images: np.ndarray, titles: list[str], columns: int = 6, cams: n
     return fig
 
 
-def training_curves(history: pd.DataFrame, best_epoch: int | None = None) -> plt.Figure:
-    """Loss, accuracy and AUC per epoch, training against validation."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for axis, metric in zip(axes, ("loss", "accuracy", "auc"), strict=True):
-        axis.plot(history["epoch"], history[metric], marker="o", label="training")
-        axis.plot(history["epoch"], history[f"val_{metric}"], marker="o", label="validation")
-        if best_epoch is not None:
-            axis.axvline(best_epoch, color="gray", ls="--", lw=1, label="kept epoch")
-        axis.set(xlabel="epoch", title=metric)
-        axis.legend()
+def training_curves(history: pd.DataFrame, best_epoch: int | list[int] | None = None) -> plt.Figure:
+    """Loss, accuracy and AUC per epoch, training against validation; one row of panels per ensemble
+    member when the history has a ``member`` column (``best_epoch`` then lists one kept epoch per member)."""
+    from matplotlib.ticker import MaxNLocator
+
+    members = list(history.groupby("member", sort=True)) if "member" in history else [(None, history)]
+    kept = best_epoch if isinstance(best_epoch, list | tuple) else [best_epoch] * len(members)
+    fig, grid = plt.subplots(len(members), 3, figsize=(13, 3.8 * len(members)), squeeze=False)
+    for (member, rows), axes, kept_epoch in zip(members, grid, kept, strict=True):
+        for axis, metric in zip(axes, ("loss", "accuracy", "auc"), strict=True):
+            axis.plot(rows["epoch"], rows[metric], marker="o", label="training")
+            axis.plot(rows["epoch"], rows[f"val_{metric}"], marker="o", label="validation")
+            if kept_epoch is not None:
+                axis.axvline(kept_epoch, color="gray", ls="--", lw=1, label="kept epoch")
+            title = metric if member is None else f"{metric}, member {member}"
+            axis.set(xlabel="epoch", title=title)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.legend()
     fig.tight_layout()
     return fig
 

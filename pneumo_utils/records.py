@@ -65,11 +65,27 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write strict JSON (NaN as null) to a temporary file in the same folder, then rename it over ``path``."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a uniquely named temporary file in the same folder, then rename it over ``path``.
+
+    A crash leaves the previous file intact and no temporary file behind; two writers never share a
+    temporary name.
+    """
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(_finite(payload), indent=2, default=str, allow_nan=False) + "\n")
-    os.replace(temporary, path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    """Write strict JSON (NaN as null) atomically (see :func:`write_text_atomic`)."""
+    return write_text_atomic(path, json.dumps(_finite(payload), indent=2, default=str, allow_nan=False) + "\n")

@@ -65,7 +65,8 @@ def write_synthetic_dataset(
             split = "test" if first_of_patient < n_test else "train"  # a patient never spans splits
             patient = 100 + index // 5 if pair else 1000 + index
             if class_name == "NORMAL":
-                name = f"IM-{patient:04d}-{index + 1:04d}.jpeg"
+                batch = "NORMAL2-" if patient % 2 else ""  # two acquisition batches, as in the real set
+                name = f"{batch}IM-{patient:04d}-{index + 1:04d}.jpeg"
             else:
                 kind = "virus" if index % 3 == 0 else "bacteria"
                 name = f"person{patient}_{kind}_{index + 1}.jpeg"

@@ -115,8 +115,17 @@ def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, pat
 
 
 def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> int:
-    """The epoch (1-based) whose weights early stopping kept."""
+    """The epoch (1-based) whose weights early stopping kept (of the first member, for an ensemble)."""
+    if "member" in history:
+        history = history[history["member"] == history["member"].iloc[0]]
     return int(history.loc[history[monitor].idxmax(), "epoch"])
+
+
+def kept_epochs(history: pd.DataFrame, monitor: str = "val_auc") -> list[int]:
+    """The kept epoch of every member (one entry for a single model)."""
+    if "member" not in history:
+        return [best_epoch(history, monitor)]
+    return [best_epoch(rows, monitor) for _, rows in history.groupby("member", sort=True)]
 
 
 @dataclass
@@ -135,6 +144,7 @@ class TrainingRun:
     val_targets: np.ndarray
     class_weight: dict[int, float]
     network: keras.Model
+    members: list[dict[str, Any]] = field(default_factory=list)  # ensemble members: settings and network
     history: pd.DataFrame | None = None
     seconds: float | None = None
     val_probabilities: np.ndarray | None = None
@@ -142,12 +152,17 @@ class TrainingRun:
 
 
 def augmentation_settings(config: dict[str, Any]) -> dict[str, float]:
-    return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma")
+    return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma",
+                                                        "border")
             if f"augment_{key}" in config}
 
 
 def build_from_config(config: dict[str, Any]) -> keras.Model:
-    """The profile's model: input size, filters, dropout, augmentation and normalization."""
+    """The profile's model: input size, filters (or a pretrained ``backbone``), dropout, augmentation and
+    normalization."""
+    if config.get("backbone"):
+        return model.build_backbone_model(config["image_size"], config["backbone"], weights=config.get("weights"),
+                                          dropout=config["dropout"], augmentation=augmentation_settings(config))
     return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
                              augmentation=augmentation_settings(config),
                              normalization=config.get("normalization", "rescale"))
@@ -160,31 +175,120 @@ def compile_from_config(network: keras.Model, config: dict[str, Any], total_step
     return compile_model(network, optimizer, label_smoothing=config.get("label_smoothing", 0.0))
 
 
-def prepare(config: dict[str, Any], data_root: str | os.PathLike) -> TrainingRun:
-    """Seed, index, split (patient-grouped), read the images, build the model and the class weights."""
+MEMBER_FORBIDDEN = ("val_fraction", "members", "output_dir", "data_dir", "model_path", "synthetic", "clahe",
+                    "min_sensitivity", "resume")
+
+
+def member_settings(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The settings of each ensemble member: the profile's, changed by that member's entry of ``members``.
+
+    An empty ``members`` list means one model with the profile's settings. A member may change the
+    recipe (``seed``, ``image_size``, ``filters``, augmentation, ...) but not the data, the split or the
+    threshold rule, which the whole ensemble shares.
+    """
+    entries = config.get("members") or []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ValueError(f"members must be a list of setting mappings, got {entries!r}")
+    settings = []
+    for number, entry in enumerate(entries, start=1):
+        unknown = sorted(set(entry) - set(config))
+        forbidden = sorted(set(entry) & set(MEMBER_FORBIDDEN))
+        if unknown or forbidden:
+            raise ValueError(f"member {number}: unknown setting(s) {unknown}" if unknown else
+                             f"member {number}: {forbidden} are shared by the whole ensemble")
+        settings.append({**config, **entry, "members": []})
+    return settings
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    """Images read at the ensemble's size, brought to a member's size as the ensemble's own area
+    ``Resizing`` does at inference."""
+    import cv2
+
+    if images.shape[1] == size:
+        return images
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images]) \
+        if len(images) else np.zeros((0, size, size), images.dtype)
+
+
+def prepare(config: dict[str, Any], data_root: str | os.PathLike, index: pd.DataFrame | None = None,
+            rows: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> TrainingRun:
+    """Seed, index, split (patient-grouped), read the images, build the model and the class weights.
+
+    ``rows`` replaces the usual split with explicit ``(train, validation)`` rows of the index (a shift
+    view of :func:`pneumo_utils.data.shift_view`). With ``members`` in the settings, the model is an
+    ensemble (:func:`pneumo_utils.model.build_ensemble`) whose members are built here, each with its own
+    seed, and trained one after the other by :func:`fit`; images are read once at the largest size.
+    """
     set_seed(config["seed"])
-    preprocessing = Preprocessing(image_size=config["image_size"], clahe=config.get("clahe", False))
-    index = data.index_dataset(data_root)
-    train_rows, val_rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
+    members = member_settings(config)
+    image_size = max([config["image_size"], *(member["image_size"] for member in members)]) if members \
+        else config["image_size"]
+    preprocessing = Preprocessing(image_size=image_size, clahe=config.get("clahe", False))
+    index = data.index_dataset(data_root) if index is None else index
+    if rows is None:
+        rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
+    train_rows, val_rows = rows
     train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing)
     val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing)
+    member_runs = []
+    for settings in members:
+        set_seed(settings["seed"])
+        member_runs.append({"settings": settings, "network": build_from_config(settings)})
+    network = model.build_ensemble([member["network"] for member in member_runs]) if members \
+        else build_from_config(config)
     return TrainingRun(config, Path(data_root), index, preprocessing, train_rows, val_rows, train_images,
-                       train_targets, val_images, val_targets, class_weights(train_targets),
-                       build_from_config(config))
+                       train_targets, val_images, val_targets, class_weights(train_targets), network,
+                       members=member_runs)
+
+
+def _fit_one(network: keras.Model, settings: dict[str, Any], train_images, train_targets, val_images,
+             val_targets, class_weight, checkpoint_dir, verbose: int, resume: bool) -> pd.DataFrame:
+    train_dataset = data.make_dataset(train_images, train_targets, settings["batch_size"], shuffle=True,
+                                      seed=settings["seed"])
+    val_dataset = data.make_dataset(val_images, val_targets, settings["batch_size"])
+    steps = int(np.ceil(len(train_images) / settings["batch_size"])) * settings["epochs"]
+    compile_from_config(network, settings, total_steps=steps)
+    return fit_model(network, train_dataset, val_dataset, epochs=settings["epochs"], patience=settings["patience"],
+                     class_weight=class_weight, checkpoint_dir=checkpoint_dir, verbose=verbose, resume=resume)
 
 
 def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -> TrainingRun:
-    """Compile with the configured optimizer and loss, then train with early stopping."""
+    """Compile with the configured optimizer and loss, then train with early stopping.
+
+    An ensemble's members are trained one after the other on the same split; a finished member is kept
+    in ``checkpoint_dir/member<k>/finished.keras``, so a resumed run skips it.
+    """
     config = run.config
-    train_dataset = data.make_dataset(run.train_images, run.train_targets, config["batch_size"], shuffle=True,
-                                      seed=config["seed"])
-    val_dataset = data.make_dataset(run.val_images, run.val_targets, config["batch_size"])
-    compile_from_config(run.network, config,
-                        total_steps=int(np.ceil(len(run.train_images) / config["batch_size"])) * config["epochs"])
+    resume = config.get("resume", False)
     started = time.perf_counter()
-    run.history = fit_model(run.network, train_dataset, val_dataset, epochs=config["epochs"],
-                            patience=config["patience"], class_weight=run.class_weight,
-                            checkpoint_dir=checkpoint_dir, verbose=verbose, resume=config.get("resume", False))
+    if not run.members:
+        run.history = _fit_one(run.network, config, run.train_images, run.train_targets, run.val_images,
+                               run.val_targets, run.class_weight, checkpoint_dir, verbose, resume)
+        run.seconds = time.perf_counter() - started
+        return run
+    histories = []
+    for number, member in enumerate(run.members, start=1):
+        settings, network = member["settings"], member["network"]
+        folder = Path(checkpoint_dir) / f"member{number}"
+        finished = folder / "finished.keras"
+        history_file = folder / "history.csv"
+        if resume and finished.exists() and history_file.exists():
+            network.set_weights(keras.models.load_model(finished, compile=False).get_weights())
+            history = pd.read_csv(history_file)
+        else:
+            set_seed(settings["seed"])
+            size = settings["image_size"]
+            if verbose:
+                print(f"member {number} of {len(run.members)}: {size} px, seed {settings['seed']}", flush=True)
+            history = _fit_one(network, settings, _resized(run.train_images, size), run.train_targets,
+                               _resized(run.val_images, size), run.val_targets, run.class_weight, folder,
+                               verbose, resume)
+            history.insert(0, "member", number)
+            network.save(finished)
+            history.to_csv(history_file, index=False)
+        histories.append(history)
+    run.history = pd.concat(histories, ignore_index=True)
     run.seconds = time.perf_counter() - started
     return run
 
@@ -192,7 +296,16 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
 def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     """Choose the threshold on the validation split, then save the model and its card atomically."""
     config = run.config
+    calibration = None
+    if config.get("calibrate"):
+        raw = evaluate.predict_probabilities(run.network, run.val_images)
+        temperature = evaluate.fit_temperature(run.val_targets, raw)
+        run.network = model.with_temperature(run.network, temperature)
+        calibration = {"method": "temperature scaling fitted on the validation split", "temperature": temperature,
+                       "ece_before": evaluate.expected_calibration_error(run.val_targets, raw)}
     run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
+    if calibration:
+        calibration["ece_after"] = evaluate.expected_calibration_error(run.val_targets, run.val_probabilities)
     threshold = evaluate.choose_threshold(run.val_targets, run.val_probabilities,
                                           min_sensitivity=config["min_sensitivity"])
     val_metrics = evaluate.compute_metrics(run.val_targets, run.val_probabilities, threshold["threshold"])
@@ -200,8 +313,9 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
         config,
         preprocessing=run.preprocessing.to_dict(),
         threshold={"value": threshold["threshold"], "rule": threshold["rule"]},
-        validation_metrics=val_metrics,
+        validation_metrics=val_metrics | ({"calibration": calibration} if calibration else {}),
         training={"epochs_run": len(run.history), "kept_epoch": best_epoch(run.history),
+                  "members": len(run.members) or 1, "kept_epochs": kept_epochs(run.history),
                   "seconds": round(run.seconds, 1), "train_images": len(run.train_images),
                   "val_images": len(run.val_images),
                   "class_weight": {data.CLASS_NAMES[k]: v for k, v in run.class_weight.items()}},
