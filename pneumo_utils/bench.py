@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pneumo_utils import config as config_module
+from pneumo_utils.config import portable_path
 
 
 def peak_rss_mb() -> float:
@@ -119,7 +120,7 @@ def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: i
     preprocessing), else synthetic X-rays of the model's input size. Each timing is the best of
     ``repeats`` after one untimed warm-up (graph tracing).
     """
-    from pneumo_utils import explain, synthetic
+    from pneumo_utils import cam, synthetic
     from pneumo_utils.model import load_model
 
     network, card = load_model(model_path)
@@ -137,14 +138,14 @@ def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: i
         rng = np.random.default_rng(seed)
         pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
     pictures = pictures.astype(np.float32)
-    explainer = explain.CamExplainer(network)
+    explainer = cam.CamExplainer(network)
     layer = explainer.layer_name
 
     def batched():
         return explainer.explain(pictures, batch_size=batch_size, upsample=False)[0]
 
     def reference():
-        return np.stack([explain.keras_io_gradcam(picture[None, ..., None], network, layer) for picture in pictures])
+        return np.stack([cam.keras_io_gradcam(picture[None, ..., None], network, layer) for picture in pictures])
 
     timings = {}
     outputs = {}
@@ -161,7 +162,7 @@ def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: i
         "per_image_ms_batched": round(timings["batched"], 3),
         "speedup": round(timings["reference"] / timings["batched"], 2),
         "max_abs_diff": float(np.abs(outputs["batched"] - outputs["reference"]).max()),
-        "settings": {"model": str(model_path), "target_layer": layer, "images": int(len(pictures)),
+        "settings": {"model": portable_path(model_path), "target_layer": layer, "images": int(len(pictures)),
                      "image_source": source, "batch_size": batch_size, "repeats": repeats,
                      "timing": "best of repeats, after one warm-up call",
                      "reference": "keras.io make_gradcam_heatmap, one image per call, gradient model built per call",

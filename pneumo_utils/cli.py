@@ -1,6 +1,7 @@
 """The ``pneumo`` command: one entry point for the project's stages.
 
-  pneumo run          execute the four notebooks with papermill (profiles smoke|full)
+  pneumo run          execute the four notebooks with papermill (profiles smoke|full) into runs/<profile>-<time>
+  pneumo promote      make a finished run's model and results the committed ones (saved_models/, results/)
   pneumo train        train one configuration and record it as an experiment (validation figures only)
   pneumo experiments  gather the recorded experiments into one table
   pneumo predict      probability and label for new X-rays (JPEG, PNG, DICOM), optional overlays
@@ -31,8 +32,17 @@ NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict", "experim
 DEFAULT_MODEL = config_module.PROJECT_ROOT / "saved_models" / "pneumonia_cnn.keras"
 
 
-class UsageError(ValueError):
+class UsageError(Exception):
     """Bad command-line input: exit code 2."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pneumo-utils")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -64,7 +74,21 @@ def _command_run(args: argparse.Namespace) -> int:
     except pipeline.NotebookFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except pipeline.RunInterrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 130
     print(pipeline.summary_text(summary))
+    run_dir = (config_module.PROJECT_ROOT / summary["parameters"]["output_dir"]).resolve()
+    shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
+    print(f"to make this run the committed one: pneumo promote {shown}", file=sys.stderr)
+    return 0
+
+
+def _command_promote(args: argparse.Namespace) -> int:
+    from pneumo_utils import pipeline
+
+    written = pipeline.promote(args.run_dir)
+    print(f"promoted {args.run_dir}: {len(written)} files written to saved_models/ and results/")
     return 0
 
 
@@ -82,11 +106,9 @@ def _format_metrics_table(metrics: dict[str, Any]) -> str:
 def _command_evaluate(args: argparse.Namespace) -> int:
     from pneumo_utils import data, evaluate, model
     from pneumo_utils.images import TooManyUnreadableError
-    from pneumo_utils.records import write_json_atomic
 
     output = Path(args.output) if args.output else None
-    if output and output.exists() and not args.overwrite:
-        raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
+    _refuse_existing(output, args.overwrite)
     try:
         metrics, record = evaluate.evaluate_saved_model(
             args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
@@ -102,9 +124,40 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.split} split of {record['data_dir']} (fingerprint {record['data_fingerprint']})")
     print(_format_metrics_table(metrics))
     if output:
-        write_json_atomic(output, metrics)
-        write_json_atomic(output.with_suffix(".provenance.json"), record)
-        print(f"wrote {output} and {output.with_suffix('.provenance.json').name}")
+        status = _save(output, _json_bytes(metrics), args.overwrite)
+        status = max(status, _save(output.with_suffix(".provenance.json"), _json_bytes(record), args.overwrite))
+        return status
+    return 0
+
+
+def _refuse_existing(output: Path | None, overwrite: bool) -> None:
+    """Before any work: an output that exists (and no --overwrite), or that is a folder, is a usage error."""
+    from pneumo_utils import outputs
+
+    if output is None:
+        return
+    try:
+        outputs.refuse_existing(output, overwrite)
+    except outputs.OutputError as error:
+        raise UsageError(str(error)) from None
+
+
+def _json_bytes(payload: Any) -> bytes:
+    from pneumo_utils.records import finite
+
+    return (json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
+
+
+def _save(output: Path, payload: bytes, overwrite: bool) -> int:
+    """Write one finished result (exclusive unless --overwrite); on failure say so in one line, keep the
+    work in a rescue file, and return exit status 1."""
+    from pneumo_utils import outputs
+
+    written, problem = outputs.save_or_rescue(output, payload, overwrite)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    print(f"wrote {outputs.display(written)}", file=sys.stderr)
     return 0
 
 
@@ -207,11 +260,9 @@ def _load_for_prediction(args: argparse.Namespace):
 
 def _command_gradcam(args: argparse.Namespace) -> int:
     from pneumo_utils import predict
-    from pneumo_utils.records import write_json_atomic
 
     report_path = Path(args.out) / "gradcam.json"
-    if report_path.exists() and not args.overwrite:
-        raise UsageError(f"{report_path}: already exists; pass --overwrite or choose another --out")
+    _refuse_existing(report_path, args.overwrite)
     files, problems, network, card = _load_for_prediction(args)
     threshold = card["threshold"]["value"]
     writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer)
@@ -226,23 +277,19 @@ def _command_gradcam(args: argparse.Namespace) -> int:
             entry.update(writer.statistics[record.path])
             print(f"{record.path}: {record.probability:.3f} {record.label} -> {Path(args.out) / entry['overlay']}")
         report.append(entry)
-    write_json_atomic(report_path, {"model": str(args.model), "threshold": threshold, "method": args.method,
-                                    "target_layer": writer.explainer.layer_name, "images": report})
-    print(f"wrote {report_path}")
-    return 1 if any(entry["error"] for entry in report) else 0
+    status = _save(report_path, _json_bytes({"model": str(args.model), "threshold": threshold, "method": args.method,
+                                             "target_layer": writer.explainer.layer_name, "images": report}),
+                   args.overwrite)
+    return 1 if status or any(entry["error"] for entry in report) else 0
 
 
 def _command_predict(args: argparse.Namespace) -> int:
-    import csv
-
     from pneumo_utils import predict
-    from pneumo_utils.records import write_json_atomic
 
     output = Path(args.output) if args.output else None
     if output and output.suffix.lower() not in (".csv", ".json"):
         raise UsageError(f"{output}: --output must end in .csv or .json")
-    if output and output.exists() and not args.overwrite:
-        raise UsageError(f"{output}: already exists; pass --overwrite to replace it")
+    _refuse_existing(output, args.overwrite)
     files, problems, network, card = _load_for_prediction(args)
     writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam)
               if args.gradcam else None)
@@ -255,22 +302,20 @@ def _command_predict(args: argparse.Namespace) -> int:
             print(f"error: {row['error']}", file=sys.stderr)
         else:
             print(f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['label']}")
+    status = 0
     if output:
         if output.suffix.lower() == ".json":
-            write_json_atomic(output, rows)
+            payload = _json_bytes(rows)
         else:
-            temporary = output.with_name(f".{output.name}.tmp")
-            with temporary.open("w", newline="") as handle:
-                table = csv.DictWriter(handle, fieldnames=["path", "probability", "label", "error"])
-                table.writeheader()
-                table.writerows({**row, "probability": "" if row["probability"] is None else row["probability"],
-                                 "label": row["label"] or ""} for row in rows)
-            temporary.replace(output)
-        print(f"wrote {output}", file=sys.stderr)
+            import pandas as pd
+
+            payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(
+                index=False).encode()
+        status = _save(output, payload, args.overwrite)
     failed = sum(1 for row in rows if row["error"])
     if failed:
         print(f"{failed} of {len(rows)} input(s) failed", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or status else 0
 
 
 def _command_download(args: argparse.Namespace) -> int:
@@ -295,24 +340,36 @@ def _command_index(args: argparse.Namespace) -> int:
         index = data.index_dataset(config_module.resolve_data_dir(args.data_dir))
     except data.DatasetLayoutError as error:
         raise UsageError(str(error)) from None
-    print(json.dumps(data.summary(index, config_module.resolve_data_dir(args.data_dir)), indent=2, default=int))
+    report = data.summary(index, config_module.resolve_data_dir(args.data_dir)) | data.problems(index)
+    print(json.dumps(report, indent=2, default=int))
+    for line in report["unreadable"]:
+        print(f"unreadable: {line}", file=sys.stderr)
+    for conflict in report["label_conflicts"]:
+        print(f"label conflict: {conflict['files']} ({conflict['labels']}, splits {conflict['splits']})",
+              file=sys.stderr)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="execute the four notebooks in order with papermill")
     run.add_argument("--profile", choices=config_module.available_profiles(), default=None,
                      help="parameter set: smoke (synthetic data, minutes) or full (real data); default full")
     run.add_argument("--data-dir", default=None, help=DATA_HELP)
-    run.add_argument("--output-dir", default=None, help="where results go (default: the profile's, results/ for full)")
+    run.add_argument("--output-dir", default=None,
+                     help="where the run goes (default: a new runs/<profile>-<time>); never saved_models/ or results/")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
                      help="override one profile setting, e.g. -p epochs=5 (repeatable)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
     run.add_argument("--quiet", action="store_true", help="no papermill progress bar")
     run.set_defaults(handler=_command_run)
+
+    promote = commands.add_parser("promote", help="make a finished run's model and results the committed ones")
+    promote.add_argument("run_dir", help="the run folder (runs/<profile>-<time>)")
+    promote.set_defaults(handler=_command_promote)
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a split and write metrics JSON")
     evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
@@ -402,9 +459,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in NEEDS_TENSORFLOW:
         import_tensorflow_quietly()
+    from pneumo_utils.config import SettingsError
+    from pneumo_utils.data import DatasetLayoutError
+    from pneumo_utils.outputs import OutputError
+
     try:
         return args.handler(args)
-    except (UsageError, ValueError) as error:
+    except OutputError as error:  # a result that could not be written, or a folder in use
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (UsageError, SettingsError, DatasetLayoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

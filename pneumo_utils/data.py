@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pneumo_utils.config import SettingsError, portable_path
 from pneumo_utils.images import Preprocessing, is_image_file, load_images
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # target 0 and 1
@@ -134,7 +135,7 @@ def summary(index: pd.DataFrame, data_dir: str | os.PathLike) -> dict:
     """Counts per split and class, the fingerprint and the duplicate groups, as JSON-ready values."""
     duplicates = duplicate_report(index)
     return {
-        "data_dir": str(data_dir),
+        "data_dir": portable_path(data_dir),
         "fingerprint": dataset_fingerprint(index),
         "counts": {f"{split}/{label}": {key: int(value) if key != "share" else float(value)
                                         for key, value in row.items()}
@@ -179,13 +180,13 @@ def grouped_split(
     from sklearn.model_selection import StratifiedGroupKFold
 
     if not 0.0 < val_fraction < 0.5:
-        raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+        raise SettingsError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
     train = index[index["split"] == "train"].reset_index(drop=True)
     groups = _connected_groups(train)
     n_splits = max(2, round(1.0 / val_fraction))
     n_groups = len(np.unique(groups))
     if n_groups < n_splits:
-        raise ValueError(f"only {n_groups} patient groups in train/; need at least {n_splits} for a split")
+        raise SettingsError(f"only {n_groups} patient groups in train/; need at least {n_splits} for a split")
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train_positions, val_positions = next(folds.split(train, train["target"], groups))
     return train.iloc[train_positions].reset_index(drop=True), train.iloc[val_positions].reset_index(drop=True)
@@ -227,19 +228,21 @@ def select_split(index: pd.DataFrame, split: str, val_fraction: float, seed: int
         return train if split == "train" else val
     folder = {"test": "test", "val-folder": "val"}.get(split)
     if folder is None:
-        raise ValueError(f"unknown split {split!r}; choose train, val, test or val-folder")
+        raise SettingsError(f"unknown split {split!r}; choose train, val, test or val-folder")
     rows = index[index["split"] == folder].reset_index(drop=True)
     if rows.empty:
         raise DatasetLayoutError(f"the data set has no {folder}/ folder; {EXPECTED_LAYOUT}")
     return rows
 
 
-def load_split(frame: pd.DataFrame, preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def load_split(frame: pd.DataFrame, preprocessing: Preprocessing, population: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Read the images of an index slice: ``(images uint8 (n, s, s), targets, rows kept)``.
 
-    Unreadable files are skipped with a warning naming each; more than 1% stops the run.
+    Unreadable files are skipped with a warning naming each; more than 1% of ``population`` (the whole
+    indexed data set; the slice itself when not given) stops the run.
     """
-    images, mask, _ = load_images(list(frame["path"]), preprocessing)
+    images, mask, _ = load_images(list(frame["path"]), preprocessing, population=population)
     kept = frame[mask].reset_index(drop=True)
     return images, kept["target"].to_numpy(dtype=np.float32), kept
 
@@ -323,7 +326,7 @@ def shift_view(index: pd.DataFrame, view: str, val_fraction: float = 0.15, seed:
     No patient and no byte-identical image is on two sides.
     """
     if view not in SHIFT_VIEWS:
-        raise ValueError(f"unknown shift view {view!r}; choose one of {', '.join(SHIFT_VIEWS)}")
+        raise SettingsError(f"unknown shift view {view!r}; choose one of {', '.join(SHIFT_VIEWS)}")
     train_rows, val_rows = grouped_split(index, val_fraction=val_fraction, seed=seed)
     if view == "random":
         return train_rows, val_rows, val_rows
@@ -367,3 +370,14 @@ def shift_view_counts(index: pd.DataFrame, val_fraction: float = 0.15, seed: int
                       "held-out PNEUMONIA": int((shifted["target"] == 1).sum()),
                       "shared patients": overlap["patients"], "shared identical images": overlap["identical_images"]}
     return pd.DataFrame(rows).T.rename_axis("view")
+
+
+def problems(index: pd.DataFrame) -> dict:
+    """What is wrong with a data set's files: every unreadable image (one line each, decoded with the
+    project's reader) and every label conflict (the same bytes under NORMAL and PNEUMONIA, within a split
+    or across splits)."""
+    _, _, errors = load_images(list(index["path"]), Preprocessing(image_size=32), max_unreadable_fraction=1.0)
+    duplicates = duplicate_report(index)
+    conflicts = duplicates[duplicates["label_conflict"]] if len(duplicates) else duplicates
+    return {"unreadable": errors,
+            "label_conflicts": conflicts[["files", "labels", "splits"]].to_dict("records") if len(conflicts) else []}

@@ -16,6 +16,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from pneumo_utils.config import SettingsError
 from pneumo_utils.data import CLASS_NAMES, SPLITS, check_layout
 
 SOURCES = {
@@ -30,6 +31,11 @@ SOURCES = {
 }
 DATASET_FOLDER = "chest_xray"
 CHUNK = 1 << 20
+# Limits against archives that expand far beyond what this data set can be (zip bombs, wrong files).
+# The real archive: about 1.2 GB for 5,856 JPEGs of at most a few MB each, which barely compress.
+MAX_MEMBER_BYTES = 64 << 20      # one image
+MAX_MEMBER_RATIO = 50            # expanded size / compressed size of one member (a JPEG: about 1)
+MAX_TOTAL_BYTES = 8 << 30        # the whole extraction
 
 
 class DownloadError(RuntimeError):
@@ -95,7 +101,9 @@ def safe_extract(archive: Path, destination: Path) -> Path:
                     raise DownloadError(f"{archive}: member {member.filename!r} would be written outside the "
                                         "destination; refusing the archive")
             prefix = _dataset_prefix([m.filename for m in members if not m.is_dir()])
+            _check_sizes(archive, members)
             root = destination / DATASET_FOLDER
+            written = 0
             for member in members:
                 parts = PurePosixPath(member.filename).parts
                 if member.is_dir() or "__MACOSX" in parts or parts[:len(prefix.parts)] != prefix.parts:
@@ -108,10 +116,38 @@ def safe_extract(archive: Path, destination: Path) -> Path:
                     raise DownloadError(f"{archive}: member {member.filename!r} escapes the destination")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(member) as source, target.open("wb") as sink:
-                    shutil.copyfileobj(source, sink, CHUNK)
+                    # the headers were checked above; the bytes are counted too, in case they lie
+                    size = 0
+                    while chunk := source.read(CHUNK):
+                        size += len(chunk)
+                        written += len(chunk)
+                        if size > MAX_MEMBER_BYTES or written > MAX_TOTAL_BYTES:
+                            raise DownloadError(f"{archive}: member {member.filename!r} expands beyond the limits "
+                                                "for this data set; refusing the archive")
+                        sink.write(chunk)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as error:
         raise DownloadError(f"{archive}: archive is corrupt or truncated ({error})") from None
     return root
+
+
+def _check_sizes(archive: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse members whose declared size or compression ratio is implausible for chest X-ray images,
+    and archives whose declared total is."""
+    total = 0
+    for member in members:
+        if member.is_dir():
+            continue
+        total += member.file_size
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > MAX_MEMBER_BYTES:
+            raise DownloadError(f"{archive}: member {member.filename!r} expands to {member.file_size / 2**20:.0f} MB "
+                                f"(the limit for one image is {MAX_MEMBER_BYTES >> 20} MB); refusing the archive")
+        if member.file_size > (1 << 20) and ratio > MAX_MEMBER_RATIO:
+            raise DownloadError(f"{archive}: member {member.filename!r} expands {ratio:.0f}-fold (images barely "
+                                f"compress; the limit is {MAX_MEMBER_RATIO}); refusing the archive")
+    if total > MAX_TOTAL_BYTES:
+        raise DownloadError(f"{archive}: expands to {total / 2**30:.1f} GB (the limit is {MAX_TOTAL_BYTES >> 30} GB); "
+                            "refusing the archive")
 
 
 def install(dataset_root: Path, dest: Path, overwrite: bool) -> Path:
@@ -135,7 +171,7 @@ def download(source: str = "mendeley", dest: str | os.PathLike = "data", url: st
     """Download, verify, extract and install the data set as ``dest/chest_xray``; returns its path."""
     dest = Path(dest)
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; choose {sorted(SOURCES)}")
+        raise SettingsError(f"unknown source {source!r}; choose {sorted(SOURCES)}")
     if (dest / DATASET_FOLDER).exists() and not overwrite:
         raise FileExistsError(f"{dest / DATASET_FOLDER}: already exists; pass --overwrite to replace it")
     dest.mkdir(parents=True, exist_ok=True)
@@ -146,7 +182,7 @@ def download(source: str = "mendeley", dest: str | os.PathLike = "data", url: st
         else:
             address = url or SOURCES[source]["url"]
             if not address.startswith(("http://", "https://")):
-                raise ValueError(f"{address}: only http(s) URLs are supported")
+                raise SettingsError(f"{address}: only http(s) URLs are supported")
             archive = workspace / "archive.zip"
             fetch(address, archive, sha256 or SOURCES.get(source, {}).get("sha256"), progress)
             extracted = safe_extract(archive, workspace / "extracted")

@@ -178,7 +178,7 @@ def score_split(network, card: dict, index, split: str, batch_size: int = 64):
     from pneumo_utils.images import Preprocessing
 
     frame = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
-    images, _, kept = data.load_split(frame, Preprocessing.from_dict(card["preprocessing"]))
+    images, _, kept = data.load_split(frame, Preprocessing.from_dict(card["preprocessing"]), population=len(index))
     return kept.assign(probability=predict_probabilities(network, images, batch_size)), len(frame)
 
 
@@ -186,10 +186,12 @@ def evaluation_record(model_path, card: dict, index, data_dir, scored: dict) -> 
     """Provenance of an evaluation: the model and its commit, the data fingerprint, the splits and their
     sizes (``scored`` maps split name to ``(rows, images_in_split)``), the bootstrap, library versions."""
     from pneumo_utils import data
+    from pneumo_utils.config import portable_path
     from pneumo_utils.records import provenance
 
-    return {"model": str(model_path), "model_git_commit": card.get("git_commit"), "model_trained": card.get("date"),
-            "data_dir": str(data_dir), "data_fingerprint": data.dataset_fingerprint(index),
+    return {"model": portable_path(model_path), "model_git_commit": card.get("git_commit"),
+            "model_trained": card.get("date"),
+            "data_dir": portable_path(data_dir), "data_fingerprint": data.dataset_fingerprint(index),
             "splits": {name: {"images_in_split": total, "scored": int(len(rows)),
                               "unreadable_skipped": int(total - len(rows))} for name, (rows, total) in scored.items()},
             "threshold": card["threshold"], "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},

@@ -45,7 +45,8 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
         "name": name,
         "description": description,
         "overrides": overrides,
-        "settings": {key: value for key, value in settings.items() if key not in ("output_dir", "data_dir")},
+        "settings": {key: value for key, value in settings.items()
+                     if key not in ("output_dir", "data_dir", "model_path")},
         "split": "validation (patient-grouped split of train/)",
         "validation": validation,
         "threshold": card["threshold"],
@@ -98,7 +99,7 @@ def train_view(view: str, folder: str | os.PathLike, settings: dict[str, Any], d
     train.fit(run, checkpoint_dir=folder / "checkpoints", verbose=2)
     inner_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
     threshold = evaluate.choose_threshold(run.val_targets, inner_probabilities, settings["min_sensitivity"])
-    images, targets, kept = data.load_split(shifted, run.preprocessing)
+    images, targets, kept = data.load_split(shifted, run.preprocessing, population=len(index))
     probabilities = evaluate.predict_probabilities(run.network, images)
     write_scores(folder / "scores.csv", kept, probabilities)
     write_scores(folder / "inner_scores.csv", run.val_rows, inner_probabilities)
@@ -155,6 +156,7 @@ def score_saved_model_view(model_path: str | os.PathLike, index: pd.DataFrame, f
                            ) -> dict[str, Any]:
     """The random view of an already trained model: its validation split at its card's threshold."""
     from pneumo_utils import evaluate
+    from pneumo_utils.data import CLASS_NAMES
     from pneumo_utils.model import load_model
 
     network, card = load_model(model_path)
@@ -162,7 +164,7 @@ def score_saved_model_view(model_path: str | os.PathLike, index: pd.DataFrame, f
     for name in ("scores.csv", "inner_scores.csv"):  # in the random view the scored rows are the inner validation
         write_scores(Path(folder) / name, rows, rows["probability"].to_numpy())
     return {"view": "random", "train_images": card["training"]["train_images"],
-            "shifted_images": {label: int((rows["label"] == label).sum()) for label in ("NORMAL", "PNEUMONIA")},
+            "shifted_images": {label: int((rows["label"] == label).sum()) for label in CLASS_NAMES},
             "kept_epoch": card["training"]["kept_epoch"], "epochs_run": card["training"]["epochs_run"],
             "seconds": card["training"]["seconds"],
             "shifted": score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(),

@@ -17,7 +17,8 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
+# One list everywhere: a file type read when named is also found inside folders, and the reverse.
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 MIN_SIDE = 16  # pixels; anything smaller cannot be a chest X-ray
 MAX_PIXELS = 64_000_000  # about 8000 x 8000; real radiographs are below 20 megapixels
@@ -140,6 +141,31 @@ def _check_complete(path: Path, data: bytes) -> None:
         raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")
 
 
+_EXIF_TURNS = {  # EXIF orientation tag -> the turn that brings the stored pixels upright (as PIL's exif_transpose)
+    2: lambda a: a[:, ::-1],                        # mirrored left-right
+    3: lambda a: a[::-1, ::-1],                     # upside down
+    4: lambda a: a[::-1],                           # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),                  # transposed
+    6: lambda a: np.rot90(a, k=-1),                 # stored turned left: turn right
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],      # transversed
+    8: lambda a: np.rot90(a, k=1),                  # stored turned right: turn left
+}
+
+
+def _apply_exif_orientation(array: np.ndarray, path: Path) -> np.ndarray:
+    """Turn the pixels as the EXIF orientation tag says (phones and some scanners store them turned);
+    OpenCV's unchanged read ignores the tag, while every viewer honours it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - no readable EXIF: nothing to turn
+        return array
+    turn = _EXIF_TURNS.get(orientation)
+    return np.ascontiguousarray(turn(array)) if turn else array
+
+
 def _check_size(path: Path) -> None:
     """Refuse absurdly large images from the header, before decoding them into memory."""
     import warnings
@@ -166,8 +192,10 @@ def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndar
     JPEG and PNG (8 or 16 bit; L, RGB or RGBA) through OpenCV, DICOM through pydicom.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ImageReadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a regular file")
     data = path.read_bytes()
     if not data:
         raise ImageReadError(f"{path}: empty file")
@@ -179,15 +207,16 @@ def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndar
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
             raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or another format)")
+        array = _apply_exif_orientation(array, path)
     gray = _to_grayscale_uint8(array, path)
     height, width = gray.shape
     if min(height, width) < MIN_SIDE:
         raise ImageReadError(f"{path}: image too small ({width}x{height} px, need at least {MIN_SIDE} px a side)")
     size = preprocessing.image_size
-    return finish(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA), preprocessing)
+    return after_resize(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA), preprocessing)
 
 
-def finish(resized: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def after_resize(resized: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """The steps after resizing (CLAHE when the preprocessing asks for it), on a uint8 image."""
     if preprocessing.clahe:
         return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(resized)
@@ -199,6 +228,7 @@ def load_images(
     preprocessing: Preprocessing,
     max_unreadable_fraction: float = 0.01,
     workers: int | None = None,
+    population: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read many files in parallel threads (OpenCV releases the GIL).
 
@@ -206,6 +236,8 @@ def load_images(
     ``(n_readable, size, size)``, a boolean mask over ``paths``, and one message per unreadable file.
     Each unreadable file is logged as a warning; more than ``max_unreadable_fraction`` of them raises
     :class:`TooManyUnreadableError`, because then something is wrong with the data set, not one file.
+    The share is counted against ``population`` (the whole data set these files belong to) when given,
+    so one bad file does not stop a run because it fell into a small split.
     """
     size = preprocessing.image_size
 
@@ -223,9 +255,10 @@ def load_images(
     errors = [error for _, error in results if error is not None]
     for error in errors:
         logger.warning("skipped unreadable image: %s", error)
-    if paths and len(errors) > max_unreadable_fraction * len(paths):
+    total = max(population or 0, len(paths))
+    if paths and len(errors) > max_unreadable_fraction * total:
         raise TooManyUnreadableError(
-            f"{len(errors)} of {len(paths)} images are unreadable (more than {max_unreadable_fraction:.0%}); "
+            f"{len(errors)} of {total} images are unreadable (more than {max_unreadable_fraction:.0%}); "
             f"first: {errors[0]}"
         )
     images = np.stack([image for image, _ in results if image is not None]) if mask.any() else np.zeros(

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.records import write_json_atomic
 
 CARD_SUFFIX = ".json"
@@ -310,7 +311,7 @@ def make_card(
         "input": {"shape": [preprocessing["image_size"], preprocessing["image_size"], 1], "dtype": "float32",
                   "range": "0-255 (the model rescales itself)"},
         "preprocessing": preprocessing,
-        "classes": ["NORMAL", "PNEUMONIA"],
+        "classes": list(CLASS_NAMES),
         "output": "probability of PNEUMONIA (sigmoid); the 'logit' layer precedes it",
         "threshold": threshold,
         "split": {"method": "patient-grouped stratified split of train/", "val_fraction": config["val_fraction"],
@@ -318,7 +319,8 @@ def make_card(
         "validation_metrics": validation_metrics,
         "training": training,
         "data": data,
-        "parameters": {key: config[key] for key in sorted(config) if key not in ("output_dir", "data_dir")},
+        "parameters": {key: config[key] for key in sorted(config)
+                       if key not in ("output_dir", "data_dir", "model_path")},
         "intended_use": (
             "Teaching and research on pediatric chest X-rays (Kermany et al. 2018 data). "
             "Not a medical device; not for diagnosis or triage."
@@ -369,12 +371,55 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         raise ModelLoadError(f"{card_file}: model card missing (it records the preprocessing and threshold)")
     try:
         card = json.loads(card_file.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"{card_file}: model card is not valid JSON ({error})") from None
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is not)")
+    check_card(card, card_file)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise ModelLoadError(f"{path}: cannot load as a Keras model ({type(error).__name__}: {error})") from None
+        raise ModelLoadError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
+                             f"{_first_line(error)})") from None
+    check_model(model, card, path)
     return model, card
+
+
+def _first_line(error: Exception) -> str:
+    """The first meaningful line of an error message, without terminal colour codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
+
+
+def check_card(card: Any, card_file: str | os.PathLike) -> None:
+    """A card must say how to feed the model (``preprocessing.image_size``) and where to decide
+    (``threshold.value``); anything else downstream is optional."""
+    if not isinstance(card, dict):
+        raise ModelLoadError(f"{card_file}: model card must be a JSON object, not {type(card).__name__}")
+    size = (card.get("preprocessing") or {}).get("image_size") if isinstance(card.get("preprocessing"), dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
+        raise ModelLoadError(f"{card_file}: model card lacks preprocessing.image_size (an integer of at least 16)")
+    threshold = card.get("threshold")
+    value = threshold.get("value") if isinstance(threshold, dict) else None
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ModelLoadError(f"{card_file}: model card lacks threshold.value (a number between 0 and 1)")
+
+
+def check_model(network: keras.Model, card: dict[str, Any], path: str | os.PathLike) -> None:
+    """The model must take one grayscale image of the card's size and give one probability."""
+    if len(network.inputs) != 1 or len(network.outputs) != 1:
+        raise ModelLoadError(f"{path}: the model must have one input and one output "
+                             f"(it has {len(network.inputs)} and {len(network.outputs)})")
+    shape = tuple(network.inputs[0].shape)
+    size = card["preprocessing"]["image_size"]
+    if len(shape) != 4 or shape[-1] != 1:
+        raise ModelLoadError(f"{path}: the model takes input of shape {shape[1:]}; this project feeds grayscale "
+                             f"images ({size}, {size}, 1)")
+    if shape[1:3] not in ((size, size), (None, None)):
+        raise ModelLoadError(f"{path}: the model takes {shape[1]}x{shape[2]} images but its card says {size}")
+    if tuple(network.outputs[0].shape)[-1] != 1:
+        raise ModelLoadError(f"{path}: the model gives {tuple(network.outputs[0].shape)[-1]} outputs per image; "
+                             "this project expects one probability of pneumonia")

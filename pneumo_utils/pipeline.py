@@ -1,26 +1,40 @@
-"""Run the numbered notebooks in order with papermill, export HTML, and write a run summary."""
+"""Run the numbered notebooks in order with papermill, export HTML, and write a run summary.
+
+A run writes only into its own folder (``runs/<profile>-<time>`` unless told otherwise), locked while it
+runs; ``saved_models/`` and ``results/`` change only through :func:`promote`. The data are checked before
+any kernel starts; kernels import TensorFlow quietly, and each finished training epoch is echoed to the
+terminal as one line.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from pneumo_utils.config import NOTEBOOKS_DIR, load_config
-from pneumo_utils.records import provenance, write_json_atomic
+from pneumo_utils import outputs
+from pneumo_utils.config import NOTEBOOKS_DIR, RUNS_DIR, SettingsError, load_config, portable_path
+from pneumo_utils.records import provenance
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
 SUMMARY_NAME = "run_summary.json"
+STANDARD_PARAMETERS = ("profile", "data_dir", "output_dir", "overrides")
+PROGRESS_PREFIXES = ("epoch ", "member ")
+QUIET_KERNEL_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
 
 
-class OutputExists(RuntimeError):
-    """The output directory already holds a run and ``overwrite`` was not given."""
+class RunInterrupted(RuntimeError):
+    """The user interrupted the run (Ctrl-C); the summary says ``interrupted``."""
+
+
+OutputExists = outputs.OutputExists
 
 
 def export_html(notebook_path: Path) -> Path:
@@ -30,17 +44,71 @@ def export_html(notebook_path: Path) -> Path:
 
     notebook = nbformat.read(notebook_path, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(notebook)
-    html_path = notebook_path.with_suffix(".html")
-    html_path.write_text(body, encoding="utf-8")
-    return html_path
+    return outputs.write_text(notebook_path.with_suffix(".html"), body)
 
 
 def _failure_message(notebook_name: str, output_path: Path, error: Exception) -> str:
     cell = getattr(error, "exec_count", None)
     name = getattr(error, "ename", type(error).__name__)
-    value = getattr(error, "evalue", str(error))
+    value = str(getattr(error, "evalue", str(error))).splitlines()[0] if str(getattr(error, "evalue", "")) else ""
     where = f"cell [{cell}]" if cell is not None else "a cell"
-    return f"{notebook_name} failed in {where}: {name}: {value} (partial output kept in {output_path})"
+    return f"{notebook_name} failed in {where}: {name}: {value} (partial output kept in {portable_path(output_path)})"
+
+
+def default_output_dir(profile: str) -> Path:
+    """A new folder for each run: ``runs/<profile>-<YYYYmmdd-HHMMSS>``."""
+    return RUNS_DIR / f"{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def notebook_parameters(notebooks: tuple[str, ...], notebooks_dir: str | Path) -> dict[str, set[str]]:
+    """The names each notebook's ``parameters`` cell declares, beyond the four every notebook takes."""
+    import papermill
+
+    declared = {}
+    for name in notebooks:
+        names = set(papermill.inspect_notebook(str(Path(notebooks_dir) / name)))
+        declared[name] = names - set(STANDARD_PARAMETERS)
+    return declared
+
+
+def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: dict[str, set[str]]
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``-p`` values into profile settings and notebook parameters (``method`` of notebook 04, ...).
+
+    A name that is neither is refused before anything starts.
+    """
+    notebook_keys = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(overrides) - profile_keys - notebook_keys - {"data_dir", "output_dir", "model_path"})
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {unknown}; profile settings: {sorted(profile_keys)}; "
+                         f"notebook parameters: {sorted(notebook_keys)}")
+    settings = {key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys}
+    extra = {key: value for key, value in overrides.items() if key in notebook_keys and key not in profile_keys}
+    return settings, extra
+
+
+def check_data(config: dict[str, Any]) -> None:
+    """The data folder's layout, checked in this process before any kernel starts (one-line error)."""
+    if config.get("synthetic"):
+        return
+    from pneumo_utils.data import check_layout
+
+    check_layout(config["data_dir"])
+
+
+class _ProgressEcho:
+    """A stdout sink for papermill that echoes the training's one-line-per-epoch progress to the terminal."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.startswith(PROGRESS_PREFIXES):
+                print(f"    {line}", file=self.stream, flush=True)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def run_notebooks(
@@ -55,73 +123,141 @@ def run_notebooks(
 ) -> dict[str, Any]:
     """Execute ``notebooks`` in order; stop at the first failure with :class:`NotebookFailed`.
 
-    Every notebook gets the same parameters: the profile, the resolved data and output directories
-    and the overrides. Executed copies go to ``<output_dir>/executed/`` with an HTML copy each.
+    Every notebook gets the profile, the data and output folders and the profile overrides; a ``-p``
+    name that a notebook declares in its parameters cell (``method``) goes to that notebook. Executed
+    copies go to ``<output_dir>/executed/`` with an HTML copy each.
     """
     import papermill
 
     overrides = dict(overrides or {})
-    config = load_config(profile, data_dir=data_dir, output_dir=output_dir, **overrides)
+    declared = notebook_parameters(notebooks, notebooks_dir)
+    profile_keys = set(load_config(profile))
+    settings, notebook_only = split_settings(overrides, profile_keys, declared)
+    if output_dir is None and not os.environ.get("PNEUMO_OUTPUT_DIR"):
+        output_dir = str(default_output_dir(load_config(profile)["profile"]))
+    config = load_config(profile, data_dir=data_dir, output_dir=output_dir, **settings)
+    check_data(config)
     output = Path(config["output_dir"])
     summary_path = output / SUMMARY_NAME
-    resuming = bool(overrides.get("resume")) and summary_path.exists() and \
-        json.loads(summary_path.read_text()).get("status") != "ok"
-    if summary_path.exists() and not overwrite and not resuming:
-        raise OutputExists(
-            f"{output}: already holds a run ({SUMMARY_NAME}); pass --overwrite to replace it "
-            "or --output-dir to write elsewhere"
-        )
+    with outputs.FolderLock(output, purpose=f"pneumo run --profile {config['profile']}"):
+        previous = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        resuming = bool(settings.get("resume")) and previous is not None and previous.get("status") != "ok"
+        if previous is not None and not overwrite and not resuming:
+            raise OutputExists(f"{portable_path(output)}: already holds a run ({SUMMARY_NAME}); pass --overwrite "
+                               "to replace it or --output-dir to write elsewhere")
+        return _execute(papermill, config, settings, notebook_only, declared, data_dir, notebooks, notebooks_dir,
+                        progress_bar, summary_path)
+
+
+def _execute(papermill, config, settings, notebook_only, declared, data_dir, notebooks, notebooks_dir, progress_bar,
+             summary_path) -> dict[str, Any]:
+    output = Path(config["output_dir"])
     executed = output / "executed"
     executed.mkdir(parents=True, exist_ok=True)
-    parameters = {"profile": config["profile"], "output_dir": str(output), "overrides": overrides}
+    # Paths reach the kernels relative to the notebooks' folder (their working directory), so that the
+    # executed notebooks record no absolute path of this machine.
+    relative = {"output_dir": os.path.relpath(output, notebooks_dir)}
     if data_dir or not config.get("synthetic"):
-        parameters["data_dir"] = config["data_dir"]
+        relative["data_dir"] = os.path.relpath(config["data_dir"], notebooks_dir)
+    parameters = {"profile": config["profile"], **relative, "overrides": settings}
     summary: dict[str, Any] = {
         "profile": config["profile"],
-        "parameters": parameters,
-        "config": config,
-        "data_dir": config["data_dir"],
+        "parameters": {**parameters, "output_dir": portable_path(output),
+                       **({"data_dir": portable_path(config["data_dir"])} if "data_dir" in relative else {}),
+                       "notebook_parameters": notebook_only},
+        "config": {key: (portable_path(value) if key in ("output_dir", "data_dir", "model_path") else value)
+                   for key, value in config.items()},
+        "data_dir": portable_path(config["data_dir"]),
         "notebooks": [],
         "status": "running",
         **provenance(),
     }
+    environment = {key: os.environ.get(key) for key in QUIET_KERNEL_ENVIRONMENT}
+    os.environ.update(QUIET_KERNEL_ENVIRONMENT)
     started = time.perf_counter()
+    current = None
     try:
         for name in notebooks:
             output_path = executed / name
+            current = {"notebook": name, "status": "running"}
             print(f"==> running {name}", file=sys.stderr, flush=True)
             notebook_started = time.perf_counter()
+            own = {key: value for key, value in notebook_only.items() if key in declared.get(name, set())}
             try:
-                papermill.execute_notebook(
-                    str(Path(notebooks_dir) / name),
-                    str(output_path),
-                    parameters=parameters,
-                    cwd=str(notebooks_dir),
-                    progress_bar=progress_bar,
-                    kernel_name="python3",
-                )
+                papermill.execute_notebook(str(Path(notebooks_dir) / name), str(output_path),
+                                           parameters={**parameters, **own}, cwd=str(notebooks_dir),
+                                           progress_bar=progress_bar, kernel_name="python3",
+                                           stdout_file=_ProgressEcho(),
+                                           # the kernel's own start-up warnings (TCP transport) are noise here
+                                           extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except papermill.PapermillExecutionError as error:
-                summary["notebooks"].append(
-                    {"notebook": name, "seconds": round(time.perf_counter() - notebook_started, 1), "status": "failed"}
-                )
+                current.update(seconds=round(time.perf_counter() - notebook_started, 1), status="failed")
+                summary["notebooks"].append(current)
+                current = None
                 summary["status"] = "failed"
                 raise NotebookFailed(_failure_message(name, output_path, error)) from None
             finally:
                 if output_path.exists():
                     export_html(output_path)
-            summary["notebooks"].append(
-                {"notebook": name, "seconds": round(time.perf_counter() - notebook_started, 1), "status": "ok"}
-            )
+            current.update(seconds=round(time.perf_counter() - notebook_started, 1), status="ok")
+            summary["notebooks"].append(current)
+            current = None
         summary["status"] = "ok"
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        if current is not None:
+            summary["notebooks"].append({**current, "status": "interrupted"})
+        raise RunInterrupted(f"interrupted; partial output kept in {portable_path(output)} "
+                             f"(status 'interrupted' in {SUMMARY_NAME})") from None
     finally:
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
-        write_json_atomic(summary_path, summary)
+        outputs.write_json(summary_path, summary)
     return summary
 
 
+def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = None,
+            results_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Make a finished run the project's reference: its model and card become ``saved_models/``'s, and its
+    executed notebooks, figures, metrics and summary replace those in ``results/``. Only on request
+    (``pneumo promote RUN_DIR``); each file is replaced atomically."""
+    from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL
+    from pneumo_utils.model import card_path
+
+    run_dir = Path(run_dir)
+    saved_model = Path(saved_model or SAVED_MODEL)
+    results_dir = Path(results_dir or REFERENCE_RESULTS)
+    summary_path = run_dir / SUMMARY_NAME
+    if not summary_path.is_file():
+        raise SettingsError(f"{portable_path(run_dir)}: not a run folder (no {SUMMARY_NAME})")
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") != "ok":
+        raise SettingsError(f"{portable_path(run_dir)}: the run did not finish (status {summary.get('status')!r}); "
+                         "only a finished run can be promoted")
+    model_path = run_dir / "model" / saved_model.name
+    if not model_path.is_file() or not card_path(model_path).is_file():
+        raise SettingsError(f"{portable_path(model_path)}: the run has no model with a card to promote")
+    written = []
+    with outputs.FolderLock(run_dir, purpose="pneumo promote"):
+        for source, target in ((model_path, saved_model), (card_path(model_path), card_path(saved_model))):
+            written.append(outputs.write_bytes(target, source.read_bytes()))
+        for folder in ("executed", "figures", "metrics"):
+            if (run_dir / folder).is_dir():
+                for source in sorted((run_dir / folder).rglob("*")):
+                    if source.is_file():
+                        written.append(outputs.write_bytes(results_dir / folder / source.relative_to(run_dir / folder),
+                                                           source.read_bytes()))
+        written.append(outputs.write_bytes(results_dir / SUMMARY_NAME, summary_path.read_bytes()))
+    return written
+
+
 def summary_text(summary: dict[str, Any]) -> str:
-    lines = [f"profile {summary['profile']}, data {summary['data_dir']}"]
-    lines += [f"  {item['notebook']:<20} {item['status']:<7} {item['seconds']:>7.1f} s"
+    lines = [f"profile {summary['profile']}, data {summary['data_dir']}, output {summary['parameters']['output_dir']}"]
+    lines += [f"  {item['notebook']:<20} {item['status']:<7} {item.get('seconds', 0):>7.1f} s"
               for item in summary["notebooks"]]
     lines.append(f"  total {summary['total_seconds']:.1f} s, status {summary['status']}")
     return "\n".join(lines)

@@ -53,7 +53,7 @@ def intensity_histograms(images: np.ndarray, targets: np.ndarray) -> plt.Figure:
 def sample_grid(images: np.ndarray, titles: list[str], columns: int = 6, cams: np.ndarray | None = None,
                 title: str | None = None) -> plt.Figure:
     """A grid of X-rays with titles, optionally with Grad-CAM maps overlaid."""
-    from pneumo_utils.explain import overlay
+    from pneumo_utils.cam import overlay
 
     rows = max(1, int(np.ceil(len(images) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
@@ -163,3 +163,10 @@ def threshold_tradeoff(targets: np.ndarray, probabilities: np.ndarray, threshold
     axis.legend(loc="lower center")
     fig.tight_layout()
     return fig
+
+
+def save(figure: plt.Figure, folder, name: str) -> None:
+    """Save a figure as ``folder/name.png`` the way every notebook does (120 dpi, tight bounding box)."""
+    from pathlib import Path
+
+    figure.savefig(Path(folder) / f"{name}.png", dpi=120, bbox_inches="tight")

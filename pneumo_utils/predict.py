@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo_utils.images import ImageReadError, Preprocessing, is_image_file, read_image
-
-LABELS = ("NORMAL", "PNEUMONIA")
+from pneumo_utils.data import CLASS_NAMES
+from pneumo_utils.images import IMAGE_EXTENSIONS, ImageReadError, Preprocessing, is_image_file, read_image
 
 
 class InputPathError(ValueError):
@@ -43,7 +42,8 @@ def collect_inputs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Sco
         if path.is_dir():
             found = sorted(item for item in path.rglob("*") if item.is_file() and is_image_file(item))
             if not found:
-                problems.append(Scored(str(path), error=f"{path}: folder holds no images (.jpeg, .jpg, .png, .dcm)"))
+                kinds = ", ".join(IMAGE_EXTENSIONS)
+                problems.append(Scored(str(path), error=f"{path}: folder holds no images ({kinds})"))
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -74,7 +74,7 @@ def score(network, records: list[Scored], threshold: float, batch_size: int = 64
         probabilities = predict_probabilities(network, np.stack([r.image for r in readable]), batch_size)
         for record, probability in zip(readable, probabilities, strict=True):
             record.probability = float(probability)
-            record.label = LABELS[int(probability >= threshold)]
+            record.label = CLASS_NAMES[int(probability >= threshold)]
     return records
 
 
@@ -109,7 +109,7 @@ class OverlayWriter:
 
     def __init__(self, network, threshold: float, out: str | os.PathLike, method: str = "gradcam",
                  layer_name: str | None = None):
-        from pneumo_utils.explain import CamExplainer
+        from pneumo_utils.cam import CamExplainer
 
         self.explainer = CamExplainer(network, layer_name)
         self.threshold, self.out, self.method = threshold, Path(out), method
@@ -119,7 +119,7 @@ class OverlayWriter:
     def __call__(self, records: list[Scored]) -> None:
         import cv2
 
-        from pneumo_utils import explain
+        from pneumo_utils import cam
 
         readable = [record for record in records if record.image is not None]
         if not readable:
@@ -127,15 +127,15 @@ class OverlayWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         images = np.stack([record.image for record in readable])
         probabilities = np.array([record.probability for record in readable])
-        cams = explain.predicted_class_maps(self.explainer, images, probabilities, self.threshold, self.method)
-        for record, cam in zip(readable, cams, strict=True):
+        cams = cam.predicted_class_maps(self.explainer, images, probabilities, self.threshold, self.method)
+        for record, heatmap in zip(readable, cams, strict=True):
             name = Path(record.path).stem + "_gradcam.png"
             while name in self.used_names:
                 name = f"{Path(name).stem}_2.png"
             self.used_names.add(name)
             caption = [f"{Path(record.path).name}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
                        f"threshold {self.threshold:.3f}; {self.method} heatmap of {record.label}"]
-            picture = explain.side_by_side(record.image, cam, caption)
+            picture = cam.side_by_side(record.image, heatmap, caption)
             cv2.imwrite(str(self.out / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             self.statistics[record.path] = {"overlay": name, "explained_class": record.label,
-                                            "cam": explain.cam_statistics(cam)}
+                                            "cam": cam.cam_statistics(heatmap)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import platform
@@ -26,20 +25,18 @@ def git_commit() -> str | None:
 
 
 def library_versions() -> dict[str, str]:
-    import cv2
-    import keras
-    import numpy
-    import sklearn
-    import tensorflow
+    """Versions of the libraries that shape results, read from package metadata (nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tensorflow.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "opencv": cv2.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
+    versions = {"python": platform.python_version()}
+    for name, distribution in (("tensorflow", "tensorflow"), ("keras", "keras"), ("numpy", "numpy"),
+                               ("opencv", "opencv-python-headless"), ("scikit-learn", "scikit-learn"),
+                               ("pneumo-utils", "pneumo-utils")):
+        try:
+            versions[name] = version(distribution)
+        except PackageNotFoundError:
+            continue
+    return versions
 
 
 def provenance() -> dict[str, Any]:
@@ -52,40 +49,28 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """NaN and infinity become null: strict JSON has no NaN, and "not measurable" is what they mean here."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite(item) for item in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy scalars
-        return _finite(value.item())
+        return finite(value.item())
     return value
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a uniquely named temporary file in the same folder, then rename it over ``path``.
+    """Write ``text`` whole or not at all (see :mod:`pneumo_utils.outputs`)."""
+    from pneumo_utils import outputs
 
-    A crash leaves the previous file intact and no temporary file behind; two writers never share a
-    temporary name.
-    """
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return outputs.write_text(path, text)
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write strict JSON (NaN as null) atomically (see :func:`write_text_atomic`)."""
-    return write_text_atomic(path, json.dumps(_finite(payload), indent=2, default=str, allow_nan=False) + "\n")
+    """Write strict JSON (NaN as null) whole or not at all, replacing ``path`` (see :mod:`pneumo_utils.outputs`)."""
+    from pneumo_utils import outputs
+
+    return outputs.write_json(path, payload)

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pneumo_utils.images import Preprocessing, finish
+from pneumo_utils.config import portable_path
+from pneumo_utils.images import Preprocessing, after_resize
 
 
 def _gamma(image, value):
@@ -51,8 +52,8 @@ def perturb(raw: np.ndarray, name: str, preprocessing: Preprocessing, seed: int 
     """Apply one named change to raw resized uint8 images, then the model's finishing steps."""
     rng = np.random.default_rng(seed)
     change = PERTURBATIONS[name]
-    return np.stack([finish(np.clip(change(image.astype(np.float32), rng), 0, 255).astype(np.uint8), preprocessing)
-                     for image in raw])
+    return np.stack([after_resize(np.clip(change(image.astype(np.float32), rng), 0, 255).astype(np.uint8),
+                                  preprocessing) for image in raw])
 
 
 def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike, seed: int = 0) -> dict:
@@ -66,9 +67,9 @@ def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike
     raw_preprocessing = Preprocessing(image_size=preprocessing.image_size, clahe=False)
     index = data.index_dataset(data_dir)
     rows = data.select_split(index, "val", card["split"]["val_fraction"], card["split"]["seed"])
-    raw, targets, _ = data.load_split(rows, raw_preprocessing)
+    raw, targets, _ = data.load_split(rows, raw_preprocessing, population=len(index))
     threshold = card["threshold"]["value"]
-    conditions = {"clean": np.stack([finish(image, preprocessing) for image in raw])}
+    conditions = {"clean": np.stack([after_resize(image, preprocessing) for image in raw])}
     conditions.update({name: perturb(raw, name, preprocessing, seed) for name in PERTURBATIONS})
     results = {}
     for name, images in conditions.items():
@@ -76,7 +77,8 @@ def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike
         results[name] = {key: metrics[key] for key in ("roc_auc", "sensitivity", "specificity", "accuracy")}
     changed = [results[name] for name in PERTURBATIONS]
     summary = {key: float(np.mean([item[key] for item in changed])) for key in changed[0]}
-    return {"split": "validation (patient-grouped split of train/), clean and perturbed", "model": str(model_path),
+    return {"split": "validation (patient-grouped split of train/), clean and perturbed",
+            "model": portable_path(model_path),
             "threshold": threshold, "conditions": results, "mean_over_changes": summary,
             "worst_specificity": float(min(item["specificity"] for item in changed)),
             "worst_sensitivity": float(min(item["sensitivity"] for item in changed))}

@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pneumo_utils.data import CLASS_NAMES
+
 MARKER = ".synthetic.json"
 
 
@@ -57,7 +59,7 @@ def write_synthetic_dataset(
         raise ValueError(f"images_per_class must be at least 8, got {images_per_class}")
     root = Path(root)
     rng = np.random.default_rng(seed)
-    for target, class_name in enumerate(("NORMAL", "PNEUMONIA")):
+    for target, class_name in enumerate(CLASS_NAMES):
         n_test = max(2, round(images_per_class * test_fraction))
         for index in range(images_per_class):
             pair = index % 5 in (0, 1)  # images 5k and 5k+1 belong to one patient (two images)

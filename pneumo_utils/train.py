@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pneumo_utils import data, evaluate, model
+from pneumo_utils.config import SettingsError, portable_path
 from pneumo_utils.images import Preprocessing
 
 
@@ -72,12 +73,39 @@ def compile_model(network: keras.Model, optimizer: keras.optimizers.Optimizer | 
 
 
 class _EpochTimer(keras.callbacks.Callback):
+    """Records each epoch's wall time and, when ``echo``, prints one line per epoch (``pneumo run`` passes
+    these lines to the terminal while the notebook trains)."""
+
+    def __init__(self, echo: bool = False, prefix: str = ""):
+        super().__init__()
+        self.echo, self.prefix = echo, prefix
+
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
+        if logs is None:
+            return
+        logs["epoch_seconds"] = time.perf_counter() - self._start
+        if self.echo:
+            total = self.params.get("epochs", "?")
+            print(f"{self.prefix}epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.4f}, "
+                  f"val AUC {logs.get('val_auc', float('nan')):.4f}, {logs['epoch_seconds']:.0f} s", flush=True)
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Appends each finished epoch's figures to a CSV beside the checkpoints, so that a resumed training
+    still reports every epoch (the epochs before the interruption included)."""
+
+    def __init__(self, path: Path, previous: pd.DataFrame | None):
+        super().__init__()
+        self.path, self.rows = path, [] if previous is None else previous.to_dict("records")
+
+    def on_epoch_end(self, epoch, logs=None):
+        from pneumo_utils.records import write_text_atomic
+
+        self.rows = [row for row in self.rows if row["epoch"] < epoch + 1] + [{"epoch": epoch + 1, **(logs or {})}]
+        write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False))
 
 
 def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, patience: int,
@@ -88,29 +116,41 @@ def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, pat
     The best epoch so far is written to ``checkpoint_dir/best.keras``, and the full training state
     (weights, optimizer, epoch) to ``checkpoint_dir/backup`` after every epoch. With ``resume`` an
     interrupted run continues from its last finished epoch; without it, any old backup is discarded.
-    Early stopping's patience counter starts afresh on resume.
+    Early stopping's patience counter starts afresh on resume, but the history, the best checkpoint and
+    the weights kept cover all epochs, those before the interruption included.
     """
     import shutil
 
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = checkpoint_dir / "backup"
+    epochs_path = checkpoint_dir / "epochs.csv"
     if not resume:
         shutil.rmtree(backup_dir, ignore_errors=True)
+        epochs_path.unlink(missing_ok=True)
+    previous = pd.read_csv(epochs_path) if resume and epochs_path.exists() else None
+    previous_best = float(previous["val_auc"].max()) if previous is not None and len(previous) else None
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
         *(callbacks or []),
-        _EpochTimer(),
+        _EpochTimer(echo=verbose > 0),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
                                       restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor="val_auc", mode="max",
-                                        save_best_only=True),
+                                        save_best_only=True, initial_value_threshold=previous_best),
+        _EpochLog(epochs_path, previous),
     ]
     history = network.fit(train_dataset, validation_data=val_dataset, epochs=epochs, class_weight=class_weight,
                           callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles, seeded
-                          verbose=verbose)
+                          verbose=0)  # one line per epoch from _EpochTimer instead of Keras' progress output
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.asarray(history.epoch, dtype=int) + 1)  # after a resume, the epochs run now
+    if previous is not None and len(frame):
+        frame = pd.concat([previous[previous["epoch"] < frame["epoch"].min()], frame], ignore_index=True)
+        if previous_best is not None and previous_best > frame.loc[frame["epoch"] >= frame["epoch"].max() - len(
+                history.epoch) + 1, "val_auc"].max():
+            # the best epoch came before the interruption: its checkpoint holds the weights to keep
+            network.set_weights(keras.models.load_model(checkpoint_dir / "best.keras", compile=False).get_weights())
     return frame
 
 
@@ -188,13 +228,13 @@ def member_settings(config: dict[str, Any]) -> list[dict[str, Any]]:
     """
     entries = config.get("members") or []
     if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ValueError(f"members must be a list of setting mappings, got {entries!r}")
+        raise SettingsError(f"members must be a list of setting mappings, got {entries!r}")
     settings = []
     for number, entry in enumerate(entries, start=1):
         unknown = sorted(set(entry) - set(config))
         forbidden = sorted(set(entry) & set(MEMBER_FORBIDDEN))
         if unknown or forbidden:
-            raise ValueError(f"member {number}: unknown setting(s) {unknown}" if unknown else
+            raise SettingsError(f"member {number}: unknown setting(s) {unknown}" if unknown else
                              f"member {number}: {forbidden} are shared by the whole ensemble")
         settings.append({**config, **entry, "members": []})
     return settings
@@ -229,8 +269,8 @@ def prepare(config: dict[str, Any], data_root: str | os.PathLike, index: pd.Data
     if rows is None:
         rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
     train_rows, val_rows = rows
-    train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing)
-    val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing)
+    train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing, population=len(index))
+    val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing, population=len(index))
     member_runs = []
     for settings in members:
         set_seed(settings["seed"])
@@ -253,6 +293,13 @@ def _fit_one(network: keras.Model, settings: dict[str, Any], train_images, train
                      class_weight=class_weight, checkpoint_dir=checkpoint_dir, verbose=verbose, resume=resume)
 
 
+def _seconds(history: pd.DataFrame, wall: float, resume: bool) -> float:
+    """Training time: the wall time of this call, or after a resume the sum over every epoch's time."""
+    if resume and "epoch_seconds" in history:
+        return float(history["epoch_seconds"].sum())
+    return wall
+
+
 def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -> TrainingRun:
     """Compile with the configured optimizer and loss, then train with early stopping.
 
@@ -265,7 +312,7 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     if not run.members:
         run.history = _fit_one(run.network, config, run.train_images, run.train_targets, run.val_images,
                                run.val_targets, run.class_weight, checkpoint_dir, verbose, resume)
-        run.seconds = time.perf_counter() - started
+        run.seconds = _seconds(run.history, time.perf_counter() - started, resume)
         return run
     histories = []
     for number, member in enumerate(run.members, start=1):
@@ -289,7 +336,7 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
             history.to_csv(history_file, index=False)
         histories.append(history)
     run.history = pd.concat(histories, ignore_index=True)
-    run.seconds = time.perf_counter() - started
+    run.seconds = _seconds(run.history, time.perf_counter() - started, resume)
     return run
 
 
@@ -319,7 +366,7 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
                   "seconds": round(run.seconds, 1), "train_images": len(run.train_images),
                   "val_images": len(run.val_images),
                   "class_weight": {data.CLASS_NAMES[k]: v for k, v in run.class_weight.items()}},
-        data={"data_dir": str(run.data_root), "fingerprint": data.dataset_fingerprint(run.index),
+        data={"data_dir": portable_path(run.data_root), "fingerprint": data.dataset_fingerprint(run.index),
               "train_split_images": int((run.index["split"] == "train").sum())},
     )
     model.save_model(run.network, model_path, run.card)

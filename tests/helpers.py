@@ -17,6 +17,11 @@ def real_training_files(count_per_class: int = 3) -> list[Path]:
     return files
 
 
+def minimal_card(image_size: int, threshold: float = 0.5) -> dict:
+    """The least a model card must hold for ``load_model``: the input size and the threshold."""
+    return {"preprocessing": {"image_size": int(image_size)}, "threshold": {"value": threshold}}
+
+
 def write_png(path: Path, array: np.ndarray) -> Path:
     import cv2
 

@@ -17,9 +17,9 @@ from pneumo_utils import download
 JPEG = cv2.imencode(".jpg", np.full((32, 32), 128, np.uint8))[1].tobytes()
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
+    with zipfile.ZipFile(buffer, "w", compression=compression) as bundle:
         for name, content in members.items():
             bundle.writestr(name, content)
     return buffer.getvalue()
@@ -71,6 +71,11 @@ def server():
                                 "../../escaped.txt": b"evil"}),
         "/truncated.zip": good[: len(good) // 2],
         "/no-dataset.zip": _zip({"readme.txt": b"nothing here"}),
+        # a few hundred KB that expand to 200 MB, and a small member that expands 1000-fold
+        "/bomb.zip": _zip({"chest_xray/train/NORMAL/a.jpeg": bytes(200 << 20),
+                           "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}, zipfile.ZIP_DEFLATED),
+        "/ratio.zip": _zip({"chest_xray/train/NORMAL/a.jpeg": bytes(5 << 20),
+                            "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}, zipfile.ZIP_DEFLATED),
     }
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -105,6 +110,8 @@ def test_good_archive_is_installed_without_litter(server, tmp_path):
         ("cut-off.zip", "download incomplete"),
         ("no-dataset.zip", "no train/NORMAL and train/PNEUMONIA"),
         ("missing.zip", "download failed"),
+        ("bomb.zip", "expands to 200 MB"),
+        ("ratio.zip", "fold (images barely compress"),
     ],
 )
 def test_bad_downloads_leave_nothing_behind(server, tmp_path, name, message):

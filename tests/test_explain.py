@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from pneumo_utils import explain, model
+from pneumo_utils import cam, cam_checks, model
 
 SIZE = 32
 
@@ -59,7 +59,7 @@ def any_model(request, tmp_path):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
 def test_maps_have_image_shape_range_and_match_the_model(any_model, method):
     images = _images()
-    explainer = explain.CamExplainer(any_model)
+    explainer = cam.CamExplainer(any_model)
     for target_class in (0, 1):
         cams, probabilities = explainer.explain(images, target_class=target_class, method=method)
         assert cams.shape == (5, SIZE, SIZE) and cams.dtype == np.float32
@@ -70,15 +70,15 @@ def test_maps_have_image_shape_range_and_match_the_model(any_model, method):
 
 def test_the_target_layer_is_found_in_nested_models_and_can_be_named():
     network = _nested_backbone()
-    assert explain.last_conv_layer_name(network) == "backbone_last_conv"
+    assert cam.last_conv_layer_name(network) == "backbone_last_conv"
     with pytest.raises(ValueError, match="no layer named 'nope'"):
-        explain.CamExplainer(network, "nope")
+        cam.CamExplainer(network, "nope")
 
 
 def test_constant_image_gives_no_nan():
     network = model.build_model(SIZE, filters=(4,), dropout=0.0)
     for method in ("gradcam", "gradcam++"):
-        cams = explain.gradcam(network, np.full((2, SIZE, SIZE), 0.0, np.float32), method=method)
+        cams = cam.gradcam(network, np.full((2, SIZE, SIZE), 0.0, np.float32), method=method)
         assert np.isfinite(cams).all()
 
 
@@ -86,11 +86,11 @@ def test_batched_equals_per_image_and_the_keras_io_recipe():
     keras.utils.set_random_seed(1)
     network = model.build_model(SIZE, filters=(4, 8), dropout=0.2)
     images = _images(7, seed=3)
-    explainer = explain.CamExplainer(network)
+    explainer = cam.CamExplainer(network)
     batched, _ = explainer.explain(images, batch_size=7, upsample=False)
     one_by_one = np.concatenate([explainer.explain(images[i:i + 1], batch_size=1, upsample=False)[0]
                                  for i in range(len(images))])
-    reference = np.stack([explain.keras_io_gradcam(images[i:i + 1, ..., None], network, explainer.layer_name)
+    reference = np.stack([cam.keras_io_gradcam(images[i:i + 1, ..., None], network, explainer.layer_name)
                           for i in range(len(images))])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     np.testing.assert_allclose(batched, reference, atol=1e-4)
@@ -99,9 +99,9 @@ def test_batched_equals_per_image_and_the_keras_io_recipe():
 def test_mass_shares_add_up():
     cams = np.zeros((1, 20, 20), np.float32)
     cams[0, 0, 0] = 1.0  # all mass in a corner
-    shares = explain.mass_shares(cams)
+    shares = cam.mass_shares(cams)
     assert shares["corners"][0] == 1.0 and shares["border"][0] == 1.0 and shares["central"][0] == 0.0
-    assert np.isnan(explain.mass_shares(np.zeros((1, 20, 20)))["central"][0])
+    assert np.isnan(cam.mass_shares(np.zeros((1, 20, 20)))["central"][0])
 
 
 def test_randomization_drops_the_correlation(tiny_model_path, synthetic_root):
@@ -111,8 +111,8 @@ def test_randomization_drops_the_correlation(tiny_model_path, synthetic_root):
     network, card = model.load_model(tiny_model_path)
     rows = data.index_dataset(synthetic_root).head(12)
     images, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
-    same = explain.spearman_per_image(explain.gradcam(network, images), explain.gradcam(network, images))
-    check = explain.randomization_check(network, images)
+    same = cam_checks.spearman_per_image(cam.gradcam(network, images), cam.gradcam(network, images))
+    check = cam_checks.randomization_check(network, images)
     assert np.nanmean(same) > 0.99
     assert check["spearman_mean"] < 0.9 and check["images"] == 12
 
@@ -124,7 +124,7 @@ def test_deletion_and_insertion_scores_are_probabilities(tiny_model_path, synthe
     network, card = model.load_model(tiny_model_path)
     rows = data.index_dataset(synthetic_root).head(3)
     images, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
-    result = explain.deletion_insertion(network, images, explain.gradcam(network, images), steps=4)
+    result = cam_checks.deletion_insertion(network, images, cam.gradcam(network, images), steps=4)
     for key in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"):
         assert 0.0 <= result[key] <= 1.0
 
@@ -134,10 +134,10 @@ def test_example_pickers_sort_outcomes_and_keep_only_correct_rows():
 
     frame = pd.DataFrame({"target": [1, 1, 0, 0, 0], "probability": [0.9, 0.2, 0.1, 0.7, 0.3],
                           "label": ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]})
-    picked = explain.pick_examples(frame, threshold=0.5, per_group=5)
+    picked = cam.pick_examples(frame, threshold=0.5, per_group=5)
     assert sorted(picked["outcome"]) == sorted(["PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct",
                                                 "NORMAL, correct", "NORMAL, false alarm"])
-    correct = explain.correct_by_class(frame, threshold=0.5, per_class=1)
+    correct = cam.correct_by_class(frame, threshold=0.5, per_class=1)
     assert {label: len(rows) for label, rows in correct.items()} == {"NORMAL": 1, "PNEUMONIA": 1}
     assert correct["PNEUMONIA"]["probability"].tolist() == [0.9]
     assert correct["NORMAL"]["probability"].iloc[0] in (0.1, 0.3)

@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import minimal_card
 
-from pneumo_utils import audit, bench, data, evaluate, experiments, explain, model
+from pneumo_utils import audit, bench, cam, data, evaluate, experiments, model
 
 
 # ------------------------------------------------------------------------------------------ shift views
@@ -90,7 +91,7 @@ def test_ensemble_logit_is_the_mean_of_member_logits(two_members, tmp_path):
     small_images = np.stack([cv2.resize(image, (48, 48), interpolation=cv2.INTER_AREA) for image in images])
     expected = (_logits(small, small_images) + _logits(large, images)) / 2
     np.testing.assert_allclose(_logits(ensemble, images), expected, atol=1e-3)
-    path = model.save_model(ensemble, tmp_path / "ensemble.keras", {"threshold": {"value": 0.5}})
+    path = model.save_model(ensemble, tmp_path / "ensemble.keras", minimal_card(64))
     loaded, _ = model.load_model(path)
     np.testing.assert_allclose(loaded.predict(images[..., None], verbose=0),
                                ensemble.predict(images[..., None], verbose=0), atol=1e-6)
@@ -102,11 +103,11 @@ def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps(two_members):
 
     ensemble = model.build_ensemble(list(two_members))
     images = np.random.default_rng(1).uniform(0, 255, (3, 64, 64)).astype(np.float32)
-    maps, probabilities = explain.CamExplainer(ensemble).explain(images)
+    maps, probabilities = cam.CamExplainer(ensemble).explain(images)
     members = model.ensemble_members(ensemble)
     small_images = np.stack([cv2.resize(image, (48, 48), interpolation=cv2.INTER_AREA) for image in images])
-    member_maps = [explain.CamExplainer(members[0]).explain(small_images)[0],
-                   explain.CamExplainer(members[1]).explain(images)[0]]
+    member_maps = [cam.CamExplainer(members[0]).explain(small_images)[0],
+                   cam.CamExplainer(members[1]).explain(images)[0]]
     resized = [np.stack([cv2.resize(cam, (64, 64), interpolation=cv2.INTER_LINEAR) for cam in member_maps[0]]),
                member_maps[1]]
     np.testing.assert_allclose(maps, np.mean(resized, axis=0), atol=1e-5)
@@ -146,10 +147,10 @@ def test_backbone_model_without_downloaded_weights(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64)).astype(np.float32)
     probabilities = network.predict(images[..., None], verbose=0).reshape(-1)
     assert ((probabilities > 0) & (probabilities < 1)).all()
-    path = model.save_model(network, tmp_path / "backbone.keras", {"threshold": {"value": 0.5}})
+    path = model.save_model(network, tmp_path / "backbone.keras", minimal_card(64))
     loaded, _ = model.load_model(path)
     np.testing.assert_allclose(loaded.predict(images[..., None], verbose=0).reshape(-1), probabilities, atol=1e-5)
-    explainer = explain.CamExplainer(loaded)
+    explainer = cam.CamExplainer(loaded)
     assert explainer.layer_name.startswith("efficientnetv2")  # the backbone's last feature map
     maps, _ = explainer.explain(images)
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()

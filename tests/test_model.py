@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import minimal_card
 
 from pneumo_utils import model
 
@@ -36,7 +37,7 @@ def test_build_model_rejects_bad_settings(argument, value):
 
 def test_save_and_load_round_trip(tmp_path):
     network = model.build_model(32, filters=(4,), dropout=0.1)
-    path = model.save_model(network, tmp_path / "m.keras", {"threshold": {"value": 0.3}})
+    path = model.save_model(network, tmp_path / "m.keras", minimal_card(32, 0.3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.keras"]  # no temporary files left
     loaded, card = model.load_model(path)
     batch = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
@@ -94,5 +95,5 @@ def test_gamma_augmentation_and_standardization_survive_a_safe_mode_round_trip(t
     shifted = np.clip(batch * 0.5 + 60, 0, 255)
     standardize = network.get_layer("standardize")
     np.testing.assert_allclose(standardize(batch), standardize(shifted), atol=1e-4)
-    loaded, _ = model.load_model(model.save_model(network, tmp_path / "g.keras", {}))
+    loaded, _ = model.load_model(model.save_model(network, tmp_path / "g.keras", minimal_card(network.input_shape[1])))
     np.testing.assert_allclose(loaded.predict(batch, verbose=0), network.predict(batch, verbose=0), atol=1e-6)

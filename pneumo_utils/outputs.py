@@ -1,0 +1,201 @@
+"""One way to write a result: atomic or exclusive creation, ``--overwrite``, a folder lock, clear errors.
+
+Every command writes through these helpers, so the same promises hold everywhere:
+
+- a result appears whole or not at all (written to a uniquely named temporary file in the same folder,
+  then renamed; two writers never share a temporary name, and no temporary file survives an error);
+- without ``overwrite`` an existing result is never replaced, and the check is made *at the moment of
+  writing* (``os.link`` of the finished temporary file fails if the name exists), so of two processes
+  racing for one name exactly one wins and the other stops with a clear line;
+- a missing parent folder is created; a write that fails (a directory in the way, a file where a folder
+  should be, no permission, full disk, a name the file system refuses) raises :class:`OutputError` with
+  one line naming the path and the problem;
+- a run folder is locked while a run writes into it (:class:`FolderLock`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+LOCK_NAME = ".pneumo.lock"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+_PROBLEMS = {
+    errno.ENOENT: "the folder does not exist",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EILSEQ: "the file system refuses this file name",
+}
+
+
+class OutputError(OSError):
+    """A result could not be written; the message is one line naming the path and the problem."""
+
+
+class OutputExists(OutputError):
+    """The result exists and ``overwrite`` was not given (or another process created it first)."""
+
+
+class FolderBusy(OutputError):
+    """Another live process holds the folder's lock."""
+
+
+def describe(error: OSError) -> str:
+    """A short phrase for an OS error: "no space left on the device", "permission denied", ..."""
+    if isinstance(error, UnicodeError):
+        return "the file name is not valid for this file system"
+    return _PROBLEMS.get(getattr(error, "errno", None), (error.strerror or str(error)).lower())
+
+
+def display(path: str | os.PathLike) -> str:
+    """A path for a message, printable even when the name is not valid UTF-8."""
+    return os.fsdecode(os.fspath(path)).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool, what: str = "file") -> None:
+    """Stop early (before any work) when ``path`` exists and may not be replaced. The final write checks
+    again, atomically; this early check only saves the user from waiting for a refusal."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink() and what == "file":
+        raise OutputError(f"{display(path)}: cannot write, it is a folder")
+    if path.exists() and not overwrite:
+        raise OutputExists(f"{display(path)}: already exists; pass --overwrite to replace it")
+
+
+def write_bytes(path: str | os.PathLike, payload: bytes, overwrite: bool = True) -> Path:
+    """Write ``payload`` to ``path`` whole or not at all; with ``overwrite=False`` never replace a file."""
+    path = Path(path)
+    temporary = None
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)  # a missing output folder is made, as --output-dir is
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result gets the usual permissions
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)  # fails if the name exists: the no-replace check at write time
+            except FileExistsError:
+                raise OutputExists(f"{display(path)}: already exists (written by another process meanwhile); "
+                                   "nothing was replaced; pass --overwrite to replace it") from None
+            os.unlink(temporary)
+        temporary = None
+    except OutputError:
+        raise
+    except (OSError, UnicodeError) as error:
+        raise OutputError(f"{display(path)}: cannot write ({describe(error)})") from None
+    finally:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    return write_bytes(path, text.encode("utf-8"), overwrite)
+
+
+def write_json(path: str | os.PathLike, payload: Any, overwrite: bool = True) -> Path:
+    """Strict JSON (NaN as null), written as :func:`write_bytes` does."""
+    from pneumo_utils.records import finite
+
+    return write_text(path, json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n", overwrite)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FolderLock:
+    """An exclusive lock on a run folder: ``folder/.pneumo.lock`` holds the owner's pid, host and start.
+
+    A second writer stops at once with :class:`FolderBusy` naming the holder. A lock left by a process
+    that no longer exists (same host) is stale: it is taken over, with a note in ``taken_over``.
+    """
+
+    def __init__(self, folder: str | os.PathLike, purpose: str = "a pneumo run"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.purpose = purpose
+        self.taken_over: dict[str, Any] | None = None
+
+    def acquire(self) -> FolderLock:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"{display(self.folder)}: cannot create the output folder ({describe(error)})") from None
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        for _ in range(2):
+            try:
+                handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder and holder.get("host") == record["host"] and not _pid_alive(int(holder.get("pid", -1))):
+                    self.path.unlink(missing_ok=True)  # stale: its process is gone
+                    self.taken_over = holder
+                    continue
+                who = f"pid {holder.get('pid')}, {holder.get('purpose')}, since {holder.get('started')}" if holder \
+                    else "unknown holder"
+                raise FolderBusy(f"{display(self.folder)}: in use by another process ({who}); wait for it to "
+                                 f"finish or choose another output folder") from None
+            except OSError as error:
+                raise OutputError(f"{display(self.path)}: cannot create the lock ({describe(error)})") from None
+            with os.fdopen(handle, "w") as stream:
+                json.dump(record, stream)
+            return self
+        raise FolderBusy(f"{display(self.folder)}: the lock changed hands while taking it over; try again")
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        holder = self._holder()
+        if holder and holder.get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def save_or_rescue(path: str | os.PathLike, payload: bytes, overwrite: bool) -> tuple[Path, str | None]:
+    """Write a finished result; if that fails, keep the work: it goes to a new file in the temporary
+    folder instead. Returns ``(where it is, None)`` or ``(where it is, one-line problem)``."""
+    try:
+        return write_bytes(path, payload, overwrite), None
+    except OutputError as error:
+        name = Path(os.fsdecode(os.fspath(path))).name.encode("ascii", "replace").decode() or "result"
+        rescue = Path(tempfile.mkdtemp(prefix="pneumo-rescued-")) / name.replace("?", "_")
+        rescue.write_bytes(payload)
+        return rescue, f"{error}; the result was saved to {rescue} instead"
