@@ -130,15 +130,15 @@ def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, pat
         epochs_path.unlink(missing_ok=True)
     previous = pd.read_csv(epochs_path) if resume and epochs_path.exists() else None
     previous_best = float(previous["val_auc"].max()) if previous is not None and len(previous) else None
-    callbacks = [
+    callbacks = [  # the backup, the epoch's time and its record first: an interruption loses none of them
         keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
-        *(callbacks or []),
         _EpochTimer(echo=verbose > 0),
+        _EpochLog(epochs_path, previous),
+        *(callbacks or []),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
                                       restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor="val_auc", mode="max",
                                         save_best_only=True, initial_value_threshold=previous_best),
-        _EpochLog(epochs_path, previous),
     ]
     history = network.fit(train_dataset, validation_data=val_dataset, epochs=epochs, class_weight=class_weight,
                           callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles, seeded
@@ -168,7 +168,7 @@ def kept_epochs(history: pd.DataFrame, monitor: str = "val_auc") -> list[int]:
     return [best_epoch(rows, monitor) for _, rows in history.groupby("member", sort=True)]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingRun:
     """Everything one training run reads and produces, step by step."""
 
@@ -199,7 +199,9 @@ def augmentation_settings(config: dict[str, Any]) -> dict[str, float]:
 
 def build_from_config(config: dict[str, Any]) -> keras.Model:
     """The profile's model: input size, filters (or a pretrained ``backbone``), dropout, augmentation and
-    normalization."""
+    normalization. ``precision`` sets Keras' dtype policy (``float32``, or ``mixed_bfloat16``, which is faster
+    only on CPUs with native bfloat16 arithmetic)."""
+    keras.mixed_precision.set_global_policy(config.get("precision", "float32"))
     if config.get("backbone"):
         return model.build_backbone_model(config["image_size"], config["backbone"], weights=config.get("weights"),
                                           dropout=config["dropout"], augmentation=augmentation_settings(config))
@@ -277,9 +279,10 @@ def prepare(config: dict[str, Any], data_root: str | os.PathLike, index: pd.Data
         member_runs.append({"settings": settings, "network": build_from_config(settings)})
     network = model.build_ensemble([member["network"] for member in member_runs]) if members \
         else build_from_config(config)
-    return TrainingRun(config, Path(data_root), index, preprocessing, train_rows, val_rows, train_images,
-                       train_targets, val_images, val_targets, class_weights(train_targets), network,
-                       members=member_runs)
+    return TrainingRun(config=config, data_root=Path(data_root), index=index, preprocessing=preprocessing,
+                       train_rows=train_rows, val_rows=val_rows, train_images=train_images,
+                       train_targets=train_targets, val_images=val_images, val_targets=val_targets,
+                       class_weight=class_weights(train_targets), network=network, members=member_runs)
 
 
 def _fit_one(network: keras.Model, settings: dict[str, Any], train_images, train_targets, val_images,

@@ -318,3 +318,16 @@ def test_a_fifo_is_not_a_regular_file(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ImageReadError, match="not a regular file"):
         read_image(fifo, Preprocessing(image_size=32))
+
+
+def test_two_concurrent_predict_commands_one_writes_the_other_refuses(tmp_path, tiny_model_path, synthetic_root):
+    images = sorted((synthetic_root / "test").rglob("*.jpeg"))[:4]
+    output = tmp_path / "same.csv"
+    command = [*PNEUMO, "predict", *map(str, images), "--model", str(tiny_model_path), "--output", str(output)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    results = [(process.wait(timeout=300), process.stderr.read()) for process in processes]
+    wrote = [stderr for code, stderr in results if code == 0 and f"wrote {output}" in stderr]
+    refused = [stderr for code, stderr in results if code != 0 and "already exists" in stderr]
+    assert len(wrote) == 1 and len(refused) == 1, results
+    assert output.read_text().startswith("path,probability,label,error")
+    assert not list(tmp_path.glob(".*.tmp"))

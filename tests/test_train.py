@@ -48,7 +48,8 @@ def test_interrupted_training_resumes_from_the_last_epoch(tmp_path):
     assert (tmp_path / "backup").is_dir() and (tmp_path / "best.keras").is_file()
     resumed = train.fit_model(fresh(), dataset, dataset, epochs=4, patience=10, class_weight=None,
                               checkpoint_dir=tmp_path, verbose=0, resume=True)
-    assert resumed["epoch"].tolist() == [3, 4]  # epochs 1-2 were not run again
+    # epochs 1-2 were not run again, and the record still covers every epoch (with each epoch's time)
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4] and resumed["epoch_seconds"].notna().all()
     assert not (tmp_path / "backup").exists()  # a finished run removes its backup
     restarted = train.fit_model(fresh(), dataset, dataset, epochs=2, patience=10, class_weight=None,
                                 checkpoint_dir=tmp_path, verbose=0, resume=False)
