@@ -21,7 +21,7 @@ from pneumo_utils.images import Preprocessing, is_image_file, load_images
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # target 0 and 1
 SPLITS = ("train", "val", "test")
 EXPECTED_LAYOUT = (
-    "expected layout: <root>/train/{NORMAL,PNEUMONIA}/*.jpeg|*.jpg|*.png, "
+    "expected layout: <root>/train/{NORMAL,PNEUMONIA}/ with images (.jpeg .jpg .png .tif .tiff .webp .dcm), "
     "with optional <root>/val/... and <root>/test/... in the same shape"
 )
 

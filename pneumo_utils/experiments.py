@@ -299,9 +299,9 @@ view's held-out rows, at that threshold (`pneumo_utils/data.py: shift_view`):
 - **id-range**: the patients with the lowest and the highest acquisition ids of each class (and NORMAL
   batch) held out, a proxy for images taken before and after the training period.
 
-Recipes are chosen by the *worst* of the three held-out views (the `worst` columns), not by the random split. Ensembles (`a + b`) are scored from the
-members' per-view scores by averaging logits, exactly as the saved ensemble does, with the threshold
-chosen on the averaged inner validation.
+Recipes are chosen by the *worst* of the three held-out views (the `worst` columns), not by the random
+split. Ensembles (`a + b`) are scored from the members' per-view scores by averaging logits, exactly as the
+saved ensemble does, with the threshold chosen on the averaged inner validation.
 
 """
 

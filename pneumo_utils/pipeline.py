@@ -233,14 +233,14 @@ def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = 
     results_dir = Path(results_dir or REFERENCE_RESULTS)
     summary_path = run_dir / SUMMARY_NAME
     if not summary_path.is_file():
-        raise SettingsError(f"{portable_path(run_dir)}: not a run folder (no {SUMMARY_NAME})")
+        raise SettingsError(f"{run_dir}: not a run folder (no {SUMMARY_NAME})")
     summary = json.loads(summary_path.read_text())
     if summary.get("status") != "ok":
-        raise SettingsError(f"{portable_path(run_dir)}: the run did not finish (status {summary.get('status')!r}); "
+        raise SettingsError(f"{run_dir}: the run did not finish (status {summary.get('status')!r}); "
                          "only a finished run can be promoted")
     model_path = run_dir / "model" / saved_model.name
     if not model_path.is_file() or not card_path(model_path).is_file():
-        raise SettingsError(f"{portable_path(model_path)}: the run has no model with a card to promote")
+        raise SettingsError(f"{model_path}: the run has no model with a card to promote")
     written = []
     with outputs.FolderLock(run_dir, purpose="pneumo promote"):
         for source, target in ((model_path, saved_model), (card_path(model_path), card_path(saved_model))):

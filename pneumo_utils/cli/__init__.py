@@ -1,0 +1,73 @@
+"""The ``pneumo`` command: one entry point for the project's stages.
+
+  pneumo run          execute the four notebooks with papermill (profiles smoke|full) into runs/<profile>-<time>
+  pneumo promote      make a finished run's model and results the committed ones (saved_models/, results/)
+  pneumo train        train one configuration and record it as an experiment (validation figures only)
+  pneumo experiments  gather the recorded experiments into one table
+  pneumo predict      probability and label for new X-rays (JPEG, PNG, DICOM), optional overlays
+  pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
+  pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
+  pneumo bench        train: training/inference speed and peak memory; gradcam: batched vs per-image
+  pneumo download     fetch the public data set (Mendeley or Kaggle), verified and extracted safely
+  pneumo index        index a data set and report its layout, patients and duplicates
+
+Exit codes: 0 success, 1 a failure while working (a notebook, unreadable data), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pneumo_utils._quiet import import_tensorflow_quietly
+from pneumo_utils.cli import bench, download, evaluate, index, predict, run, train
+from pneumo_utils.cli.common import UsageError, parse_overrides  # noqa: F401 - part of the package interface
+
+# Each command declares its options next to its code (``register`` in its module); TensorFlow is imported
+# only by the commands that need it, so ``pneumo --help`` and ``pneumo run`` start fast.
+COMMAND_MODULES = (run, evaluate, train, predict, bench, download, index)
+NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict", "experiments"}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pneumo-utils")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in NEEDS_TENSORFLOW:
+        import_tensorflow_quietly()
+    from pneumo_utils.config import SettingsError
+    from pneumo_utils.data import DatasetLayoutError
+    from pneumo_utils.outputs import OutputError
+
+    try:
+        return args.handler(args)
+    except OutputError as error:  # a result that could not be written, or a folder in use
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (UsageError, SettingsError, DatasetLayoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""``pneumo bench``: speed and memory, written as JSON (never timed tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pneumo_utils import config as config_module
+from pneumo_utils.cli.common import DEFAULT_MODEL, UsageError, json_bytes, parse_overrides, refuse_existing, save
+
+
+def _command_bench(args: argparse.Namespace) -> int:
+    from pneumo_utils import bench
+    from pneumo_utils.model import ModelLoadError
+    from pneumo_utils.records import provenance
+
+    output = Path(args.output) if args.output else None
+    refuse_existing(output, args.overwrite)
+    if args.what == "train":
+        result = bench.bench_train(args.profile, images=args.images or 512, overrides=parse_overrides(args.parameter))
+        headline = ("train_images_per_s", "inference_images_per_s", "forward_flops_per_image", "train_gflops_per_s",
+                    "peak_rss_mb")
+    else:
+        try:
+            result = bench.bench_gradcam(args.model, images=args.images or 32, batch_size=args.batch_size,
+                                         data_dir=args.data_dir)
+        except ModelLoadError as error:
+            raise UsageError(str(error)) from None
+        headline = ("per_image_ms_reference", "per_image_ms_batched", "speedup", "max_abs_diff")
+    result.update(provenance())
+    print(json.dumps({key: result[key] for key in headline}))
+    return save(output, json_bytes(result), args.overwrite) if output else 0
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    bench = commands.add_parser("bench", help="benchmarks that write JSON")
+    bench.add_argument("what", choices=["train", "gradcam"],
+                       help="train: training/inference throughput and peak memory; "
+                            "gradcam: batched Grad-CAM against the per-image keras.io recipe")
+    bench.add_argument("--profile", choices=config_module.available_profiles(), default="full",
+                       help="train: the profile whose model and settings are measured")
+    bench.add_argument("--images", type=int, default=None,
+                       help="train: synthetic images per timed epoch (512); gradcam: images explained (32)")
+    bench.add_argument("--model", default=str(DEFAULT_MODEL), help="gradcam: the model to explain")
+    bench.add_argument("--data-dir", default=None, help="gradcam: take images from this data set's train/")
+    bench.add_argument("--batch-size", type=int, default=32, help="gradcam: batch size of the batched version")
+    bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
+    bench.add_argument("--output", default=None, metavar="FILE.json")
+    bench.add_argument("--overwrite", action="store_true")
+    bench.set_defaults(handler=_command_bench)

@@ -1,0 +1,61 @@
+"""What every ``pneumo`` command shares: usage errors, ``-p`` parsing and the one way to save a result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pneumo_utils import config as config_module
+
+DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
+DEFAULT_MODEL = config_module.SAVED_MODEL
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2."""
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "resume=true"]`` -> ``{"epochs": 3, "resume": True}`` (values parsed as YAML)."""
+    overrides = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise UsageError(f"-p expects key=value, got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def refuse_existing(output: Path | None, overwrite: bool) -> None:
+    """Before any work: an output that exists (and no --overwrite), or that is a folder, is a usage error."""
+    from pneumo_utils import outputs
+
+    if output is None:
+        return
+    try:
+        outputs.refuse_existing(output, overwrite)
+    except outputs.OutputError as error:
+        raise UsageError(str(error)) from None
+
+
+def json_bytes(payload: Any) -> bytes:
+    from pneumo_utils.records import finite
+
+    return (json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
+
+
+def save(output: Path, payload: bytes, overwrite: bool) -> int:
+    """Write one finished result (exclusive unless --overwrite); on failure say so in one line, keep the
+    work in a rescue file, and return exit status 1."""
+    from pneumo_utils import outputs
+
+    written, problem = outputs.save_or_rescue(output, payload, overwrite)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    print(f"wrote {outputs.display(written)}", file=sys.stderr)
+    return 0

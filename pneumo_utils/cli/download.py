@@ -1,0 +1,38 @@
+"""``pneumo download``: the public data set, verified and extracted safely."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pneumo_utils import config as config_module
+from pneumo_utils.cli.common import (
+    UsageError,
+)
+
+
+def _command_download(args: argparse.Namespace) -> int:
+    from pneumo_utils import download
+    from pneumo_utils.data import DatasetLayoutError
+
+    try:
+        root = download.download(args.source, args.dest, url=args.url, sha256=args.sha256, overwrite=args.overwrite)
+    except FileExistsError as error:
+        raise UsageError(str(error)) from None
+    except (download.DownloadError, DatasetLayoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"data set ready in {root}; check it with: pneumo index --data-dir {root}")
+    return 0
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    fetch = commands.add_parser("download", help="fetch the public data set into --dest/chest_xray")
+    fetch.add_argument("--source", choices=["mendeley", "kaggle"], default="mendeley",
+                       help="mendeley: ChestXRay2017.zip over https; kaggle: kagglehub (pip install kagglehub)")
+    fetch.add_argument("--dest", default=str(config_module.PROJECT_ROOT / "data"), help="folder to install into")
+    fetch.add_argument("--url", default=None, help="download this zip instead of the source's address")
+    fetch.add_argument("--sha256", default=None, help="expected SHA-256 of the zip")
+    fetch.add_argument("--overwrite", action="store_true", help="replace an existing <dest>/chest_xray")
+    fetch.set_defaults(handler=_command_download)

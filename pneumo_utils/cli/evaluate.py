@@ -1,0 +1,69 @@
+"""``pneumo evaluate``: a saved model's metrics on one split, with provenance."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pneumo_utils import config as config_module
+from pneumo_utils.cli.common import (
+    DATA_HELP,
+    DEFAULT_MODEL,
+    UsageError,
+    json_bytes,
+    refuse_existing,
+    save,
+)
+
+
+def _command_evaluate(args: argparse.Namespace) -> int:
+    from pneumo_utils import data, evaluate, model
+    from pneumo_utils.images import TooManyUnreadableError
+
+    output = Path(args.output) if args.output else None
+    refuse_existing(output, args.overwrite)
+    try:
+        metrics, record = evaluate.evaluate_saved_model(
+            args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
+        )
+    except (model.ModelLoadError, data.DatasetLayoutError) as error:
+        raise UsageError(str(error)) from None
+    except TooManyUnreadableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    counts = record["splits"][args.split]
+    if counts["unreadable_skipped"]:
+        print(f"skipped {counts['unreadable_skipped']} unreadable image(s) of {counts['images_in_split']}")
+    print(f"{args.split} split of {record['data_dir']} (fingerprint {record['data_fingerprint']})")
+    print(_format_metrics_table(metrics))
+    if output:
+        status = save(output, json_bytes(metrics), args.overwrite)
+        status = max(status, save(output.with_suffix(".provenance.json"), json_bytes(record), args.overwrite))
+        return status
+    return 0
+
+
+def _format_metrics_table(metrics: dict[str, Any]) -> str:
+    from pneumo_utils.evaluate import METRIC_NAMES, with_ci
+
+    lines = [f"{'metric':<12} value [95% CI]", "-" * 36]
+    for name in METRIC_NAMES:
+        lines.append(f"{name:<12} {with_ci(metrics, name)}")
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    lines.append(f"n={metrics['n']}  threshold={metrics['threshold']:.4f}  TN={tn} FP={fp} FN={fn} TP={tp}")
+    return "\n".join(lines)
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    evaluate = commands.add_parser("evaluate", help="score a saved model on a split and write metrics JSON")
+    evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
+    evaluate.add_argument("--data-dir", default=None, help=DATA_HELP)
+    evaluate.add_argument("--split", default="test", choices=["test", "val", "val-folder"],
+                          help="test/ folder (default), the patient-grouped validation split (val), or val/ folder")
+    evaluate.add_argument("--output", default=None, metavar="FILE.json", help="write the metrics here")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(handler=_command_evaluate)

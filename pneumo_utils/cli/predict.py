@@ -1,0 +1,111 @@
+"""``pneumo predict`` and ``pneumo gradcam``: new X-rays through the saved model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pneumo_utils.cli.common import (
+    DEFAULT_MODEL,
+    UsageError,
+    json_bytes,
+    refuse_existing,
+    save,
+)
+
+
+def _load_for_prediction(args: argparse.Namespace):
+    """Inputs and model for predict/gradcam; bad paths and bad models are usage errors (exit 2)."""
+    from pneumo_utils import predict
+    from pneumo_utils.model import ModelLoadError, load_model
+
+    try:
+        files, problems = predict.collect_inputs(args.inputs)
+        network, card = load_model(args.model)
+    except (predict.InputPathError, ModelLoadError) as error:
+        raise UsageError(str(error)) from None
+    return files, problems, network, card
+
+
+def _command_gradcam(args: argparse.Namespace) -> int:
+    from pneumo_utils import predict
+
+    report_path = Path(args.out) / "gradcam.json"
+    refuse_existing(report_path, args.overwrite)
+    files, problems, network, card = _load_for_prediction(args)
+    threshold = card["threshold"]["value"]
+    writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer)
+    records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    report = []
+    for record in records:
+        entry = {"path": record.path, "probability": record.probability, "label": record.label,
+                 "method": args.method, "error": record.error}
+        if record.error:
+            print(f"error: {record.error}", file=sys.stderr)
+        else:
+            entry.update(writer.statistics[record.path])
+            print(f"{record.path}: {record.probability:.3f} {record.label} -> {Path(args.out) / entry['overlay']}")
+        report.append(entry)
+    status = save(report_path, json_bytes({"model": str(args.model), "threshold": threshold, "method": args.method,
+                                             "target_layer": writer.explainer.layer_name, "images": report}),
+                   args.overwrite)
+    return 1 if status or any(entry["error"] for entry in report) else 0
+
+
+def _command_predict(args: argparse.Namespace) -> int:
+    from pneumo_utils import predict
+
+    output = Path(args.output) if args.output else None
+    if output and output.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"{output}: --output must end in .csv or .json")
+    refuse_existing(output, args.overwrite)
+    files, problems, network, card = _load_for_prediction(args)
+    writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam)
+              if args.gradcam else None)
+    records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    rows = [{"path": r.path, "probability": r.probability, "label": r.label, "error": r.error} for r in records]
+    width = max([len(row["path"]) for row in rows] + [4])
+    print(f"{'path':<{width}}  probability  label")
+    for row in rows:
+        if row["error"]:
+            print(f"error: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['label']}")
+    status = 0
+    if output:
+        if output.suffix.lower() == ".json":
+            payload = json_bytes(rows)
+        else:
+            import pandas as pd
+
+            payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(
+                index=False).encode()
+        status = save(output, payload, args.overwrite)
+    failed = sum(1 for row in rows if row["error"])
+    if failed:
+        print(f"{failed} of {len(rows)} input(s) failed", file=sys.stderr)
+    return 1 if failed or status else 0
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    gradcam = commands.add_parser("gradcam", help="Grad-CAM overlays and CAM statistics for X-ray files")
+    gradcam.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    gradcam.add_argument("--out", required=True, help="folder for the overlay PNGs and gradcam.json")
+    gradcam.add_argument("--method", choices=["gradcam", "gradcam++"], default="gradcam")
+    gradcam.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
+    gradcam.add_argument("--layer", default=None, help="target layer (default: the last convolution)")
+    gradcam.add_argument("--overwrite", action="store_true", help="replace an existing gradcam.json in --out")
+    gradcam.add_argument("--batch-size", type=int, default=32)
+    gradcam.set_defaults(handler=_command_gradcam)
+
+    predict = commands.add_parser("predict", help="probability and label for new X-rays (JPEG, PNG, DICOM)")
+    predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
+    predict.add_argument("--gradcam", default=None, metavar="DIR", help="also write a Grad-CAM overlay per image here")
+    predict.add_argument("--output", default=None, metavar="FILE.csv|FILE.json",
+                         help="one row per input: path, probability, label, error")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(handler=_command_predict)

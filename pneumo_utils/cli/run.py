@@ -1,0 +1,69 @@
+"""``pneumo run`` (the four notebooks with papermill) and ``pneumo promote`` (a run becomes the committed one)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pneumo_utils import config as config_module
+from pneumo_utils.cli.common import (
+    DATA_HELP,
+    UsageError,
+    parse_overrides,
+)
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    from pneumo_utils import pipeline
+
+    overrides = parse_overrides(args.parameter)
+    try:
+        summary = pipeline.run_notebooks(
+            profile=args.profile,
+            data_dir=args.data_dir,
+            output_dir=args.output_dir,
+            overrides=overrides,
+            overwrite=args.overwrite,
+            progress_bar=not args.quiet,
+        )
+    except pipeline.OutputExists as error:
+        raise UsageError(str(error)) from None
+    except pipeline.NotebookFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except pipeline.RunInterrupted as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 130
+    print(pipeline.summary_text(summary))
+    run_dir = (config_module.PROJECT_ROOT / summary["parameters"]["output_dir"]).resolve()
+    shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
+    print(f"to make this run the committed one: pneumo promote {shown}", file=sys.stderr)
+    return 0
+
+
+def _command_promote(args: argparse.Namespace) -> int:
+    from pneumo_utils import pipeline
+
+    written = pipeline.promote(args.run_dir)
+    print(f"promoted {args.run_dir}: {len(written)} files written to saved_models/ and results/")
+    return 0
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    run = commands.add_parser("run", help="execute the four notebooks in order with papermill")
+    run.add_argument("--profile", choices=config_module.available_profiles(), default=None,
+                     help="parameter set: smoke (synthetic data, minutes) or full (real data); default full")
+    run.add_argument("--data-dir", default=None, help=DATA_HELP)
+    run.add_argument("--output-dir", default=None,
+                     help="where the run goes (default: a new runs/<profile>-<time>); never saved_models/ or results/")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one profile setting, e.g. -p epochs=5 (repeatable)")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
+    run.add_argument("--quiet", action="store_true", help="no papermill progress bar")
+    run.set_defaults(handler=_command_run)
+
+    promote = commands.add_parser("promote", help="make a finished run's model and results the committed ones")
+    promote.add_argument("run_dir", help="the run folder (runs/<profile>-<time>)")
+    promote.set_defaults(handler=_command_promote)

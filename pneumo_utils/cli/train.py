@@ -1,0 +1,98 @@
+"""``pneumo train`` (one recorded experiment, with its shift views) and ``pneumo experiments`` (the table)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pneumo_utils import config as config_module
+from pneumo_utils.cli.common import (
+    DATA_HELP,
+    UsageError,
+    parse_overrides,
+)
+
+
+def _command_train(args: argparse.Namespace) -> int:
+    from pneumo_utils import experiments
+    from pneumo_utils.data import SHIFT_VIEWS
+
+    views = _parse_views(args.views, SHIFT_VIEWS)
+    overrides = parse_overrides(args.parameter)
+    record_path = Path(args.root) / args.name / experiments.RECORD_NAME
+    if record_path.exists() and views and not args.overwrite:
+        print(f"{args.name}: already recorded; training the missing shift views only", file=sys.stderr)
+    else:
+        try:
+            record = experiments.run_experiment(args.name, args.root, profile=args.profile, data_dir=args.data_dir,
+                                                overrides=overrides, overwrite=args.overwrite,
+                                                description=args.description)
+        except FileExistsError as error:
+            raise UsageError(str(error)) from None
+        validation = record["validation"]
+        print(f"{args.name}: validation accuracy {validation['accuracy']:.3f}, sensitivity "
+              f"{validation['sensitivity']:.3f}, specificity {validation['specificity']:.3f}, ROC-AUC "
+              f"{validation['roc_auc']:.3f}, {record['training']['seconds'] / 60:.1f} min")
+        print(f"wrote {record_path}")
+    if views:
+        record = experiments.run_views(args.name, args.root, views, profile=args.profile, data_dir=args.data_dir,
+                                       overrides=overrides)
+        for view, result in record["views"].items():
+            shifted = result["shifted"]
+            print(f"  {view}: ROC-AUC {shifted['roc_auc']:.3f}, sensitivity {shifted['sensitivity']:.3f}, "
+                  f"specificity {shifted['specificity']:.3f}")
+        print(f"wrote {record_path.with_name(experiments.VIEWS_NAME)}")
+    return 0
+
+
+def _parse_views(text: str, known: tuple[str, ...]) -> list[str]:
+    """``all``, ``none`` or a comma-separated list of shift view names."""
+    if text == "all":
+        return list(known)
+    if text == "none":
+        return []
+    views = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [view for view in views if view not in known]
+    if unknown:
+        raise UsageError(f"unknown shift view(s) {unknown}; choose all, none or from {list(known)}")
+    return views
+
+
+def _command_experiments(args: argparse.Namespace) -> int:
+    from pneumo_utils import experiments
+
+    if args.data_dir:
+        for name in experiments.add_missing_stress(args.root, args.data_dir):
+            print(f"stress-validated {name}", file=sys.stderr)
+    notes = Path(args.notes).read_text() if args.notes else ""
+    ensembles = [item.split("+") for item in args.ensemble]
+    output = experiments.write_table(args.root, args.output, notes, ensembles=ensembles)
+    print(output.read_text())
+    return 0
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    train = commands.add_parser("train", help="train one configuration and record it as an experiment")
+    train.add_argument("--name", required=True, help="experiment name (a folder under --root)")
+    train.add_argument("--description", default="", help="one line on what this experiment tries")
+    train.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
+    train.add_argument("--profile", choices=config_module.available_profiles(), default=None)
+    train.add_argument("--data-dir", default=None, help=DATA_HELP)
+    train.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--overwrite", action="store_true", help="redo an experiment already recorded")
+    train.add_argument("--views", default="none",
+                       help="shift views to train and score as well (each costs a training): all, none (default), "
+                            "or a comma-separated list of: random, cross-batch IM->NORMAL2, cross-batch NORMAL2->IM, "
+                            "id-range; an experiment already recorded gets only the views it lacks")
+    train.set_defaults(handler=_command_train)
+
+    table = commands.add_parser("experiments", help="gather recorded experiments into one table")
+    table.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
+    table.add_argument("--output", default=str(config_module.PROJECT_ROOT / "results" / "experiments.md"))
+    table.add_argument("--data-dir", default=None, help="also stress-validate experiments that lack it")
+    table.add_argument("--ensemble", action="append", default=[], metavar="A+B",
+                       help="also score the ensemble of these experiments on the shift views (repeatable)")
+    table.add_argument("--notes", default=None, help="a Markdown file appended below the table")
+    table.set_defaults(handler=_command_experiments)
