@@ -32,6 +32,7 @@ _PROBLEMS = {
     errno.ENOENT: "the folder does not exist",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "it is a folder",
+    errno.EEXIST: "a part of the path is a file, not a folder",  # only making the parent folders can raise it
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.EROFS: "read-only file system",
@@ -83,6 +84,8 @@ def write_bytes(path: str | os.PathLike, payload: bytes, overwrite: bool = True)
     try:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+        if path.exists() and not path.is_file():  # a device or a pipe is never replaced by a result
+            raise OutputError(f"{display(path)}: cannot write, it is not a regular file")
         path.parent.mkdir(parents=True, exist_ok=True)  # a missing output folder is made, as --output-dir is
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
         os.fchmod(handle, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result gets the usual permissions

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pneumo_utils.records import provenance
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
 SUMMARY_NAME = "run_summary.json"
+KERNELS_LOG = "kernels.log"
 STANDARD_PARAMETERS = ("profile", "data_dir", "output_dir", "overrides")
 PROGRESS_PREFIXES = ("epoch ", "member ")
 QUIET_KERNEL_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
@@ -111,6 +113,47 @@ class _ProgressEcho:
         self.stream.flush()
 
 
+class _KernelsStderr:
+    """Sends what kernels write to their standard error (they inherit it: start-up warnings, the
+    traceback of a cell interrupted by Ctrl-C) to ``RUN_DIR/kernels.log`` instead of the terminal, while
+    this process keeps writing to the terminal."""
+
+    def __init__(self, path: Path):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.terminal = os.fdopen(os.dup(self.saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        self.log = open(path, "ab")  # noqa: SIM115 - closed in restore()
+        os.dup2(self.log.fileno(), 2)
+        self.previous, sys.stderr = sys.stderr, self.terminal
+
+    def restore(self) -> None:
+        self.terminal.flush()
+        sys.stderr = self.previous
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.terminal.close()
+        self.log.close()
+
+
+class _InterruptFlag:
+    """Remembers that Ctrl-C was pressed (it may surface as another error from the kernel client)."""
+
+    def __init__(self):
+        self.raised = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: signals are not ours to handle
+            self.previous = None
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def run_notebooks(
     profile: str | None = None,
     data_dir: str | None = None,
@@ -176,6 +219,8 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
     os.environ.update(QUIET_KERNEL_ENVIRONMENT)
     started = time.perf_counter()
     current = None
+    interrupt = _InterruptFlag()
+    kernels_log = _KernelsStderr(output / KERNELS_LOG)
     try:
         for name in notebooks:
             output_path = executed / name
@@ -190,7 +235,11 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
                                            stdout_file=_ProgressEcho(),
                                            # the kernel's own start-up warnings (TCP transport) are noise here
                                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
-            except papermill.PapermillExecutionError as error:
+            except Exception as error:
+                if interrupt.raised:  # Ctrl-C also reaches the kernel and the client; whatever they raise is it
+                    raise KeyboardInterrupt from None
+                if not isinstance(error, papermill.PapermillExecutionError):
+                    raise
                 current.update(seconds=round(time.perf_counter() - notebook_started, 1), status="failed")
                 summary["notebooks"].append(current)
                 current = None
@@ -210,6 +259,8 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
         raise RunInterrupted(f"interrupted; partial output kept in {portable_path(output)} "
                              f"(status 'interrupted' in {SUMMARY_NAME})") from None
     finally:
+        kernels_log.restore()
+        interrupt.restore()
         for key, value in environment.items():
             if value is None:
                 os.environ.pop(key, None)

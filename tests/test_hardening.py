@@ -114,13 +114,31 @@ def test_write_errors_are_one_line_and_leave_nothing_behind(tmp_path, case):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_a_full_disk_is_one_line_and_the_work_is_rescued(tmp_path):
-    full = Path("/dev/full")
-    if not full.exists():
-        pytest.skip("no /dev/full on this system")
-    written, problem = outputs.save_or_rescue(full, b"metrics", overwrite=True)
-    assert problem and "no space left" in problem and "\n" not in problem
-    assert written.read_bytes() == b"metrics"
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs, mounted for the test where the system lets us (root), else the test is skipped."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip() or made.returncode})")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_work_is_rescued(full_disk):
+    payload = b"m" * (256 << 10)  # 256 KiB into 64 KiB
+    written, problem = outputs.save_or_rescue(full_disk / "metrics.json", payload, overwrite=False)
+    assert problem and "no space left on the device" in problem and "\n" not in problem
+    assert written.read_bytes() == payload and not written.is_relative_to(full_disk)
+    assert list(full_disk.iterdir()) == []  # no partial file, no temporary file
+
+
+def test_a_device_is_never_replaced(tmp_path):
+    with pytest.raises(outputs.OutputError, match="not a regular file"):
+        outputs.write_bytes(Path("/dev/null"), b"x", overwrite=True)
+    assert Path("/dev/null").is_char_device()
 
 
 def test_two_concurrent_writers_one_wins_and_nothing_is_replaced(tmp_path):
@@ -154,7 +172,8 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
     first = subprocess.Popen([*PNEUMO, "run", "--profile", "smoke", "--output-dir", str(tmp_path), "--quiet",
-                              "-p", "epochs=30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "-p", "epochs=30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # its own process group, as a terminal's foreground job
     try:
         deadline = time.time() + 120
         while not (tmp_path / "executed" / "02_train.ipynb").exists() and time.time() < deadline:
@@ -164,7 +183,7 @@ def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
         assert "in use by another process (pid" in second.stderr and str(first.pid) in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
     finally:
-        first.send_signal(signal.SIGINT)
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the whole group, kernels included
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr and "ZMQError" not in stderr
