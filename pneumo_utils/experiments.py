@@ -249,7 +249,7 @@ def views_table(root: str | os.PathLike, ensembles: list[list[str]] | None = Non
         for metric, short in (("roc_auc", "AUC"), ("sensitivity", "sens"), ("specificity", "spec")):
             row[f"worst {short}"] = round(worst[metric], 3) if complete else None
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna("not trained")
 
 
 def _all_views() -> tuple[str, ...]:
