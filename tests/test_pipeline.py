@@ -1,6 +1,7 @@
 """`pneumo run`: the four notebooks end to end on the smoke profile, and a failing notebook."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -9,15 +10,30 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from pneumo_utils import pipeline
+from pneumo_utils.config import PROJECT_ROOT
+
+NOISE = re.compile(r"cuda|oneDNN|absl|cuInit|without encryption|ZMQError|DecompressionBomb|MissingIDField|Traceback",
+                   re.IGNORECASE)
 
 
 def test_smoke_run_executes_all_notebooks(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
                              str(tmp_path), "--quiet", "-p", "epochs=2"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    # a quiet terminal: no TensorFlow, ZMQ, kernel or nbformat noise, but one line per training epoch
+    assert not NOISE.search(result.stderr), result.stderr[-3000:]
+    assert "epoch 1/2: loss" in result.stderr and "epoch 2/2: loss" in result.stderr
     for name in pipeline.NOTEBOOKS:
         assert (tmp_path / "executed" / name).is_file()
         assert (tmp_path / "executed" / name).with_suffix(".html").stat().st_size > 10_000
+        executed = nbformat.read(tmp_path / "executed" / name, as_version=4)
+        streams = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])
+                          if output.get("output_type") == "stream")
+        assert not NOISE.search(streams) and "Warning" not in streams, (name, streams[-2000:])
+        text = (tmp_path / "executed" / name).read_text()
+        assert str(PROJECT_ROOT) not in text and f'"{tmp_path}' not in text  # no absolute path of this machine
+    for record in [tmp_path / "run_summary.json", *tmp_path.glob("metrics/*.json"), *tmp_path.glob("model/*.json")]:
+        assert str(PROJECT_ROOT) not in record.read_text() and f'"{tmp_path}' not in record.read_text(), record
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "ok" and [item["status"] for item in summary["notebooks"]] == ["ok"] * 4
     assert summary["parameters"]["overrides"] == {"epochs": 2} and summary["config"]["epochs"] == 2
