@@ -350,3 +350,19 @@ def test_two_concurrent_predict_commands_one_writes_the_other_refuses(tmp_path, 
     assert len(wrote) == 1 and len(refused) == 1, results
     assert output.read_text().startswith("path,probability,label,error")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------------------------ typed settings
+def test_settings_are_typed_frozen_and_checked_once():
+    import dataclasses
+
+    settings = config.load_config("smoke", epochs=3)
+    assert isinstance(settings, config.Settings) and settings.epochs == 3 and settings["epochs"] == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 4
+    assert settings.replace(seed=7).seed == 7 and settings.seed == config.load_config("smoke").seed
+    for bad, message in (({"epochs": "many"}, "epochs must be int"), ({"val_fraction": 0.7}, "val_fraction"),
+                         ({"optimizer": "sgd"}, "optimizer must be one of"), ({"filters": [8, -1]}, "filters"),
+                         ({"dropout": True}, "dropout must be float")):
+        with pytest.raises(config.SettingsError, match=message):
+            config.load_config("smoke", **bad)
