@@ -67,7 +67,7 @@ def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str,
     inference_seconds = time.perf_counter() - started
     flops = forward_flops(network)
     train_rate = images * repeats / train_seconds
-    return {"image_size": size, "filters": settings["filters"], "backbone": settings.get("backbone"),
+    return {"image_size": size, "filters": settings["filters"], "backbone": settings.backbone,
             "parameters": int(network.count_params()), "forward_flops_per_image": flops,
             "train_images_per_s": round(train_rate, 1),
             "train_gflops_per_s": round(3 * flops * train_rate / 1e9, 1),

@@ -17,7 +17,10 @@ command-line tool does; paths written in a profile are taken from the project ro
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,106 @@ DEFAULT_PROFILE = "full"
 
 class SettingsError(ValueError):
     """A setting, profile or option the user gave is not valid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings(Mapping):
+    """The settings of one run: typed, frozen and validated once, when :func:`load_config` builds them.
+
+    Every default lives here (a profile sets what differs). The object is also a read-only mapping, so
+    ``settings["epochs"]`` reads like the profile it came from (the notebooks use that form) while the
+    package reads ``settings.epochs``; :meth:`replace` gives a changed copy (an ensemble member's settings).
+    """
+
+    profile: str = DEFAULT_PROFILE
+    output_dir: str = ""
+    model_path: str = ""
+    data_dir: str = ""
+    synthetic: bool = False
+    synthetic_images_per_class: int = 48
+    synthetic_image_size: int = 96
+    seed: int = 42
+    val_fraction: float = 0.15
+    image_size: int = 128
+    clahe: bool = False
+    normalization: str = "standardize"
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    backbone: str | None = None
+    weights: str | None = None
+    dropout: float = 0.5
+    batch_size: int = 32
+    precision: str = "float32"
+    epochs: int = 18
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0001
+    lr_schedule: str = "cosine"
+    label_smoothing: float = 0.1
+    augment_rotation: float = 0.0
+    augment_zoom: float = 0.0
+    augment_shift: float = 0.0
+    augment_contrast: float = 0.0
+    augment_brightness: float = 0.0
+    augment_gamma: float = 0.0
+    augment_border: float = 0.0
+    learning_rate: float = 0.002
+    patience: int = 6
+    resume: bool = False
+    min_sensitivity: float = 0.95
+    calibrate: bool = False
+    gradcam_examples_per_group: int = 3
+    members: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self):
+        problems = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(item.type))
+            if expected and (not isinstance(value, expected) or (expected in (int, (int, float)) and
+                                                                  isinstance(value, bool))):
+                problems.append(f"{item.name} must be {item.type}, got {value!r}")
+        if not 0.0 < self.val_fraction < 0.5:
+            problems.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.min_sensitivity <= 1.0:
+            problems.append(f"min_sensitivity must be in (0, 1], got {self.min_sensitivity}")
+        for name in ("image_size", "epochs", "batch_size", "patience"):
+            if isinstance(getattr(self, name), int) and getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        choices = {"normalization": ("rescale", "standardize"), "optimizer": ("adam", "adamw"),
+                   "lr_schedule": ("constant", "cosine"), "precision": ("float32", "mixed_bfloat16")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.filters, list | tuple) or not all(isinstance(width, int) and width > 0
+                                                                   for width in self.filters):
+            problems.append(f"filters must be a list of positive integers, got {self.filters!r}")
+        if not isinstance(self.members, list) or not all(isinstance(entry, dict) for entry in self.members):
+            problems.append(f"members must be a list of setting mappings, got {self.members!r}")
+        if problems:
+            raise SettingsError(f"profile {self.profile!r}: " + "; ".join(problems))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [item.name for item in fields(cls)]
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some settings changed, validated again."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.names():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(fields(self))
 
 
 def available_profiles() -> list[str]:
@@ -84,19 +187,24 @@ def portable_path(path: str | os.PathLike) -> str:
     return Path(os.path.relpath(Path(path).resolve(), PROJECT_ROOT)).as_posix()
 
 
-def load_config(profile: str | None = None, **overrides: Any) -> dict[str, Any]:
+def load_config(profile: str | None = None, **overrides: Any) -> Settings:
     """The settings of one run: the profile, then environment variables, then explicit overrides.
 
     ``None`` values in ``overrides`` mean "not given" so that a notebook can pass its whole parameters
-    cell through. Unknown keys raise, so that a typo such as ``epoch=3`` does not go unnoticed.
+    cell through. Unknown keys raise, so that a typo such as ``epoch=3`` does not go unnoticed; the values
+    are checked once, here (:class:`Settings`).
     """
     name = profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
     config = load_profile(name)
     config["profile"] = name
+    known = Settings.names()
+    unknown_in_profile = sorted(set(config) - set(known))
+    if unknown_in_profile:
+        raise SettingsError(f"profile {name!r}: unknown setting(s) {unknown_in_profile}")
     given = {key: value for key, value in overrides.items() if value is not None}
-    unknown = sorted(set(given) - set(config) - {"data_dir", "output_dir", "model_path"})
+    unknown = sorted(set(given) - set(known))
     if unknown:
-        raise SettingsError(f"unknown setting(s) {unknown} for profile {name!r}; known: {sorted(config)}")
+        raise SettingsError(f"unknown setting(s) {unknown} for profile {name!r}; known: {known}")
     config.update(given)
 
     if given.get("output_dir") or os.environ.get(OUTPUT_DIR_ENV):
@@ -111,11 +219,14 @@ def load_config(profile: str | None = None, **overrides: Any) -> dict[str, Any]:
         config["data_dir"] = str(Path(config["output_dir"]) / "synthetic_data")
     else:
         config["data_dir"] = str(resolve_data_dir(given.get("data_dir")))
-    return config
+    try:
+        return Settings(**config)
+    except TypeError as error:  # a value of the wrong kind for a field Settings builds on (e.g. a list)
+        raise SettingsError(f"profile {name!r}: {error}") from None
 
 
 def notebook_setup(profile: str | None, data_dir: str | None, output_dir: str | None,
-                   overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Path], Path]:
+                   overrides: dict[str, Any] | None = None) -> tuple[Settings, dict[str, Path], Path]:
     """The set-up every notebook starts with: the run's settings, its output folders and its data root
     (written first when the profile is synthetic), printed with paths relative to the project."""
     from pneumo_utils._quiet import import_tensorflow_quietly
@@ -129,10 +240,10 @@ def notebook_setup(profile: str | None, data_dir: str | None, output_dir: str | 
     return settings, paths, data_root
 
 
-def prepare_data_dir(config: dict[str, Any]) -> Path:
+def prepare_data_dir(config: Settings) -> Path:
     """Return the run's dataset root, writing the synthetic set first when the profile asks for one."""
-    data_dir = Path(config["data_dir"])
-    if config.get("synthetic"):
+    data_dir = Path(config.data_dir)
+    if config.synthetic:
         from pneumo_utils import synthetic
 
         synthetic.ensure_synthetic_dataset(
@@ -144,7 +255,7 @@ def prepare_data_dir(config: dict[str, Any]) -> Path:
     return data_dir
 
 
-def output_paths(config: dict[str, Any]) -> dict[str, Path]:
+def output_paths(config: Settings) -> dict[str, Path]:
     """The run's artefact folders, created on demand."""
     root = Path(config["output_dir"])
     paths = {"root": root, "figures": root / "figures", "metrics": root / "metrics"}

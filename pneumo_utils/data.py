@@ -90,10 +90,16 @@ def file_hash(path: str | os.PathLike) -> str:
 
 
 def _image_size(path: Path) -> tuple[float, float]:
-    """Width and height from the file header (fast); NaN when the header cannot be read."""
+    """Width and height from the file header (fast); NaN when the header cannot be read. A very large
+    image is only measured here (the reader refuses it with its own message), so PIL's decompression-bomb
+    warning is not printed."""
+    import warnings
+
     try:
-        with Image.open(path) as image:
-            return float(image.width), float(image.height)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return float(image.width), float(image.height)
     except Exception:  # noqa: BLE001 - an unreadable header is recorded, the loader reports it
         return float("nan"), float("nan")
 

@@ -64,7 +64,7 @@ def describe(error: OSError) -> str:
 
 def display(path: str | os.PathLike) -> str:
     """A path for a message, printable even when the name is not valid UTF-8."""
-    return os.fsdecode(os.fspath(path)).encode("utf-8", "backslashreplace").decode("utf-8")
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace")  # undecodable bytes as \xNN
 
 
 def refuse_existing(path: str | os.PathLike, overwrite: bool, what: str = "file") -> None:

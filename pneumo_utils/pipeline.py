@@ -91,7 +91,7 @@ def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: 
 
 def check_data(config: dict[str, Any]) -> None:
     """The data folder's layout, checked in this process before any kernel starts (one-line error)."""
-    if config.get("synthetic"):
+    if config.synthetic:
         return
     from pneumo_utils.data import check_layout
 
@@ -200,7 +200,7 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
     # Paths reach the kernels relative to the notebooks' folder (their working directory), so that the
     # executed notebooks record no absolute path of this machine.
     relative = {"output_dir": os.path.relpath(output, notebooks_dir)}
-    if data_dir or not config.get("synthetic"):
+    if data_dir or not config.synthetic:
         relative["data_dir"] = os.path.relpath(config["data_dir"], notebooks_dir)
     parameters = {"profile": config["profile"], **relative, "overrides": settings}
     summary: dict[str, Any] = {

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pneumo_utils import data, evaluate, model
-from pneumo_utils.config import SettingsError, portable_path
+from pneumo_utils.config import Settings, SettingsError, portable_path
 from pneumo_utils.images import Preprocessing
 
 
@@ -172,7 +172,7 @@ def kept_epochs(history: pd.DataFrame, monitor: str = "val_auc") -> list[int]:
 class TrainingRun:
     """Everything one training run reads and produces, step by step."""
 
-    config: dict[str, Any]
+    config: Settings
     data_root: Path
     index: pd.DataFrame
     preprocessing: Preprocessing
@@ -191,54 +191,51 @@ class TrainingRun:
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def augmentation_settings(config: dict[str, Any]) -> dict[str, float]:
+def augmentation_settings(config: Settings) -> dict[str, float]:
     return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma",
                                                         "border")
             if f"augment_{key}" in config}
 
 
-def build_from_config(config: dict[str, Any]) -> keras.Model:
+def build_from_config(config: Settings) -> keras.Model:
     """The profile's model: input size, filters (or a pretrained ``backbone``), dropout, augmentation and
     normalization. ``precision`` sets Keras' dtype policy (``float32``, or ``mixed_bfloat16``, which is faster
     only on CPUs with native bfloat16 arithmetic)."""
-    keras.mixed_precision.set_global_policy(config.get("precision", "float32"))
-    if config.get("backbone"):
-        return model.build_backbone_model(config["image_size"], config["backbone"], weights=config.get("weights"),
+    keras.mixed_precision.set_global_policy(config.precision)
+    if config.backbone:
+        return model.build_backbone_model(config.image_size, config.backbone, weights=config.weights,
                                           dropout=config["dropout"], augmentation=augmentation_settings(config))
     return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
                              augmentation=augmentation_settings(config),
-                             normalization=config.get("normalization", "rescale"))
+                             normalization=config.normalization)
 
 
-def compile_from_config(network: keras.Model, config: dict[str, Any], total_steps: int) -> keras.Model:
+def compile_from_config(network: keras.Model, config: Settings, total_steps: int) -> keras.Model:
     """Compile with the profile's optimizer, learning-rate schedule and label smoothing."""
-    optimizer = make_optimizer(config.get("optimizer", "adam"), config["learning_rate"],
-                               config.get("weight_decay", 0.0), config.get("lr_schedule", "constant"), total_steps)
-    return compile_model(network, optimizer, label_smoothing=config.get("label_smoothing", 0.0))
+    optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_schedule,
+                               total_steps)
+    return compile_model(network, optimizer, label_smoothing=config.label_smoothing)
 
 
 MEMBER_FORBIDDEN = ("val_fraction", "members", "output_dir", "data_dir", "model_path", "synthetic", "clahe",
                     "min_sensitivity", "resume")
 
 
-def member_settings(config: dict[str, Any]) -> list[dict[str, Any]]:
+def member_settings(config: Settings) -> list[Settings]:
     """The settings of each ensemble member: the profile's, changed by that member's entry of ``members``.
 
     An empty ``members`` list means one model with the profile's settings. A member may change the
     recipe (``seed``, ``image_size``, ``filters``, augmentation, ...) but not the data, the split or the
     threshold rule, which the whole ensemble shares.
     """
-    entries = config.get("members") or []
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise SettingsError(f"members must be a list of setting mappings, got {entries!r}")
     settings = []
-    for number, entry in enumerate(entries, start=1):
+    for number, entry in enumerate(config.members, start=1):
         unknown = sorted(set(entry) - set(config))
         forbidden = sorted(set(entry) & set(MEMBER_FORBIDDEN))
         if unknown or forbidden:
             raise SettingsError(f"member {number}: unknown setting(s) {unknown}" if unknown else
-                             f"member {number}: {forbidden} are shared by the whole ensemble")
-        settings.append({**config, **entry, "members": []})
+                                f"member {number}: {forbidden} are shared by the whole ensemble")
+        settings.append(config.replace(**entry, members=[]))
     return settings
 
 
@@ -253,7 +250,7 @@ def _resized(images: np.ndarray, size: int) -> np.ndarray:
         if len(images) else np.zeros((0, size, size), images.dtype)
 
 
-def prepare(config: dict[str, Any], data_root: str | os.PathLike, index: pd.DataFrame | None = None,
+def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame | None = None,
             rows: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> TrainingRun:
     """Seed, index, split (patient-grouped), read the images, build the model and the class weights.
 
@@ -266,7 +263,7 @@ def prepare(config: dict[str, Any], data_root: str | os.PathLike, index: pd.Data
     members = member_settings(config)
     image_size = max([config["image_size"], *(member["image_size"] for member in members)]) if members \
         else config["image_size"]
-    preprocessing = Preprocessing(image_size=image_size, clahe=config.get("clahe", False))
+    preprocessing = Preprocessing(image_size=image_size, clahe=config.clahe)
     index = data.index_dataset(data_root) if index is None else index
     if rows is None:
         rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
@@ -285,7 +282,7 @@ def prepare(config: dict[str, Any], data_root: str | os.PathLike, index: pd.Data
                        class_weight=class_weights(train_targets), network=network, members=member_runs)
 
 
-def _fit_one(network: keras.Model, settings: dict[str, Any], train_images, train_targets, val_images,
+def _fit_one(network: keras.Model, settings: Settings, train_images, train_targets, val_images,
              val_targets, class_weight, checkpoint_dir, verbose: int, resume: bool) -> pd.DataFrame:
     train_dataset = data.make_dataset(train_images, train_targets, settings["batch_size"], shuffle=True,
                                       seed=settings["seed"])
@@ -310,7 +307,7 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     in ``checkpoint_dir/member<k>/finished.keras``, so a resumed run skips it.
     """
     config = run.config
-    resume = config.get("resume", False)
+    resume = config.resume
     started = time.perf_counter()
     if not run.members:
         run.history = _fit_one(run.network, config, run.train_images, run.train_targets, run.val_images,
@@ -347,7 +344,7 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     """Choose the threshold on the validation split, then save the model and its card atomically."""
     config = run.config
     calibration = None
-    if config.get("calibrate"):
+    if config.calibrate:
         raw = evaluate.predict_probabilities(run.network, run.val_images)
         temperature = evaluate.fit_temperature(run.val_targets, raw)
         run.network = model.with_temperature(run.network, temperature)

@@ -350,3 +350,31 @@ def test_two_concurrent_predict_commands_one_writes_the_other_refuses(tmp_path, 
     assert len(wrote) == 1 and len(refused) == 1, results
     assert output.read_text().startswith("path,probability,label,error")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------------------------ typed settings
+def test_settings_are_typed_frozen_and_checked_once():
+    import dataclasses
+
+    settings = config.load_config("smoke", epochs=3)
+    assert isinstance(settings, config.Settings) and settings.epochs == 3 and settings["epochs"] == 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.epochs = 4
+    assert settings.replace(seed=7).seed == 7 and settings.seed == config.load_config("smoke").seed
+    for bad, message in (({"epochs": "many"}, "epochs must be int"), ({"val_fraction": 0.7}, "val_fraction"),
+                         ({"optimizer": "sgd"}, "optimizer must be one of"), ({"filters": [8, -1]}, "filters"),
+                         ({"dropout": True}, "dropout must be float")):
+        with pytest.raises(config.SettingsError, match=message):
+            config.load_config("smoke", **bad)
+
+
+def test_an_output_name_that_is_not_utf8_is_written_and_printed_without_a_traceback(tmp_path, tiny_model_path,
+                                                                                      synthetic_root):
+    image = sorted((synthetic_root / "test").rglob("*.jpeg"))[0]
+    name = bytes(tmp_path) + b"/pr\xe9dictions.csv"  # Latin-1 bytes: not valid UTF-8
+    result = subprocess.run([os.fsencode(sys.executable), b"-m", b"pneumo_utils.cli", b"predict", bytes(image),
+                             b"--model", bytes(tiny_model_path), b"--output", name], capture_output=True, timeout=300)
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "wrote " in stderr and "pr\\xe9dictions.csv" in stderr
+    assert Path(os.fsdecode(name)).read_text().startswith("path,probability")
