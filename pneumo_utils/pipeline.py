@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo_utils import outputs
-from pneumo_utils.config import NOTEBOOKS_DIR, RUNS_DIR, SettingsError, load_config, portable_path
+from pneumo_utils.config import NOTEBOOKS_DIR, PROJECT_ROOT, RUNS_DIR, SettingsError, load_config, portable_path
 from pneumo_utils.records import provenance
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
@@ -40,13 +40,31 @@ OutputExists = outputs.OutputExists
 
 
 def export_html(notebook_path: Path) -> Path:
-    """An HTML copy of an executed notebook beside it."""
+    """An HTML copy of an executed notebook beside it; the notebook's papermill record first gets paths
+    relative to the project (papermill writes the absolute input and output paths of this machine)."""
     import nbformat
     from nbconvert import HTMLExporter
 
     notebook = nbformat.read(notebook_path, as_version=4)
+    record = notebook.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if record.get(key) and Path(record[key]).is_absolute():
+            record[key] = portable_path(record[key])
+    for cell in notebook.cells:  # a path a cell happened to show (a returned Path) becomes relative too
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = _relative_paths(output["text"])
+            if "text/plain" in output.get("data", {}):
+                output["data"]["text/plain"] = _relative_paths(output["data"]["text/plain"])
+    outputs.write_text(notebook_path, nbformat.writes(notebook))
     body, _ = HTMLExporter().from_notebook_node(notebook)
     return outputs.write_text(notebook_path.with_suffix(".html"), body)
+
+
+def _relative_paths(text: str) -> str:
+    """Absolute paths inside the project, or beside it, written relative to the project root."""
+    root = str(PROJECT_ROOT)
+    return text.replace(root + "/", "").replace(str(PROJECT_ROOT.parent) + "/", "../")
 
 
 def _failure_message(notebook_name: str, output_path: Path, error: Exception) -> str:
