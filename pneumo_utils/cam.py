@@ -23,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pneumo_utils.images import resize_all
+
 EPSILON = 1e-8
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
@@ -221,10 +223,7 @@ class CamExplainer:
         height, width = images.shape[1:3]
         maps = []
         for explainer in self._members:
-            size = explainer.model.input_shape[1]
-            member_images = images if size == height else np.stack(
-                [cv2.resize(np.asarray(image, np.float32), (size, size), interpolation=cv2.INTER_AREA)
-                 for image in images]) if len(images) else np.zeros((0, size, size), np.float32)
+            member_images = resize_all(images.astype(np.float32), explainer.model.input_shape[1])
             maps.append(explainer.explain(member_images, target_class, method, batch_size, upsample)[0])
         grid = (height, width) if upsample else max(cam.shape[1:3] for cam in maps)
         resized = [cams if cams.shape[1:3] == grid else

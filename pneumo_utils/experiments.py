@@ -252,6 +252,19 @@ def views_table(root: str | os.PathLike, ensembles: list[list[str]] | None = Non
     return pd.DataFrame(rows).fillna("not trained")
 
 
+VIEWS_TABLE = config_module.REFERENCE_RESULTS / "experiments_views.csv"
+
+
+def worst_views(path: str | os.PathLike = VIEWS_TABLE) -> pd.DataFrame | None:
+    """The recorded shift-views table (written by ``pneumo experiments``) reduced to what recipes are
+    chosen by: the worst held-out ROC-AUC, sensitivity and specificity per recipe; None when not recorded."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    table = pd.read_csv(path).set_index("recipe")
+    return table[[column for column in table.columns if column.startswith("worst")]]
+
+
 def _all_views() -> tuple[str, ...]:
     from pneumo_utils.data import SHIFT_VIEWS
 

@@ -216,6 +216,16 @@ def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndar
     return after_resize(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA), preprocessing)
 
 
+def resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    """Already-read images ``(n, s, s)`` brought to ``size`` with area interpolation, as the reader (and an
+    ensemble's ``Resizing`` layer) does; unchanged when they already have that size."""
+    if images.shape[1] == size:
+        return images
+    if not len(images):
+        return np.zeros((0, size, size), images.dtype)
+    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])
+
+
 def after_resize(resized: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """The steps after resizing (CLAHE when the preprocessing asks for it), on a uint8 image."""
     if preprocessing.clahe:

@@ -70,8 +70,9 @@ class RandomGamma(_TrainingOnlyChange):
 class RandomBorderErase(_TrainingOnlyChange):
     """In training, black out a band of random width along each side of an image, each with probability 1/2.
 
-    In ``train/`` the share of near-black pixels in the outer 12-pixel side bands is about 0.67 for NORMAL
-    images and 0.37 for bacterial pneumonia: framing, not lungs, separates the classes there. Giving both
+    In ``train/`` the mean share of near-black pixels in the outer 12-pixel side bands is 0.68 and 0.64 for
+    the two NORMAL batches and 0.37 for bacterial pneumonia (the shortcut audit of notebook 01,
+    ``metrics/eda_summary.json``): framing, not lungs, separates the classes there. Giving both
     classes random dark bands makes that cue worth less to the model. ``factor`` is the widest band, as a
     fraction of the side.
     """

@@ -117,11 +117,16 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Pa
     return write_bytes(path, text.encode("utf-8"), overwrite)
 
 
-def write_json(path: str | os.PathLike, payload: Any, overwrite: bool = True) -> Path:
-    """Strict JSON (NaN as null), written as :func:`write_bytes` does."""
+def json_bytes(payload: Any) -> bytes:
+    """The project's JSON: strict (NaN and infinity as null), indented, UTF-8, ending in a newline."""
     from pneumo_utils.records import finite
 
-    return write_text(path, json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n", overwrite)
+    return (json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
+
+
+def write_json(path: str | os.PathLike, payload: Any, overwrite: bool = True) -> Path:
+    """Strict JSON (:func:`json_bytes`), written as :func:`write_bytes` does."""
+    return write_bytes(path, json_bytes(payload), overwrite)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pneumo_utils import data, evaluate, model
 from pneumo_utils.config import Settings, SettingsError, portable_path
-from pneumo_utils.images import Preprocessing
+from pneumo_utils.images import Preprocessing, resize_all
 
 
 def set_seed(seed: int) -> None:
@@ -239,17 +239,6 @@ def member_settings(config: Settings) -> list[Settings]:
     return settings
 
 
-def _resized(images: np.ndarray, size: int) -> np.ndarray:
-    """Images read at the ensemble's size, brought to a member's size as the ensemble's own area
-    ``Resizing`` does at inference."""
-    import cv2
-
-    if images.shape[1] == size:
-        return images
-    return np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images]) \
-        if len(images) else np.zeros((0, size, size), images.dtype)
-
-
 def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame | None = None,
             rows: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> TrainingRun:
     """Seed, index, split (patient-grouped), read the images, build the model and the class weights.
@@ -328,8 +317,8 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
             size = settings["image_size"]
             if verbose:
                 print(f"member {number} of {len(run.members)}: {size} px, seed {settings['seed']}", flush=True)
-            history = _fit_one(network, settings, _resized(run.train_images, size), run.train_targets,
-                               _resized(run.val_images, size), run.val_targets, run.class_weight, folder,
+            history = _fit_one(network, settings, resize_all(run.train_images, size), run.train_targets,
+                               resize_all(run.val_images, size), run.val_targets, run.class_weight, folder,
                                verbose, resume)
             history.insert(0, "member", number)
             network.save(finished)

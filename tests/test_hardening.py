@@ -98,20 +98,28 @@ def test_write_errors_are_one_line_and_leave_nothing_behind(tmp_path, case):
         (tmp_path / "plain").write_text("x")
         target = tmp_path / "plain" / "out.json"
         expected = "not a folder"
-    elif case == "unwritable":
-        if os.geteuid() == 0:
-            pytest.skip("root ignores folder permissions; the read-only case is covered by the full-disk test")
-        folder = tmp_path / "locked"
-        folder.mkdir(mode=0o500)
+    elif case == "unwritable":  # a read-only file system: refused even to root, unlike folder permissions
+        folder = tmp_path / "readonly"
+        folder.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            if os.geteuid() == 0:
+                pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.strip()})")
+            folder.chmod(0o500)  # not root: folder permissions do the same job
         target = folder / "out.json"
-        expected = "permission denied"
+        expected = "read-only file system" if made.returncode == 0 else "permission denied"
     else:
         target = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff\xfe" + b"x" * 300 + b".json"))
         expected = "cannot write"
-    with pytest.raises(outputs.OutputError, match=expected) as failure:
-        outputs.write_json(target, {"a": 1})
-    assert "\n" not in str(failure.value)
-    assert not list(tmp_path.rglob("*.tmp"))
+    try:
+        with pytest.raises(outputs.OutputError, match=expected) as failure:
+            outputs.write_json(target, {"a": 1})
+        assert "\n" not in str(failure.value)
+        assert not list(tmp_path.rglob("*.tmp"))
+    finally:
+        if case == "unwritable":
+            subprocess.run(["umount", str(target.parent)], capture_output=True, check=False)
 
 
 @pytest.fixture

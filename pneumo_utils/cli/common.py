@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import yaml
 
 from pneumo_utils import config as config_module
+from pneumo_utils.outputs import json_bytes  # noqa: F401 - the commands' one JSON serializer
 
 DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
 DEFAULT_MODEL = config_module.SAVED_MODEL
@@ -40,12 +40,6 @@ def refuse_existing(output: Path | None, overwrite: bool) -> None:
         outputs.refuse_existing(output, overwrite)
     except outputs.OutputError as error:
         raise UsageError(str(error)) from None
-
-
-def json_bytes(payload: Any) -> bytes:
-    from pneumo_utils.records import finite
-
-    return (json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
 
 
 def save(output: Path, payload: bytes, overwrite: bool) -> int:
