@@ -29,6 +29,10 @@ def import_tensorflow_quietly() -> None:
         try:
             import tensorflow
 
+            threads = os.environ.get("PNEUMO_TF_THREADS")  # set per worker by `pneumo sweep`
+            if threads and threads.isdigit() and int(threads) > 0:
+                tensorflow.config.threading.set_intra_op_parallelism_threads(int(threads))
+                tensorflow.config.threading.set_inter_op_parallelism_threads(int(threads))
             tensorflow.config.list_logical_devices()  # device start-up logs its own lines (cuInit)
         finally:
             sys.stderr.flush()

@@ -179,21 +179,52 @@ def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
         validation = record["validation"]
         row = {"experiment": record["name"], "description": record.get("description", ""),
                "changes": ", ".join(f"{key}={value}" for key, value in record["overrides"].items()) or "(profile)"}
-        for metric in TABLE_COLUMNS:
-            row[metric] = with_ci(validation, metric)
         stress_path = record_path.with_name("robustness.json")
-        if stress_path.exists():
-            stress = json.loads(stress_path.read_text())
-            mean = stress["mean_over_changes"]
-            row["stress roc_auc"] = round(mean["roc_auc"], 3)
-            row["stress sensitivity"] = round(mean["sensitivity"], 3)
-            row["stress specificity"] = round(mean["specificity"], 3)
-            row["worst specificity"] = round(stress["worst_specificity"], 3)
+        row.update(figure_columns(validation, json.loads(stress_path.read_text()) if stress_path.exists() else None))
         row["threshold"] = round(record["threshold"]["value"], 4)
         row["epochs (kept)"] = f"{record['training']['epochs_run']} ({record['training']['kept_epoch']})"
         row["train minutes"] = round(record["training"]["seconds"] / 60, 1)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def figure_columns(validation: dict[str, Any] | None, stress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The figure columns of one trained model, as every table of runs shows them (``pneumo experiments``
+    and ``pneumo sweep``): validation metrics with their intervals, then the stress-validation means and
+    the worst specificity over the stress changes, where they were measured."""
+    row: dict[str, Any] = {}
+    for metric in TABLE_COLUMNS:
+        row[metric] = with_ci(validation, metric) if validation else None
+    if stress:
+        mean = stress["mean_over_changes"]
+        row["stress roc_auc"] = round(mean["roc_auc"], 3)
+        row["stress sensitivity"] = round(mean["sensitivity"], 3)
+        row["stress specificity"] = round(mean["specificity"], 3)
+        row["worst specificity"] = round(stress["worst_specificity"], 3)
+    return row
+
+
+def compare_figure(results: dict[str, dict[str, Any] | None], metrics=("roc_auc", "sensitivity", "specificity")):
+    """A figure comparing models: one panel per metric, one point with its 95% interval per model (runs
+    without figures are left out); None when no model has figures."""
+    import matplotlib.pyplot as plt
+
+    named = {name: result for name, result in results.items() if result}
+    if not named:
+        return None
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.5 * len(named) + 1.5), sharey=True)
+    positions = np.arange(len(named))
+    for axis, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        values = np.array([result[metric] for result in named.values()])
+        low, high = np.array([result["ci95"][metric] for result in named.values()]).T
+        axis.errorbar(values, positions, xerr=[values - low, high - values], fmt="o", capsize=3)
+        axis.set_title(metric.replace("_", "-"))
+        axis.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(positions, list(named))
+    axes[0].invert_yaxis()
+    figure.suptitle("Validation figures with bootstrap 95% intervals")
+    figure.tight_layout()
+    return figure
 
 
 def _view_scores(root: Path, name: str, view: str, which: str) -> pd.DataFrame:

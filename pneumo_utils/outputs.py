@@ -143,13 +143,16 @@ class FolderLock:
     """An exclusive lock on a run folder: ``folder/.pneumo.lock`` holds the owner's pid, host and start.
 
     A second writer stops at once with :class:`FolderBusy` naming the holder. A lock left by a process
-    that no longer exists (same host) is stale: it is taken over, with a note in ``taken_over``.
+    that no longer exists (same host) is stale: it is taken over, with a note in ``taken_over``. With
+    ``reclaim_same_purpose`` a lock whose holder had the very same purpose is taken over from any host:
+    a scheduler that retries a run after losing its worker knows that attempt is gone.
     """
 
-    def __init__(self, folder: str | os.PathLike, purpose: str = "a pneumo run"):
+    def __init__(self, folder: str | os.PathLike, purpose: str = "a pneumo run", reclaim_same_purpose: bool = False):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.purpose = purpose
+        self.reclaim_same_purpose = reclaim_same_purpose
         self.taken_over: dict[str, Any] | None = None
 
     def acquire(self) -> FolderLock:
@@ -164,7 +167,10 @@ class FolderLock:
                 handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder and holder.get("host") == record["host"] and not _pid_alive(int(holder.get("pid", -1))):
+                same_host_gone = holder and holder.get("host") == record["host"] and \
+                    not _pid_alive(int(holder.get("pid", -1)))
+                reclaimed = holder and self.reclaim_same_purpose and holder.get("purpose") == self.purpose
+                if same_host_gone or reclaimed:
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     self.taken_over = holder
                     continue

@@ -181,12 +181,18 @@ def run_notebooks(
     notebooks: tuple[str, ...] = NOTEBOOKS,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     progress_bar: bool = True,
+    lock_purpose: str | None = None,
+    echo: bool = True,
 ) -> dict[str, Any]:
     """Execute ``notebooks`` in order; stop at the first failure with :class:`NotebookFailed`.
 
     Every notebook gets the profile, the data and output folders and the profile overrides; a ``-p``
     name that a notebook declares in its parameters cell (``method``) goes to that notebook. Executed
     copies go to ``<output_dir>/executed/`` with an HTML copy each.
+
+    ``lock_purpose`` names the folder lock's holder; a lock left with the same purpose by a process that
+    is gone, on any host, is taken over (``pneumo sweep`` retrying a run whose worker was lost).
+    ``echo=False`` keeps the notebook and epoch lines off the terminal (a sweep prints one line per run).
     """
     import papermill
 
@@ -200,18 +206,19 @@ def run_notebooks(
     check_data(config)
     output = Path(config["output_dir"])
     summary_path = output / SUMMARY_NAME
-    with outputs.FolderLock(output, purpose=f"pneumo run --profile {config['profile']}"):
+    purpose = lock_purpose or f"pneumo run --profile {config['profile']}"
+    with outputs.FolderLock(output, purpose=purpose, reclaim_same_purpose=lock_purpose is not None):
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else None
         resuming = bool(settings.get("resume")) and previous is not None and previous.get("status") != "ok"
         if previous is not None and not overwrite and not resuming:
             raise OutputExists(f"{portable_path(output)}: already holds a run ({SUMMARY_NAME}); pass --overwrite "
                                "to replace it or --output-dir to write elsewhere")
         return _execute(papermill, config, settings, notebook_only, declared, data_dir, notebooks, notebooks_dir,
-                        progress_bar, summary_path)
+                        progress_bar, summary_path, echo)
 
 
 def _execute(papermill, config, settings, notebook_only, declared, data_dir, notebooks, notebooks_dir, progress_bar,
-             summary_path) -> dict[str, Any]:
+             summary_path, echo=True) -> dict[str, Any]:
     output = Path(config["output_dir"])
     executed = output / "executed"
     executed.mkdir(parents=True, exist_ok=True)
@@ -243,14 +250,15 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
         for name in notebooks:
             output_path = executed / name
             current = {"notebook": name, "status": "running"}
-            print(f"==> running {name}", file=sys.stderr, flush=True)
+            if echo:
+                print(f"==> running {name}", file=sys.stderr, flush=True)
             notebook_started = time.perf_counter()
             own = {key: value for key, value in notebook_only.items() if key in declared.get(name, set())}
             try:
                 papermill.execute_notebook(str(Path(notebooks_dir) / name), str(output_path),
                                            parameters={**parameters, **own}, cwd=str(notebooks_dir),
                                            progress_bar=progress_bar, kernel_name="python3",
-                                           stdout_file=_ProgressEcho(),
+                                           stdout_file=_ProgressEcho() if echo else None,
                                            # the kernel's own start-up warnings (TCP transport) are noise here
                                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except Exception as error:

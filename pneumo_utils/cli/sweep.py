@@ -1,0 +1,43 @@
+"""``pneumo sweep``: the notebooks for many parameter sets, on a local Dask cluster or a real one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _command_sweep(args: argparse.Namespace) -> int:
+    from pneumo_utils import sweep
+
+    grid = sweep.load_grid(args.grid)
+    if args.workers is not None and args.workers < 1:
+        from pneumo_utils.cli.common import UsageError
+
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    rows = sweep.run_sweep(grid, output_dir=args.output_dir, data_dir=args.data_dir, scheduler=args.scheduler,
+                           workers=args.workers, overwrite=args.overwrite)
+    output = sweep.default_output_dir(grid) if args.output_dir is None else args.output_dir
+    failed = [row for row in rows if row["status"] != "ok"]
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs ok; table: {output}/sweep.md, {output}/sweep.csv")
+    for row in failed:
+        print(f"error: run {row['run']} failed: {row['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    sweep = commands.add_parser(
+        "sweep", help="run the notebooks for every parameter set of a grid file, on Dask",
+        description="Run the notebooks once per parameter set of GRID.yaml (profile, optional notebooks, and "
+                    "grid: {key: [values]} or runs: [{name: ..., key: value}]), each into DIR/<run-id>/, on a "
+                    "local Dask cluster or on the scheduler given. A rerun skips finished runs.")
+    sweep.add_argument("grid", help="the grid file (YAML)")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="a running Dask scheduler (tcp://host:8786); default: a local cluster started here")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="local cluster: worker processes (default: one per core, at most one per run)")
+    sweep.add_argument("--output-dir", default=None, metavar="DIR",
+                       help="where the runs go (default: runs/sweep-<grid file name>)")
+    sweep.add_argument("--data-dir", default=None, help="data set root for every run (default: the profile's)")
+    sweep.add_argument("--overwrite", action="store_true", help="redo runs that already finished")
+    sweep.set_defaults(handler=_command_sweep)

@@ -1,0 +1,197 @@
+"""Issue 10: ``pneumo sweep`` on Dask, with real schedulers, workers and notebooks (loopback only).
+
+Every process a test starts is stopped by the test. The grids are the smoke profile made as small as it
+goes (one epoch, 16 synthetic images per class) so that a 2x2 grid of four notebooks each stays affordable.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pneumo_utils import sweep
+
+PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]
+TINY = "profile: smoke\nepochs: 1\nsynthetic_images_per_class: 16\n"
+GRID_2X2 = TINY + "grid:\n  image_size: [32, 48]\n  seed: [1, 2]\n"
+RUN_IDS = {"image_size-32_seed-1", "image_size-32_seed-2", "image_size-48_seed-1", "image_size-48_seed-2"}
+
+
+def _grid(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _sweep(*args, timeout=900):
+    return subprocess.run([*PNEUMO, "sweep", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def _table(output: Path) -> pd.DataFrame:
+    return pd.read_csv(output / "sweep.csv")
+
+
+def _assert_finished_grid(output: Path, notebooks: int = 4):
+    table = _table(output)
+    assert sorted(table["run"]) == sorted(RUN_IDS)  # each run exactly once
+    assert set(table["status"]) == {"ok"}
+    for run_id in RUN_IDS:
+        executed = sorted(path.name for path in (output / run_id / "executed").glob("*.ipynb"))
+        assert len(executed) == notebooks, (run_id, executed)
+        summary = json.loads((output / run_id / "run_summary.json").read_text())
+        assert summary["status"] == "ok" and summary["config"]["image_size"] in (32, 48)
+    assert (output / "sweep.md").read_text().count("| image_size-") == 4
+    assert (output / "sweep.png").stat().st_size > 0
+    return table
+
+
+# ----------------------------------------------------------------------------------------- the grid file
+
+
+def test_grid_files_expand_to_stable_ids(tmp_path):
+    grid = sweep.load_grid(_grid(tmp_path, GRID_2X2))
+    assert [run.id for run in grid.runs] == ["image_size-32_seed-1", "image_size-32_seed-2",
+                                             "image_size-48_seed-1", "image_size-48_seed-2"]
+    assert grid.runs[0].settings == {"epochs": 1, "synthetic_images_per_class": 16, "image_size": 32, "seed": 1}
+    assert len(grid.notebooks) == 4
+    explicit = sweep.load_grid(_grid(tmp_path, "profile: smoke\nnotebooks: [04_gradcam, 01_eda]\nruns:\n"
+                                               "  - {name: wide, filters: [16, 32]}\n  - {seed: 3, method: gradcam}\n"))
+    assert [run.id for run in explicit.runs] == ["wide", "seed-3_method-gradcam"]
+    assert explicit.notebooks == ("01_eda.ipynb", "04_gradcam.ipynb")  # pipeline order, whatever the file says
+    assert sweep.run_id_of({"filters": [16, 32]}) == "filters-16-32"
+    assert len(sweep.run_id_of({"a" * 50: 1, "b" * 50: 2})) <= 80
+
+
+@pytest.mark.parametrize("text, message", [
+    (TINY + "grid:\n  imag_size: [32, 48]\n", "unknown setting(s) ['imag_size']"),
+    (TINY + "grid: {}\n", "'grid' is empty"),
+    (TINY + "grid:\n  image_size: [32, 48\n", "not valid YAML at line"),
+    (TINY + "runs: []\n", "'runs' is empty"),
+    (TINY + "grid:\n  seed: 3\n", "needs a non-empty list"),
+    ("profile: nosuch\ngrid:\n  seed: [1]\n", "unknown profile 'nosuch'"),
+    (TINY + "output_dir: x\ngrid:\n  seed: [1]\n", "use --data-dir / --output-dir"),
+])
+def test_bad_grid_files_are_one_line_exit_2_and_start_nothing(tmp_path, text, message):
+    output = tmp_path / "out"
+    result = _sweep(_grid(tmp_path, text), "--output-dir", output, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "grid.yaml" in lines[0]
+    assert not output.exists()
+
+
+def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path):
+    output = tmp_path / "out"
+    result = _sweep(_grid(tmp_path, GRID_2X2), "--output-dir", output, "--scheduler", "tcp://127.0.0.1:9",
+                    timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tcp://127.0.0.1:9: cannot reach the Dask scheduler" in lines[0], result.stderr
+    assert not any(output.glob("*/executed"))
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def test_a_2x2_grid_on_the_local_cluster_then_a_rerun_skips_it(tmp_path):
+    output = tmp_path / "out"
+    grid = _grid(tmp_path, GRID_2X2)
+    result = _sweep(grid, "--output-dir", output, "--workers", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dashboard" in result.stderr and "4/4" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("[")]) == 4  # one line per run
+    table = _assert_finished_grid(output)
+    assert table["roc_auc"].str.match(r"\d\.\d{3} \[").all()
+
+    before = {path: path.stat().st_mtime_ns for path in output.rglob("run_summary.json")}
+    again = _sweep(grid, "--output-dir", output, timeout=300)
+    assert again.returncode == 0 and "4 of 4 runs already finished" in again.stderr
+    assert {path: path.stat().st_mtime_ns for path in output.rglob("run_summary.json")} == before
+
+
+def test_one_failing_run_is_reported_and_the_others_finish(tmp_path):
+    output = tmp_path / "out"
+    grid = _grid(tmp_path, TINY + "notebooks: [01_eda, 02_train]\nruns:\n  - {name: good, seed: 1}\n"
+                                  "  - {name: bad, backbone: nosuchnet}\n")
+    result = _sweep(grid, "--output-dir", output, "--workers", "2")
+    assert result.returncode == 1
+    table = _table(output).set_index("run")
+    assert table.loc["good", "status"] == "ok"
+    assert table.loc["bad", "status"] == "failed"
+    assert "02_train.ipynb failed in cell" in table.loc["bad", "error"] and "nosuchnet" in table.loc["bad", "error"]
+    assert "error: run bad failed: 02_train.ipynb failed in cell" in result.stderr
+    assert len(list((output / "good" / "executed").glob("*.ipynb"))) == 2
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp_path):
+    scheduler_file = tmp_path / "scheduler.json"
+    processes = []
+    try:
+        processes.append(_start(["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log"))
+        address = _wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}")
+                            .get("address"), 60, "the scheduler")
+        workers = [_start(["dask", "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                           "--host", "127.0.0.1"], tmp_path / f"worker{index}.log") for index in range(2)]
+        processes += workers
+        output = tmp_path / "out"
+        # the same 2x2 grid, with the two notebooks that train (the other two add time, not another case)
+        grid = _grid(tmp_path, GRID_2X2.replace("grid:", "notebooks: [01_eda, 02_train]\ngrid:"))
+        sweeping = subprocess.Popen([*PNEUMO, "sweep", str(grid), "--output-dir", str(output),
+                                     "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+        processes.append(sweeping)
+
+        def lock_of_first_worker():
+            for lock in output.glob("*/.pneumo.lock"):
+                try:
+                    if json.loads(lock.read_text())["pid"] == workers[0].pid:
+                        return lock.parent.name
+                except (OSError, ValueError, KeyError):
+                    continue
+            return None
+
+        victim_run = _wait_for(lock_of_first_worker, 300, "a run in flight on the first worker")
+        time.sleep(3)  # well inside its notebooks
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].wait(timeout=30)
+        stdout, stderr = sweeping.communicate(timeout=900)
+        assert sweeping.returncode == 0, stderr[-3000:]
+        table = _assert_finished_grid(output, notebooks=2).set_index("run")
+        assert not table["worker"].str.endswith(f":{workers[0].pid}").any()  # what it had in flight was redone
+        assert table.loc[victim_run, "worker"].endswith(f":{workers[1].pid}")
+        assert not (output / victim_run / ".pneumo.lock").exists()
+    finally:
+        for process in reversed(processes):
+            _stop(process)
