@@ -169,3 +169,51 @@ def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: i
                      "compared": "normalized maps at the target layer's resolution",
                      "cpu_count": os.cpu_count(), "machine": platform.platform()},
     }
+
+
+BENCH_SWEEP_GRID = """# pneumo bench sweep: a 2x2 smoke grid, four notebooks, one epoch, 16 synthetic images per class
+profile: smoke
+epochs: 1
+synthetic_images_per_class: 16
+grid:
+  image_size: [32, 48]
+  seed: [1, 2]
+"""
+
+
+def bench_sweep(workers: int | None = None, grid_text: str = BENCH_SWEEP_GRID) -> dict[str, Any]:
+    """The same smoke grid run one after another in this process, then on a local Dask cluster.
+
+    Both write into fresh temporary folders; the kernels of a serial run use every core (TensorFlow's
+    default), those of the cluster's workers share them (``cores // workers`` threads each).
+    """
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from pneumo_utils import sweep
+
+    with tempfile.TemporaryDirectory(prefix="pneumo-bench-sweep-") as folder:
+        grid_path = Path(folder) / "bench_grid.yaml"
+        grid_path.write_text(grid_text)
+        grid = sweep.load_grid(grid_path)
+        started = time.perf_counter()
+        serial = sweep.serial_runs(grid, Path(folder) / "serial")
+        serial_s = time.perf_counter() - started
+        started = time.perf_counter()
+        parallel = sweep.run_sweep(grid, output_dir=Path(folder) / "parallel", workers=workers, stream=io.StringIO())
+        parallel_s = time.perf_counter() - started
+    failed = [row["run"] for row in serial + parallel if row["status"] != "ok"]
+    if failed:
+        raise RuntimeError(f"bench sweep: runs failed: {failed}")
+    cores = os.cpu_count() or 1
+    used = workers or min(cores, len(grid.runs))
+    return {
+        "runs": len(grid.runs), "notebooks": list(grid.notebooks), "grid": grid_text,
+        "serial_s": round(serial_s, 1), "parallel_s": round(parallel_s, 1),
+        "speedup": round(serial_s / parallel_s, 2), "workers": used,
+        "tf_threads_per_worker": max(1, cores // used), "cores": cores,
+        "serial_run_s": [row["seconds"] for row in serial], "parallel_run_s": [row["seconds"] for row in parallel],
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores},
+        "note": "parallel_s includes starting and stopping the local cluster",
+    }

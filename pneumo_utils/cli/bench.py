@@ -17,7 +17,10 @@ def _command_bench(args: argparse.Namespace) -> int:
 
     output = Path(args.output) if args.output else None
     refuse_existing(output, args.overwrite)
-    if args.what == "train":
+    if args.what == "sweep":
+        result = bench.bench_sweep(workers=args.workers)
+        headline = ("serial_s", "parallel_s", "speedup", "workers")
+    elif args.what == "train":
         result = bench.bench_train(args.profile, images=args.images or 512, overrides=parse_overrides(args.parameter))
         headline = ("train_images_per_s", "inference_images_per_s", "forward_flops_per_image", "train_gflops_per_s",
                     "peak_rss_mb")
@@ -36,9 +39,10 @@ def _command_bench(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     bench = commands.add_parser("bench", help="benchmarks that write JSON")
-    bench.add_argument("what", choices=["train", "gradcam"],
+    bench.add_argument("what", choices=["train", "gradcam", "sweep"],
                        help="train: training/inference throughput and peak memory; "
-                            "gradcam: batched Grad-CAM against the per-image keras.io recipe")
+                            "gradcam: batched Grad-CAM against the per-image keras.io recipe; "
+                            "sweep: a 4-run smoke grid one after another, then on a local Dask cluster")
     bench.add_argument("--profile", choices=config_module.available_profiles(), default="full",
                        help="train: the profile whose model and settings are measured")
     bench.add_argument("--images", type=int, default=None,
@@ -46,6 +50,7 @@ def register(commands) -> None:
     bench.add_argument("--model", default=str(DEFAULT_MODEL), help="gradcam: the model to explain")
     bench.add_argument("--data-dir", default=None, help="gradcam: take images from this data set's train/")
     bench.add_argument("--batch-size", type=int, default=32, help="gradcam: batch size of the batched version")
+    bench.add_argument("--workers", type=int, default=None, help="sweep: local cluster workers (one per core)")
     bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--output", default=None, metavar="FILE.json")
     bench.add_argument("--overwrite", action="store_true")
