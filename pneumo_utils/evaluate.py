@@ -216,6 +216,22 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
 
 
+SCORES_NAME = "scores_{split}.csv"
+
+
+def write_scores(folder, name: str, rows, data_root):
+    """Per-image scores of one split (``metrics/scores_validation.csv``): the file relative to the data
+    root, its label and target, and the model's probability; the explorer and the report read them."""
+    from pathlib import Path
+
+    from pneumo_utils.records import write_text_atomic
+
+    root = Path(data_root).resolve()
+    frame = rows.assign(file=rows["path"].map(lambda value: Path(value).resolve().relative_to(root).as_posix()))
+    columns = [column for column in ("file", "patient", "label", "target", "probability") if column in frame]
+    return write_text_atomic(Path(folder) / SCORES_NAME.format(split=name), frame[columns].to_csv(index=False))
+
+
 def confident_mistakes(frame, threshold: float, count: int = 8):
     """The ``count`` wrong predictions farthest from the threshold, with a ``confidence`` column."""
     wrong = frame[(frame["probability"] >= threshold) != (frame["target"] == 1)]
