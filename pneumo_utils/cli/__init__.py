@@ -8,6 +8,7 @@
   pneumo predict      probability and label for new X-rays (JPEG, PNG, DICOM), optional overlays
   pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
+  pneumo explore      the interactive explorer (threshold lab, heatmaps, stress sliders) as a web app
   pneumo bench        train: training speed and memory; gradcam: batched vs per-image; sweep: serial vs Dask
   pneumo download     fetch the public data set (Mendeley or Kaggle), verified and extracted safely
   pneumo index        index a data set and report its layout, patients and duplicates
@@ -21,12 +22,12 @@ import argparse
 import sys
 
 from pneumo_utils._quiet import import_tensorflow_quietly
-from pneumo_utils.cli import bench, download, evaluate, index, predict, run, sweep, train
+from pneumo_utils.cli import bench, download, evaluate, explore, index, predict, run, sweep, train
 from pneumo_utils.cli.common import UsageError, parse_overrides  # noqa: F401 - part of the package interface
 
 # Each command declares its options next to its code (``register`` in its module); TensorFlow is imported
 # only by the commands that need it, so ``pneumo --help`` and ``pneumo run`` start fast.
-COMMAND_MODULES = (run, sweep, evaluate, train, predict, bench, download, index)
+COMMAND_MODULES = (run, sweep, evaluate, train, predict, explore, bench, download, index)
 NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict", "experiments"}
 
 

@@ -1,0 +1,62 @@
+"""``pneumo explore`` (notebook 05 served as a web app with Voilà) and ``pneumo report`` (one HTML file)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from pneumo_utils import config as config_module
+from pneumo_utils.cli.common import UsageError
+
+EXPLORE_NOTEBOOK = config_module.NOTEBOOKS_DIR / "05_explore.ipynb"
+
+
+def voila_command(port: int, host: str, open_browser: bool) -> list[str]:
+    """The Voilà server for notebook 05: no code cells, no tracebacks, bound to ``host``."""
+    return [sys.executable, "-m", "voila", str(EXPLORE_NOTEBOOK), f"--port={port}", f"--Voila.ip={host}",
+            "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=False",
+            "--Voila.log_level=ERROR", *([] if open_browser else ["--no-browser"])]
+
+
+def _command_explore(args: argparse.Namespace) -> int:
+    from pneumo_utils import explore
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    try:
+        import voila  # noqa: F401 - checked before anything starts
+    except ImportError:
+        raise UsageError("pneumo explore needs Voilà and ipywidgets: pip install -e '.[explore]'") from None
+    session = explore.resolve(args.run, args.model, args.data_dir)  # bad paths: one line, exit 2
+    if not session.scores:
+        raise UsageError(f"{session.run_dir}: no per-image scores (metrics/scores_validation.csv); "
+                         "run notebook 03 on it (pneumo run) first")
+    environment = {**os.environ, explore.MODEL_ENV: str(session.model_path), "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    environment[explore.RUN_ENV] = str(session.run_dir) if session.run_dir else ""
+    if session.data_root:
+        environment[explore.DATA_ENV] = str(session.data_root)
+    print(f"explorer: http://{args.host}:{args.port}/ (model {config_module.portable_path(session.model_path)}; "
+          "Ctrl-C stops it)", flush=True)
+    server = subprocess.Popen(voila_command(args.port, args.host, not args.no_browser), env=environment)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
+        return 130
+
+
+def register(commands) -> None:
+    """Add this module's command(s) to the ``pneumo`` parser."""
+    explore = commands.add_parser("explore", help="the interactive explorer (notebook 05) as a web app (Voilà)")
+    explore.add_argument("--run", default=None, metavar="DIR",
+                         help="a run folder to explore (default: the committed run, results/)")
+    explore.add_argument("--model", default=None, metavar="PATH", help="the model (default: the run's)")
+    explore.add_argument("--data-dir", default=None, help="where the run's images are (default: as recorded)")
+    explore.add_argument("--port", type=int, default=8866)
+    explore.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    explore.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    explore.set_defaults(handler=_command_explore)

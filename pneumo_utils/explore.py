@@ -1,0 +1,306 @@
+"""The explorer's logic: everything notebook 05 (and ``pneumo explore``, which serves it with Voilà) shows.
+
+The notebook only wires widgets to these functions, so every number a student sees is computed here and
+tested: the threshold lab (confusion matrix, sensitivity, specificity, PPV and NPV at a chosen prevalence,
+the operating point on the ROC curve), the choice of images (by class and by outcome), uploads read by the
+project's one image reader (a bad file gives the same one-line error as the command line), the stress
+sliders (gamma, contrast, blur), and the heatmap of one image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pneumo_utils.config import PROJECT_ROOT, REFERENCE_RESULTS, SAVED_MODEL, SettingsError
+from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
+
+RUN_ENV = "PNEUMO_EXPLORE_RUN"
+MODEL_ENV = "PNEUMO_EXPLORE_MODEL"
+DATA_ENV = "PNEUMO_EXPLORE_DATA"
+OUTCOMES = ("all", "correct", "false alarm", "missed")
+LABELS = ("all", "NORMAL", "PNEUMONIA")
+
+
+# --- what to explore ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """A model with its card, and the scored sets of a run (``split -> rows``) with the data root."""
+
+    model_path: Path
+    run_dir: Path | None
+    data_root: Path | None
+    scores: dict[str, pd.DataFrame]
+
+
+def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
+            data_dir: str | os.PathLike | None = None) -> Session:
+    """Find the model, the run's per-image scores and the data they refer to.
+
+    ``run_dir`` (or ``$PNEUMO_EXPLORE_RUN``) is a run folder (``runs/full-...``, or ``results/`` for the
+    committed run); its model is ``run_dir/model/*.keras`` (``saved_models/`` for ``results/``) unless
+    ``model_path`` names one. The data root is ``data_dir``, else the one the run recorded.
+    """
+    run_dir = run_dir or os.environ.get(RUN_ENV) or None
+    model_path = model_path or os.environ.get(MODEL_ENV) or None
+    data_dir = data_dir or os.environ.get(DATA_ENV) or None
+    run = Path(run_dir).resolve() if run_dir else (REFERENCE_RESULTS if not model_path else None)
+    if run is not None and not ((run / "run_summary.json").is_file() or (run / "metrics").is_dir()):
+        raise SettingsError(f"{run}: not a run folder (no run_summary.json, no metrics/)")
+    if model_path is None:
+        candidates = sorted((run / "model").glob("*.keras")) if run else []
+        model = candidates[0] if candidates else SAVED_MODEL
+    else:
+        model = Path(model_path).resolve()
+    if not model.is_file():
+        raise SettingsError(f"{model}: no such model file")
+    summary = json.loads((run / "run_summary.json").read_text()) if run and (run / "run_summary.json").is_file() else {}
+    if data_dir:
+        root = Path(data_dir).resolve()
+    elif summary.get("data_dir"):
+        recorded = Path(summary["data_dir"])
+        root = recorded if recorded.is_absolute() else (PROJECT_ROOT / recorded).resolve()
+    else:
+        root = None
+    scores = {}
+    for path in sorted((run / "metrics").glob("scores_*.csv")) if run else []:
+        frame = pd.read_csv(path)
+        frame["path"] = [str(root / name) if root else name for name in frame["file"]]
+        scores[path.stem.removeprefix("scores_")] = frame
+    return Session(model_path=model, run_dir=run, data_root=root, scores=scores)
+
+
+def notebook_session(profile: str | None, data_dir: str | None, output_dir: str | None, overrides: dict | None,
+                     run_dir: str | None, model_path: str | None) -> Session:
+    """What notebook 05 explores: the run or model named (parameters, then ``$PNEUMO_EXPLORE_*``, which
+    ``pneumo explore`` sets), else the profile's own output folder when notebooks 01-04 left a model there
+    (how nbval and ``pneumo run`` use it), else the committed run (``results/`` and ``saved_models/``)."""
+    from pneumo_utils._quiet import import_tensorflow_quietly
+    from pneumo_utils.config import load_config
+
+    import_tensorflow_quietly()
+    if run_dir or model_path or os.environ.get(RUN_ENV) or os.environ.get(MODEL_ENV):
+        return resolve(run_dir, model_path, data_dir)
+    settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **(overrides or {}))
+    if Path(settings.model_path).is_file() and (Path(settings.output_dir) / "metrics").is_dir():
+        return resolve(settings.output_dir, settings.model_path, data_dir or settings.data_dir)
+    return resolve(None, None, data_dir)
+
+
+# --- threshold lab -----------------------------------------------------------------------------------------
+
+
+def operating_point(targets, probabilities, threshold: float, prevalence: float | None = None) -> dict[str, Any]:
+    """Confusion matrix and rates at ``threshold``; PPV and NPV at ``prevalence`` (the set's own if None).
+
+    PPV and NPV depend on how common pneumonia is where the model is used, not only on the model:
+    ``PPV = sens * p / (sens * p + (1 - spec) * (1 - p))``.
+    """
+    targets = np.asarray(targets).astype(int)
+    predicted = np.asarray(probabilities) >= threshold
+    tp = int(np.sum(predicted & (targets == 1)))
+    fn = int(np.sum(~predicted & (targets == 1)))
+    tn = int(np.sum(~predicted & (targets == 0)))
+    fp = int(np.sum(predicted & (targets == 0)))
+    sensitivity = tp / (tp + fn) if tp + fn else float("nan")
+    specificity = tn / (tn + fp) if tn + fp else float("nan")
+    if prevalence is None:
+        prevalence = float(np.mean(targets == 1)) if len(targets) else float("nan")
+    if not 0.0 <= prevalence <= 1.0:
+        raise ValueError(f"prevalence must be between 0 and 1, got {prevalence}")
+    true_positive_rate, false_positive_rate = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    true_negative_rate, false_negative_rate = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    ppv = true_positive_rate / (true_positive_rate + false_positive_rate) \
+        if true_positive_rate + false_positive_rate > 0 else float("nan")
+    npv = true_negative_rate / (true_negative_rate + false_negative_rate) \
+        if true_negative_rate + false_negative_rate > 0 else float("nan")
+    return {"threshold": float(threshold), "tn": tn, "fp": fp, "fn": fn, "tp": tp,
+            "sensitivity": sensitivity, "specificity": specificity, "prevalence": prevalence,
+            "ppv": ppv, "npv": npv, "accuracy": (tp + tn) / len(targets) if len(targets) else float("nan"),
+            "fpr": 1 - specificity, "tpr": sensitivity}
+
+
+def lab_html(point: dict[str, Any], card_threshold: float | None = None) -> str:
+    """The threshold lab's readout: the confusion matrix and the rates, as one small HTML table."""
+    def rate(value):
+        return "n/a" if value != value else f"{value:.3f}"  # NaN: no positive (or negative) calls at all
+
+    def cell(value, name):
+        return f'<td class="pneumo-{name}" style="padding:4px 10px;text-align:right">{value}</td>'
+
+    marker = ""
+    if card_threshold is not None:
+        marker = (f"<p>Card threshold {card_threshold:.4f}" +
+                  (" (this is it)" if abs(point["threshold"] - card_threshold) < 5e-4 else "") + "</p>")
+    return (
+        '<div class="pneumo-lab">'
+        f'<p>Threshold <b class="pneumo-threshold">{point["threshold"]:.3f}</b></p>{marker}'
+        '<table style="border-collapse:collapse">'
+        '<tr><th></th><th>predicted NORMAL</th><th>predicted PNEUMONIA</th></tr>'
+        f'<tr><th>NORMAL</th>{cell(point["tn"], "tn")}{cell(point["fp"], "fp")}</tr>'
+        f'<tr><th>PNEUMONIA</th>{cell(point["fn"], "fn")}{cell(point["tp"], "tp")}</tr></table>'
+        f'<p>sensitivity <b class="pneumo-sensitivity">{rate(point["sensitivity"])}</b> &middot; '
+        f'specificity <b class="pneumo-specificity">{rate(point["specificity"])}</b> &middot; '
+        f'accuracy {rate(point["accuracy"])}</p>'
+        f'<p>at a prevalence of {point["prevalence"]:.0%}: PPV <b class="pneumo-ppv">{rate(point["ppv"])}</b> '
+        f'&middot; NPV <b class="pneumo-npv">{rate(point["npv"])}</b></p></div>')
+
+
+class RocPlot:
+    """The ROC curve drawn once; :meth:`png` moves only the operating point (fast enough for a slider)."""
+
+    def __init__(self, targets, probabilities, card_threshold: float | None = None, title: str = "ROC curve"):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+        from sklearn.metrics import roc_auc_score, roc_curve
+
+        fpr, tpr, _ = roc_curve(targets, probabilities)
+        self.figure = Figure(figsize=(3.6, 3.4), dpi=90)
+        axis = self.figure.add_subplot()
+        auc = roc_auc_score(targets, probabilities) if len(set(np.asarray(targets).tolist())) == 2 else float("nan")
+        axis.plot(fpr, tpr, lw=1.5, label=f"ROC (AUC {auc:.3f})")
+        axis.plot([0, 1], [0, 1], ls=":", color="grey")
+        if card_threshold is not None:
+            card = operating_point(targets, probabilities, card_threshold)
+            axis.plot(card["fpr"], card["tpr"], "s", color="black", mfc="none", label="card threshold")
+        (self.point,) = axis.plot([], [], "o", color="crimson", label="this threshold")
+        axis.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        axis.legend(loc="lower right", fontsize=8)
+        self.figure.tight_layout()
+
+    def png(self, point: dict[str, Any]) -> bytes:
+        import io
+
+        self.point.set_data([point["fpr"]], [point["tpr"]])
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
+# --- choosing images ---------------------------------------------------------------------------------------
+
+
+def outcome_of(label: str, probability: float, threshold: float) -> str:
+    predicted_pneumonia = probability >= threshold
+    if (label == "PNEUMONIA") == predicted_pneumonia:
+        return "correct"
+    return "false alarm" if predicted_pneumonia else "missed"
+
+
+def select_images(frame: pd.DataFrame, threshold: float, label: str = "all", outcome: str = "all") -> pd.DataFrame:
+    """The rows of a scored set with this label and this outcome at ``threshold`` (``all`` for any)."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
+    outcomes = [outcome_of(row_label, probability, threshold)
+                for row_label, probability in zip(frame["label"], frame["probability"], strict=True)]
+    chosen = frame.assign(outcome=outcomes)
+    if label != "all":
+        chosen = chosen[chosen["label"] == label]
+    if outcome != "all":
+        chosen = chosen[chosen["outcome"] == outcome]
+    return chosen.reset_index(drop=True)
+
+
+def read_upload(name: str, content: bytes, preprocessing: Preprocessing) -> np.ndarray:
+    """An uploaded file through the project's one image reader; errors name the uploaded file, as the
+    command line names the file it was given."""
+    safe = Path(name).name or "upload"
+    with tempfile.TemporaryDirectory(prefix="pneumo-upload-") as folder:
+        path = Path(folder) / safe
+        path.write_bytes(bytes(content))
+        try:
+            return read_image(path, preprocessing)
+        except ImageReadError as error:
+            raise ImageReadError(str(error).replace(str(path), safe)) from None
+
+
+# --- what changes a prediction -----------------------------------------------------------------------------
+
+
+def stressed(raw: np.ndarray, preprocessing: Preprocessing, gamma: float = 1.0, contrast: float = 1.0,
+             blur: float = 0.0) -> np.ndarray:
+    """One resized uint8 image after an exposure (gamma), a contrast factor around mid-grey and a Gaussian
+    blur (sigma in pixels), then the model's own finishing steps; 1, 1, 0 leave it unchanged."""
+    if gamma <= 0 or contrast < 0 or blur < 0:
+        raise ValueError(f"gamma must be > 0, contrast and blur >= 0 (got {gamma}, {contrast}, {blur})")
+    image = raw.astype(np.float32)
+    if gamma != 1.0:
+        image = 255.0 * (image / 255.0) ** gamma
+    if contrast != 1.0:
+        image = (image - 127.5) * contrast + 127.5
+    if blur > 0:
+        image = cv2.GaussianBlur(image, (0, 0), blur)
+    return after_resize(np.clip(image, 0, 255).astype(np.uint8), preprocessing)
+
+
+# --- the model, one image at a time ------------------------------------------------------------------------
+
+
+class Explorer:
+    """A loaded model with its card and a compiled Grad-CAM per target layer: one image in, probability,
+    label and heatmap out."""
+
+    def __init__(self, model_path: str | os.PathLike):
+        from pneumo_utils import cam, model
+
+        self.network, self.card = model.load_model(model_path)
+        self.preprocessing = Preprocessing.from_dict(self.card["preprocessing"])
+        self.threshold = float(self.card["threshold"]["value"])
+        self.threshold_rule = self.card["threshold"].get("rule", "")
+        self.layers = conv_layer_names(self.network) or [cam.last_conv_layer_name(self.network)]
+        self._explainers: dict[str, Any] = {}
+
+    def read(self, path: str | os.PathLike) -> np.ndarray:
+        return read_image(path, self.preprocessing)
+
+    def explain(self, image: np.ndarray, method: str = "gradcam", layer: str | None = None,
+                opacity: float = 0.4) -> dict[str, Any]:
+        """Probability of pneumonia, label at the card's threshold, the map and the overlay (RGB)."""
+        from pneumo_utils import cam
+
+        layer = layer or self.layers[-1]
+        if layer not in self._explainers:
+            self._explainers[layer] = cam.CamExplainer(self.network, layer)
+        maps, probabilities = self._explainers[layer].explain(image[None], method=method)
+        probability = float(probabilities[0])
+        overlay = cam.overlay(image, maps[0], alpha=opacity)
+        return {"probability": probability, "label": "PNEUMONIA" if probability >= self.threshold else "NORMAL",
+                "map": maps[0], "overlay": overlay, "layer": layer, "method": method}
+
+
+def conv_layer_names(network) -> list[str]:
+    """The convolution layers a heatmap can be taken from, input to output (none for an ensemble, whose
+    map is the mean of its members' maps at their last convolution)."""
+    import keras
+
+    from pneumo_utils.model import ensemble_members
+
+    if ensemble_members(network):
+        return []
+    return [layer.name for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    """A grayscale or RGB array as PNG bytes (RGB channel order), optionally enlarged for display."""
+    if scale > 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError("could not encode the image as PNG")
+    return encoded.tobytes()

@@ -1,0 +1,140 @@
+"""Issue 11: the explorer in a real browser. ``pneumo explore`` serves notebook 05 with Voilà on a free
+local port; Debian's headless Chromium, driven by Playwright, loads it, moves the threshold slider, picks an
+image and uploads a corrupt file. The server is stopped by the test.
+
+The time each interaction takes to show on the page is measured and written to ``timings.json`` in the
+test's temporary folder (and to ``$PNEUMO_EXPLORE_TIMINGS`` when set); it is reported, not asserted.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = next((path for path in (os.environ.get("PNEUMO_CHROMIUM"), shutil.which("chromium"),
+                                   shutil.which("chromium-browser")) if path), None)
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A finished smoke run (four notebooks) to explore."""
+    folder = tmp_path_factory.mktemp("explore") / "run"
+    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
+                             str(folder), "--quiet", "-p", "synthetic_images_per_class=24"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
+
+
+@pytest.fixture
+def explorer_url(smoke_run, tmp_path):
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pneumo_utils.cli", "explore", "--run", str(smoke_run),
+                               "--port", str(port), "--no-browser"], stdout=subprocess.PIPE,
+                              stderr=(tmp_path / "voila.log").open("w"), text=True, start_new_session=True)
+    try:
+        first_line = server.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in first_line, first_line
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert server.poll() is not None
+
+
+def _changed(page, selector: str, before: str, timeout: float = 30.0, attribute: str | None = None) -> float:
+    """Seconds until the element's text (or attribute) differs from ``before``."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        element = page.query_selector(selector)
+        now = element and (element.get_attribute(attribute) if attribute else element.inner_text())
+        if now and now != before:
+            return time.perf_counter() - started
+        page.wait_for_timeout(10)
+    raise AssertionError(f"{selector} did not change within {timeout} s")
+
+
+def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    timings = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1800})
+            started = time.perf_counter()
+            page.goto(explorer_url, timeout=120_000)
+            page.wait_for_selector(".pneumo-sensitivity", timeout=180_000)
+            page.wait_for_selector(".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']",
+                                   timeout=60_000)
+            timings["page_ready_s"] = time.perf_counter() - started
+            assert "Threshold lab" in page.inner_text("body")
+            assert "def " not in page.inner_text("body")  # Voilà shows outputs and prose, no code
+
+            # 1. the threshold slider, dragged to its left end: every image is called pneumonia
+            before = (page.inner_text(".pneumo-sensitivity"), page.inner_text(".pneumo-specificity"))
+            handle = page.query_selector(".pneumo-threshold-slider .noUi-handle").bounding_box()
+            track = page.query_selector(".pneumo-threshold-slider .noUi-target").bounding_box()
+            middle = handle["y"] + handle["height"] / 2
+            page.mouse.move(handle["x"] + handle["width"] / 2, middle)
+            page.mouse.down()
+            lab = page.inner_text(".pneumo-lab")
+            page.mouse.move(track["x"] - 20, middle, steps=4)
+            page.mouse.up()
+            timings["threshold_update_s"] = _changed(page, ".pneumo-lab", lab)
+            page.wait_for_function("document.querySelector('.pneumo-threshold').innerText === '0.000'")
+            after = (page.inner_text(".pneumo-sensitivity"), page.inner_text(".pneumo-specificity"))
+            assert after == ("1.000", "0.000") and after != before, (before, after)
+
+            # 2. another image: a new heatmap
+            heatmap = ".pneumo-heatmap"
+            source = page.get_attribute(heatmap, "src")
+            options = page.eval_on_selector(".pneumo-image-choice select",
+                                            "select => Array.from(select.options).map(option => option.value)")
+            assert len(options) > 1
+            page.select_option(".pneumo-image-choice select", index=len(options) - 1)
+            timings["heatmap_after_choice_s"] = _changed(page, heatmap, source, attribute="src")
+            assert page.get_attribute(heatmap, "src").startswith("blob:")
+
+            # 3. a corrupt upload: the command line's one-line error
+            corrupt = tmp_path / "corrupt.jpg"
+            corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+            with page.expect_file_chooser() as chooser:
+                page.click("button.widget-upload")
+            chooser.value.set_files(str(corrupt))
+            page.wait_for_selector(".pneumo-error", timeout=30_000)
+            error = page.inner_text(".pneumo-error")
+            assert error.startswith("error: corrupt.jpg: ") and "\n" not in error.strip(), error
+
+            page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+            assert (tmp_path / "explorer.png").stat().st_size > 10_000
+        finally:
+            browser.close()
+    record = json.dumps({key: round(value, 3) for key, value in timings.items()}, indent=2)
+    (tmp_path / "timings.json").write_text(record)
+    if os.environ.get("PNEUMO_EXPLORE_TIMINGS"):
+        Path(os.environ["PNEUMO_EXPLORE_TIMINGS"]).write_text(record)
+    print(record)
