@@ -9,6 +9,7 @@
   pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
   pneumo explore      the interactive explorer (threshold lab, heatmaps, stress sliders) as a web app
+  pneumo report       one self-contained HTML report of a run (figures embedded; --pdf with Chromium)
   pneumo bench        train: training speed and memory; gradcam: batched vs per-image; sweep: serial vs Dask
   pneumo download     fetch the public data set (Mendeley or Kaggle), verified and extracted safely
   pneumo index        index a data set and report its layout, patients and duplicates

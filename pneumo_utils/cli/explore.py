@@ -6,9 +6,10 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pneumo_utils import config as config_module
-from pneumo_utils.cli.common import UsageError
+from pneumo_utils.cli.common import UsageError, refuse_existing, save
 
 EXPLORE_NOTEBOOK = config_module.NOTEBOOKS_DIR / "05_explore.ipynb"
 
@@ -49,6 +50,25 @@ def _command_explore(args: argparse.Namespace) -> int:
         return 130
 
 
+def _command_report(args: argparse.Namespace) -> int:
+    from pneumo_utils import report
+
+    run_dir = Path(args.run_dir)
+    output = Path(args.output) if args.output else run_dir / "report.html"
+    pdf = output.with_suffix(".pdf") if args.pdf else None
+    refuse_existing(output, args.overwrite)
+    refuse_existing(pdf, args.overwrite)
+    status = save(output, report.build_report(run_dir).encode("utf-8"), args.overwrite)
+    if status or pdf is None:
+        return status
+    try:
+        payload = report.print_pdf(output)
+    except (config_module.SettingsError, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return save(pdf, payload, args.overwrite)
+
+
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     explore = commands.add_parser("explore", help="the interactive explorer (notebook 05) as a web app (Voilà)")
@@ -60,3 +80,10 @@ def register(commands) -> None:
     explore.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     explore.add_argument("--no-browser", action="store_true", help="do not open a browser")
     explore.set_defaults(handler=_command_explore)
+
+    report = commands.add_parser("report", help="one self-contained HTML report of a run (and a PDF with --pdf)")
+    report.add_argument("run_dir", help="the run folder (runs/<profile>-<time>, or results/ for the committed run)")
+    report.add_argument("--output", default=None, metavar="FILE.html", help="default: RUN_DIR/report.html")
+    report.add_argument("--pdf", action="store_true", help="also print it to PDF (beside it) with headless Chromium")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    report.set_defaults(handler=_command_report)

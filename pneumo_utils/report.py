@@ -1,0 +1,270 @@
+"""``pneumo report RUN_DIR``: the results of one run as one self-contained HTML file (and a PDF of it).
+
+For a reader who wants the results on a few pages without code: what data, what model, how it was chosen,
+the metrics with their intervals for every split the run scored, the figures (embedded), Grad-CAM checks
+and provenance. Everything is read from the files the run wrote (and, for how the recipe was chosen, from
+the committed experiments table); nothing is recomputed, so the report says exactly what the run measured.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL, SettingsError, portable_path
+
+SPLIT_NOTES = {
+    "validation": "patient-grouped split carved from train/ (used to choose the epoch and the threshold)",
+    "test": "the data set's test/ folder, scored once with the stored threshold",
+}
+FIGURES = (  # (file stem, section, caption); any other figure of the run goes to "Other figures"
+    ("class_balance", "data", "Images per class"),
+    ("sample_grid", "data", "A few training images"),
+    ("intensity_histograms", "data", "Pixel intensities by class"),
+    ("image_sizes", "data", "Original image sizes"),
+    ("training_curves", "training", "Training curves (the kept epoch is marked)"),
+    ("confusion_matrix_validation", "metrics", "Confusion matrix, validation split"),
+    ("confusion_matrix_test", "metrics", "Confusion matrix, test split"),
+    ("roc_pr_curves", "metrics", "ROC and precision-recall curves (the dot: the stored threshold)"),
+    ("threshold_tradeoff", "metrics", "Sensitivity and specificity against the threshold (validation split)"),
+    ("reliability_diagram", "calibration", "Reliability diagram before and after temperature scaling"),
+    ("confident_mistakes", "metrics", "The most confident mistakes (validation split)"),
+    ("gradcam_grid", "gradcam", "Grad-CAM examples: where the evidence came from"),
+)
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .9rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } figure { margin: 1rem 0; page-break-inside: avoid; }
+figure img { max-width: 100%; } figcaption { font-size: .85rem; color: #555; }
+.note { background: #fff8e0; border-left: 4px solid #e0b000; padding: .5rem 1rem; }
+@media print { body { margin: 0; max-width: none; } h2 { page-break-after: avoid; } }
+"""
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def model_card(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
+    """The run's model card: ``run_dir/model/*.json``, or the committed card for the committed run."""
+    cards = sorted((run_dir / "model").glob("*.json"))
+    if cards:
+        return _read_json(cards[0]), cards[0]
+    if run_dir.resolve() == REFERENCE_RESULTS.resolve():
+        card = SAVED_MODEL.with_suffix(".json")
+        return _read_json(card), card
+    return None, None
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table>{head}{body}</table>"
+
+
+def _figure(path: Path, caption: str) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _metrics_section(metrics: Path) -> str:
+    from pneumo_utils.evaluate import METRIC_NAMES, with_ci
+
+    results = {path.stem.removeprefix("metrics_"): _read_json(path)
+               for path in sorted(metrics.glob("metrics_*.json")) if path.stem != "metrics_provenance"}
+    results = {name: result for name, result in results.items() if result and "ci95" in result}
+    if not results:
+        return "<p>This run scored no split.</p>"
+    names = sorted(results, key=lambda name: name != "validation")
+    rows = [(metric, *(with_ci(results[name], metric) for name in names)) for metric in METRIC_NAMES]
+    rows.append(("images (n)", *(results[name]["n"] for name in names)))
+    rows.append(("threshold", *(f"{results[name]['threshold']:.4f}" for name in names)))
+    notes = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(SPLIT_NOTES.get(name, 'as named by the run'))}"
+                    "</li>" for name in names)
+    return (f"<p>Each figure with its seeded bootstrap 95% interval (over images).</p><ul>{notes}</ul>"
+            + _table(rows, ("metric", *names)))
+
+
+def _data_section(eda: dict | None) -> str:
+    if not eda:
+        return "<p>The run has no data summary (notebook 01 did not run).</p>"
+    rows = [(group, values["images"], values["patients"], f"{values['share']:.1%}")
+            for group, values in eda.get("counts", {}).items()]
+    text = f"<p>Data folder <code>{html.escape(str(eda.get('data_dir')))}</code>, fingerprint " \
+           f"<code>{html.escape(str(eda.get('fingerprint')))}</code>.</p>" + _table(rows, ("folder", "images",
+                                                                                          "patients", "share"))
+    split = eda.get("validation_split", {})
+    if split:
+        overlap = split.get("overlap", {})
+        text += (f"<p>Validation split: {split.get('val_images')} images held out from {split.get('train_images')}"
+                 f" + {split.get('val_images')} (seed {split.get('seed')}); shared patients: "
+                 f"{overlap.get('patients')}, identical images shared: {overlap.get('identical_images')}. "
+                 f"Groups of byte-identical images in the data: {eda.get('duplicate_groups')}.</p>")
+    return text
+
+
+def _model_section(card: dict | None, card_path: Path | None) -> str:
+    if not card:
+        return "<p>No model card was found for this run.</p>"
+    training = card.get("training", {})
+    parameters = card.get("parameters", {})
+    rows = [("task", card.get("task")), ("input", json.dumps(card.get("input"))),
+            ("threshold", f"{card['threshold']['value']:.4f}: {card['threshold'].get('rule', '')}"),
+            ("training", f"{training.get('epochs_run')} epochs run, epoch {training.get('kept_epoch')} kept, "
+                         f"{training.get('train_images')} training images, {training.get('seconds', 0) / 60:.1f} min"),
+            ("trained", f"{card.get('date')} at commit {card.get('git_commit')}"),
+            ("card", portable_path(card_path) if card_path else "")]
+    calibration = card.get("validation_metrics", {}).get("calibration")
+    if calibration:
+        rows.append(("calibration", f"temperature {calibration['temperature']:.3f}; validation ECE "
+                                    f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after"))
+    limits = "".join(f"<li>{html.escape(item)}</li>" for item in card.get("limitations", []))
+    recipe = _table([(key, json.dumps(value)) for key, value in sorted(parameters.items())], ("setting", "value"))
+    return (_table(rows) + f"<p class='note'><b>Intended use.</b> {html.escape(card.get('intended_use', ''))}</p>"
+            + (f"<p><b>Limitations</b></p><ul>{limits}</ul>" if limits else "")
+            + f"<details><summary>Recipe: every training setting</summary>{recipe}</details>")
+
+
+def _choice_section() -> str:
+    import pandas as pd
+
+    views = REFERENCE_RESULTS / "experiments_views.csv"
+    if not views.exists():
+        return "<p>No shift-view experiments are recorded (<code>results/experiments_views.csv</code>).</p>"
+    table = pd.read_csv(views)
+    columns = ["recipe"] + [column for column in table.columns if column.startswith("worst")]
+    rows = [tuple(row) for row in table[columns].itertuples(index=False)]
+    return ("<p>Recipes are compared on <b>shift views</b> carved from <code>train/</code> (the other NORMAL "
+            "acquisition batch, both ways, and the earliest and latest acquisition ids) and chosen by their "
+            "<i>worst</i> held-out view; the random validation split is saturated and cannot tell them apart. "
+            "The full table with intervals is <code>results/experiments.md</code>.</p>" + _table(rows, tuple(columns)))
+
+
+def _stress_section(stress: dict | None) -> str:
+    if not stress:
+        return "<p>No stress validation in this run.</p>"
+    rows = [(name, *(f"{values[metric]:.3f}" for metric in ("roc_auc", "sensitivity", "specificity")))
+            for name, values in stress["conditions"].items()]
+    return ("<p>The validation images scored again under acquisition-like changes, at the stored threshold "
+            f"(worst specificity {stress['worst_specificity']:.3f}).</p>"
+            + _table(rows, ("condition", "ROC-AUC", "sensitivity", "specificity")))
+
+
+def _gradcam_section(checks: dict | None) -> str:
+    if not checks:
+        return ""
+    def number(value, digits=2):
+        return "n/a" if value is None else f"{value:.{digits}f}"  # None: every map of the class was constant
+
+    rows = []
+    for label, values in checks.get("by_class", {}).items():
+        shares = values.get("mass_share", {})
+        randomization = values.get("randomization", {})
+        deletion = values.get("deletion_insertion", {})
+        rows.append((label, values.get("images"), number(shares.get("central")), number(shares.get("border")),
+                     number(randomization.get("spearman_mean")),
+                     f"{number(deletion.get('deletion_auc'), 3)} vs {number(deletion.get('deletion_auc_random'), 3)}"))
+    return (f"<p>Method {html.escape(str(checks.get('method')))}, layer {html.escape(str(checks.get('target_layer')))}"
+            f". Mass share: where the map's weight lies (central area vs the outer "
+            f"{checks.get('border_fraction', 0.15):.0%} band); randomization: rank correlation with the maps of a "
+            "randomly re-initialized model (low is good); deletion: probability area as the most salient pixels "
+            "are removed, against random order (lower is better).</p>"
+            + _table(rows, ("class", "images", "central mass", "border mass", "randomization rho",
+                            "deletion AUC vs random")))
+
+
+def _provenance_section(summary: dict) -> str:
+    rows = [("status", summary.get("status")), ("profile", summary.get("profile")),
+            ("date", summary.get("date")), ("git commit", summary.get("git_commit")),
+            ("data", summary.get("data_dir")),
+            ("notebooks", ", ".join(f"{item['notebook']} {item['status']} ({item.get('seconds', 0):.0f} s)"
+                                    for item in summary.get("notebooks", []))),
+            ("versions", ", ".join(f"{key} {value}" for key, value in summary.get("versions", {}).items())),
+            ("machine", json.dumps(summary.get("machine")))]
+    return _table(rows)
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The report of one run as one HTML page (figures embedded as data URIs, no code, no scripts)."""
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "run_summary.json")
+    if not isinstance(summary, dict):
+        raise SettingsError(f"{run_dir}: not a run folder (no readable run_summary.json)")
+    metrics, figures = run_dir / "metrics", run_dir / "figures"
+    card, card_path = model_card(run_dir)
+    available = {path.stem: path for path in sorted(figures.glob("*.png"))}
+    placed: set[str] = set()
+
+    def figures_of(section: str) -> str:
+        chosen = [(stem, caption) for stem, where, caption in FIGURES if where == section and stem in available]
+        placed.update(stem for stem, _ in chosen)
+        return "".join(_figure(available[stem], caption) for stem, caption in chosen)
+
+    committed = run_dir.resolve() == REFERENCE_RESULTS.resolve()
+    name = "the committed run" if committed else f"run {run_dir.resolve().name}"
+    title = f"Pneumonia on chest X-rays: report of {name}"
+    sections = [
+        ("What data", _data_section(_read_json(metrics / "eda_summary.json")) + figures_of("data")),
+        ("What model", _model_section(card, card_path) + figures_of("training")),
+        ("How the recipe was chosen", _choice_section()),
+        ("Metrics", _metrics_section(metrics) + figures_of("metrics")),
+        ("Calibration", figures_of("calibration") or "<p>No calibration figure in this run.</p>"),
+        ("Stress validation", _stress_section(_read_json(metrics / "stress_validation.json"))),
+        ("Grad-CAM: where the network looked", _gradcam_section(_read_json(metrics / "gradcam_checks.json"))
+         + figures_of("gradcam")),
+    ]
+    others = [stem for stem in available if stem not in placed]
+    if others:
+        sections.append(("Other figures", "".join(_figure(available[stem], stem.replace("_", " "))
+                                                  for stem in others)))
+    sections.append(("Provenance", _provenance_section(summary)))
+    body = "".join(f"<section><h2>{html.escape(heading)}</h2>{content}</section>" for heading, content in sections)
+    warning = "" if summary.get("status") == "ok" else \
+        f"<p class='note'>This run did not finish (status {html.escape(str(summary.get('status')))}).</p>"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{warning}"
+            "<p class='note'>A teaching and research model, not a medical device. Every figure below says which "
+            "split it comes from; none was chosen on the test split.</p>"
+            f"{body}</body></html>")
+
+
+def find_chromium() -> str | None:
+    """Chromium or Chrome on this machine (``$PNEUMO_CHROMIUM`` first), or None."""
+    import os
+
+    for candidate in (os.environ.get("PNEUMO_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
+                      "google-chrome-stable"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
+    """The HTML page printed to PDF by headless Chromium; a clear error where there is none."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise SettingsError("--pdf needs Chromium, which is not installed here (Debian: apt-get install chromium); "
+                            "the HTML report was written")
+    with tempfile.TemporaryDirectory(prefix="pneumo-pdf-") as folder:
+        target = Path(folder) / "report.pdf"
+        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   f"--user-data-dir={folder}/profile", "--no-pdf-header-footer", f"--print-to-pdf={target}",
+                   html_path.resolve().as_uri()]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
+            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"Chromium could not print the report to PDF ({reason})")
+        return target.read_bytes()
