@@ -1,4 +1,8 @@
-"""Shared fixtures: a synthetic data set and a tiny trained model with its card, made once per session."""
+"""Shared fixtures: a synthetic data set, a tiny trained model with its card, and a finished smoke run, each
+made once per session."""
+
+import subprocess
+import sys
 
 import pytest
 
@@ -23,3 +27,14 @@ def tiny_model_path(tmp_path_factory, synthetic_root):
     train.fit(run, checkpoint_dir=workspace / "checkpoints", verbose=0)
     train.finish(run, workspace / "tiny.keras")
     return workspace / "tiny.keras"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """A finished ``pneumo run --profile smoke`` (all four notebooks), for the explorer and the report."""
+    folder = tmp_path_factory.mktemp("smoke_run") / "run"
+    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
+                             str(folder), "--quiet", "-p", "synthetic_images_per_class=24"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder

@@ -32,17 +32,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """A finished smoke run (four notebooks) to explore."""
-    folder = tmp_path_factory.mktemp("explore") / "run"
-    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
-                             str(folder), "--quiet", "-p", "synthetic_images_per_class=24"],
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return folder
-
-
 @pytest.fixture
 def explorer_url(smoke_run, tmp_path):
     port = _free_port()

@@ -1,0 +1,140 @@
+"""Issue 11: the explorer's logic (threshold lab, image choice, stress sliders, uploads, heatmaps) and the
+one-file report, with a real tiny model and a real smoke run."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pneumo_utils import explore, report
+from pneumo_utils.images import ImageReadError, Preprocessing
+
+PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]
+
+
+def test_operating_point_counts_rates_and_prevalence():
+    targets = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    probabilities = [0.1, 0.2, 0.3, 0.7, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99]
+    point = explore.operating_point(targets, probabilities, 0.5)
+    assert (point["tn"], point["fp"], point["fn"], point["tp"]) == (3, 1, 1, 5)
+    assert point["sensitivity"] == pytest.approx(5 / 6) and point["specificity"] == pytest.approx(3 / 4)
+    assert point["prevalence"] == pytest.approx(0.6)  # the set's own
+    assert point["ppv"] == pytest.approx(5 / 6) and point["npv"] == pytest.approx(3 / 4)  # = the set's own counts
+    rare = explore.operating_point(targets, probabilities, 0.5, prevalence=0.05)
+    expected_ppv = (5 / 6 * 0.05) / (5 / 6 * 0.05 + 1 / 4 * 0.95)
+    assert rare["ppv"] == pytest.approx(expected_ppv) and rare["ppv"] < 0.2  # rare disease: most positives false
+    assert explore.operating_point(targets, probabilities, 0.0)["specificity"] == 0.0
+    assert explore.operating_point(targets, probabilities, 1.0)["sensitivity"] == 0.0
+    with pytest.raises(ValueError, match="prevalence"):
+        explore.operating_point(targets, probabilities, 0.5, prevalence=1.5)
+
+
+def test_lab_readout_shows_the_numbers_and_no_nan():
+    text = explore.lab_html(explore.operating_point([0, 1, 1], [0.2, 0.6, 0.9], 0.95), card_threshold=0.5)
+    assert re.search(r'class="pneumo-sensitivity">0.000<', text) and 'class="pneumo-ppv">n/a<' in text
+    assert "Card threshold 0.5000" in text and "nan" not in text
+
+
+def test_images_are_chosen_by_class_and_outcome():
+    frame = pd.DataFrame({"file": list("abcd"), "label": ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"],
+                          "probability": [0.2, 0.7, 0.8, 0.3]})
+    assert list(explore.select_images(frame, 0.5, outcome="false alarm")["file"]) == ["b"]
+    assert list(explore.select_images(frame, 0.5, outcome="missed")["file"]) == ["d"]
+    assert list(explore.select_images(frame, 0.5, "PNEUMONIA", "correct")["file"]) == ["c"]
+    assert list(explore.select_images(frame, 0.1, "NORMAL", "all")["outcome"]) == ["false alarm", "false alarm"]
+    with pytest.raises(ValueError, match="outcome"):
+        explore.select_images(frame, 0.5, outcome="wrong")
+
+
+def test_stress_sliders_change_the_image_as_named():
+    preprocessing = Preprocessing(image_size=32)
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 200, (32, 32)).astype(np.uint8)
+    assert np.array_equal(explore.stressed(image, preprocessing), image)
+    assert explore.stressed(image, preprocessing, gamma=0.5).mean() > image.mean() + 10  # brighter
+    assert explore.stressed(image, preprocessing, contrast=0.5).std() < image.std() * 0.6
+    blurred = explore.stressed(image, preprocessing, blur=2.0)
+    def roughness(picture):
+        return np.abs(np.diff(picture.astype(float), axis=1)).mean()
+
+    assert roughness(blurred) < roughness(image) / 2
+    with pytest.raises(ValueError, match="gamma"):
+        explore.stressed(image, preprocessing, gamma=0)
+
+
+def test_uploads_use_the_one_reader_and_its_one_line_errors(tmp_path):
+    import cv2
+
+    preprocessing = Preprocessing(image_size=48)
+    ok, png = cv2.imencode(".png", np.full((80, 60), 128, np.uint8))
+    assert explore.read_upload("x-ray.png", png.tobytes(), preprocessing).shape == (48, 48)
+    with pytest.raises(ImageReadError) as caught:
+        explore.read_upload("corrupt.jpg", b"\xff\xd8\xff\xe0 not a jpeg", preprocessing)
+    message = str(caught.value)
+    assert message.startswith("corrupt.jpg: ") and "\n" not in message and "pneumo-upload" not in message
+    with pytest.raises(ImageReadError, match="^empty.png: empty file$"):
+        explore.read_upload("empty.png", b"", preprocessing)
+
+
+def test_the_explorer_explains_one_image(tiny_model_path, synthetic_root):
+    explorer = explore.Explorer(tiny_model_path)
+    assert explorer.layers and explorer.layers[-1] in explorer.layers
+    image = explorer.read(next((synthetic_root / "train" / "NORMAL").glob("*.jpeg")))
+    result = explorer.explain(image, method="gradcam++", layer=explorer.layers[0], opacity=0.6)
+    assert 0.0 <= result["probability"] <= 1.0
+    assert result["label"] == ("PNEUMONIA" if result["probability"] >= explorer.threshold else "NORMAL")
+    assert result["overlay"].shape == (*image.shape, 3) and result["map"].shape == image.shape
+    assert explore.png_bytes(result["overlay"], scale=2)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_is_found_with_its_scores_and_data(smoke_run):
+    session = explore.resolve(smoke_run)
+    assert session.model_path == smoke_run / "model" / "pneumonia_cnn.keras"
+    assert {"validation", "test"} <= set(session.scores)
+    assert all(path.startswith(str(session.data_root)) for path in session.scores["validation"]["path"])
+    plot = explore.RocPlot(session.scores["validation"]["target"], session.scores["validation"]["probability"], 0.5)
+    point = explore.operating_point(session.scores["validation"]["target"],
+                                    session.scores["validation"]["probability"], 0.5)
+    assert plot.png(point)[:4] == b"\x89PNG"
+
+
+def test_explore_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = subprocess.run([*PNEUMO, "explore", "--run", str(tmp_path), "--no-browser"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_of_a_smoke_run_is_one_self_contained_file(smoke_run, tmp_path):
+    output = tmp_path / "report.html"
+    result = subprocess.run([*PNEUMO, "report", str(smoke_run), "--output", str(output),
+                             *(["--pdf"] if report.find_chromium() else [])],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    page = output.read_text()
+    figures = sorted((smoke_run / "figures").glob("*.png"))
+    assert page.count('src="data:image/png;base64,') == len(figures) >= 8  # every figure, embedded
+    assert not re.search(r'src="(?!data:)', page) and "<script" not in page  # nothing to fetch, no code
+    assert "In [" not in page and "input_prompt" not in page  # no input cells
+    assert "<th>metric</th><th>validation</th><th>test</th>" in page
+    assert re.search(r"<td>roc_auc</td><td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", page)
+    for heading in ("What data", "What model", "How the recipe was chosen", "Calibration", "Stress validation",
+                    "Grad-CAM", "Provenance"):
+        assert f"<h2>{heading}" in page
+    if report.find_chromium():
+        assert output.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    again = subprocess.run([*PNEUMO, "report", str(smoke_run), "--output", str(output)], capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr  # never replaced without --overwrite
+
+
+def test_report_pdf_says_so_when_there_is_no_chromium(smoke_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on this PATH
+    monkeypatch.delenv("PNEUMO_CHROMIUM", raising=False)
+    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "report", str(smoke_run), "--output",
+                             str(tmp_path / "r.html"), "--pdf"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "--pdf needs Chromium" in result.stderr
+    assert (tmp_path / "r.html").is_file() and not (tmp_path / "r.pdf").exists()
