@@ -67,3 +67,18 @@ def test_metrics_table_shows_each_metric_with_its_interval():
     low, high = result["ci95"]["accuracy"]
     assert table.loc["accuracy", "validation"] == f"0.800 [{low:.3f}, {high:.3f}]"
     assert list(table.index[:-1]) == list(evaluate.METRIC_NAMES)
+
+
+def test_the_bootstraps_fast_metrics_equal_the_reference_ones_with_ties():
+    import numpy as np
+
+    from pneumo_utils import evaluate
+
+    rng = np.random.default_rng(7)
+    for decimals in (1, 2, 6):  # coarse scores make many ties
+        targets = rng.integers(0, 2, 300)
+        probabilities = np.round(rng.random(300) * 0.6 + 0.3 * targets, decimals)
+        reference = evaluate.compute_metrics(targets, probabilities, 0.5)
+        fast = evaluate.fast_metrics(targets, probabilities, 0.5)
+        for name in evaluate.METRIC_NAMES:
+            assert fast[name] == pytest.approx(reference[name], abs=1e-12), name
