@@ -30,11 +30,17 @@ def tiny_model_path(tmp_path_factory, synthetic_root):
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """A finished ``pneumo run --profile smoke`` (all four notebooks), for the explorer and the report."""
+def smoke_run_process(tmp_path_factory):
+    """One finished ``pneumo run --profile smoke`` (all four notebooks) for the whole session: the pipeline,
+    explorer and report tests read it. Returns the folder and the finished process (its terminal output)."""
     folder = tmp_path_factory.mktemp("smoke_run") / "run"
     result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
-                             str(folder), "--quiet", "-p", "synthetic_images_per_class=24"],
+                             str(folder), "--quiet", "-p", "epochs=2", "-p", "synthetic_images_per_class=24"],
                             capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return folder
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, result
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_run_process):
+    return smoke_run_process[0]

@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -16,10 +14,8 @@ NOISE = re.compile(r"cuda|oneDNN|absl|cuInit|without encryption|ZMQError|Decompr
                    re.IGNORECASE)
 
 
-def test_smoke_run_executes_all_notebooks(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
-                             str(tmp_path), "--quiet", "-p", "epochs=2"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_smoke_run_executes_all_notebooks(smoke_run_process):
+    tmp_path, result = smoke_run_process  # pneumo run --profile smoke -p epochs=2 -p synthetic_images_per_class=24
     # a quiet terminal: no TensorFlow, ZMQ, kernel or nbformat noise, but one line per training epoch
     assert not NOISE.search(result.stderr), result.stderr[-3000:]
     assert "epoch 1/2: loss" in result.stderr and "epoch 2/2: loss" in result.stderr
@@ -36,7 +32,8 @@ def test_smoke_run_executes_all_notebooks(tmp_path):
         assert str(PROJECT_ROOT) not in record.read_text() and f'"{tmp_path}' not in record.read_text(), record
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "ok" and [item["status"] for item in summary["notebooks"]] == ["ok"] * 4
-    assert summary["parameters"]["overrides"] == {"epochs": 2} and summary["config"]["epochs"] == 2
+    assert summary["parameters"]["overrides"] == {"epochs": 2, "synthetic_images_per_class": 24}
+    assert summary["config"]["epochs"] == 2
     assert (tmp_path / "model" / "pneumonia_cnn.keras").is_file()
     for figure in ("class_balance", "training_curves", "confusion_matrix_validation", "roc_pr_curves",
                    "gradcam_grid"):
