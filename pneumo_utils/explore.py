@@ -41,6 +41,7 @@ class Session:
     run_dir: Path | None
     data_root: Path | None
     scores: dict[str, pd.DataFrame]
+    scored_now: bool = False  # the run kept no per-image scores: its validation split was scored on loading
 
 
 def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
@@ -77,7 +78,22 @@ def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathL
         frame = pd.read_csv(path)
         frame["path"] = [str(root / name) if root else name for name in frame["file"]]
         scores[path.stem.removeprefix("scores_")] = frame
-    return Session(model_path=model, run_dir=run, data_root=root, scores=scores)
+    scored_now = False
+    if not scores and root is not None and (root / "train").is_dir():
+        scores["validation"] = score_validation(model, root)  # a run from before per-image scores were kept
+        scored_now = True
+    return Session(model_path=model, run_dir=run, data_root=root, scores=scores, scored_now=scored_now)
+
+
+def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike) -> pd.DataFrame:
+    """The model's validation split (rebuilt from the seed and fraction in its card) scored now, in the
+    shape of ``metrics/scores_validation.csv``."""
+    from pneumo_utils import data, evaluate, model
+
+    network, card = model.load_model(model_path)
+    rows, _ = evaluate.score_split(network, card, data.index_dataset(data_root), "val")
+    root = Path(data_root).resolve()
+    return rows.assign(file=[Path(path).resolve().relative_to(root).as_posix() for path in rows["path"]])
 
 
 def notebook_session(profile: str | None, data_dir: str | None, output_dir: str | None, overrides: dict | None,
