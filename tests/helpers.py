@@ -64,3 +64,22 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+def run_pneumo_here(*arguments):
+    """``pneumo ARGUMENTS`` in this process, as its entry point runs it -> a CompletedProcess (returncode,
+    stdout, stderr). TensorFlow is imported once for the whole session instead of once per command; what only
+    a separate process shows (a quiet terminal, signals, races) is tested with real processes."""
+    import io
+    import subprocess
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from pneumo_utils.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            code = main([str(argument) for argument in arguments])
+        except SystemExit as stop:  # argparse's own usage errors, --help and --version
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    return subprocess.CompletedProcess(arguments, code, stdout.getvalue(), stderr.getvalue())

@@ -3,14 +3,13 @@ files. The commands run in this process, so TensorFlow is imported once for all 
 command; what only a separate process shows (a quiet terminal, signals, two processes racing) is tested with
 real processes in test_pipeline.py, test_hardening.py and test_sweep.py."""
 
-import io
 import json
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
+from helpers import run_pneumo_here
 
 from pneumo_utils.cli import UsageError, parse_overrides
 
@@ -19,20 +18,11 @@ EVALUATE_KEYS = {"n", "accuracy", "precision", "recall", "sensitivity", "specifi
 
 
 def pneumo(*arguments, env=None):
-    """``pneumo ARGUMENTS`` -> a CompletedProcess (returncode, stdout, stderr); a real subprocess when ``env``
-    is given."""
+    """``pneumo ARGUMENTS`` -> a CompletedProcess; in this process, or a real subprocess when ``env`` is given."""
     if env is not None:
         return subprocess.run([sys.executable, "-m", "pneumo_utils.cli", *map(str, arguments)], capture_output=True,
                               text=True, timeout=600, env=env)
-    from pneumo_utils.cli import main
-
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        try:
-            code = main([str(argument) for argument in arguments])
-        except SystemExit as stop:  # argparse's own usage errors and --help
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
-    return subprocess.CompletedProcess(arguments, code, stdout.getvalue(), stderr.getvalue())
+    return run_pneumo_here(*arguments)
 
 
 def test_parse_overrides_reads_yaml_values():

@@ -9,14 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import run_pneumo_here
 
 from pneumo_utils import config, outputs, pipeline
 
 PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]
 
 
-def pneumo(*args, cwd=None, timeout=300):
-    return subprocess.run([*PNEUMO, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+def pneumo(*args, timeout=300, process=False):
+    """``pneumo ARGS``: in this process (see ``helpers.run_pneumo_here``), or a real one with ``process=True``."""
+    if process:
+        return subprocess.run([*PNEUMO, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return run_pneumo_here(*args)
 
 
 # --------------------------------------------------------------------------------- settings and paths
@@ -186,7 +190,7 @@ def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
         deadline = time.time() + 120
         while not (tmp_path / "executed" / "02_train.ipynb").exists() and time.time() < deadline:
             time.sleep(0.5)
-        second = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path, "--quiet", timeout=60)
+        second = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path, "--quiet", timeout=60, process=True)
         assert second.returncode == 1
         assert "in use by another process (pid" in second.stderr and str(first.pid) in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
