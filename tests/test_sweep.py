@@ -168,11 +168,12 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
     scheduler_file = tmp_path / "scheduler.json"
     processes = []
     try:
-        processes.append(_start(["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        dask_command = [sys.executable, "-m", "dask"]  # the `dask` command of this Python, wherever its bin/ is
+        processes.append(_start([*dask_command, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                  "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log"))
         address = _wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}")
                             .get("address"), 60, "the scheduler")
-        workers = [_start(["dask", "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+        workers = [_start([*dask_command, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                            "--host", "127.0.0.1"], tmp_path / f"worker{index}.log") for index in range(2)]
         processes += workers
         output = tmp_path / "out"
