@@ -60,6 +60,8 @@ def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathL
         raise SettingsError(f"{run}: not a run folder (no run_summary.json, no metrics/)")
     if model_path is None:
         candidates = sorted((run / "model").glob("*.keras")) if run else []
+        if not candidates and run is not None and run.resolve() != REFERENCE_RESULTS.resolve():
+            raise SettingsError(f"{run}: the run has no model (model/*.keras); name one with --model")
         model = candidates[0] if candidates else SAVED_MODEL
     else:
         model = Path(model_path).resolve()
