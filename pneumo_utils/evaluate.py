@@ -251,6 +251,14 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
 SCORES_NAME = "scores_{split}.csv"
 
 
+def relative_files(paths, data_root) -> list[str]:
+    """Image paths as recorded in per-image scores: relative to the data root, with forward slashes."""
+    from pathlib import Path
+
+    root = Path(data_root).resolve()
+    return [Path(path).resolve().relative_to(root).as_posix() for path in paths]
+
+
 def write_scores(folder, name: str, rows, data_root):
     """Per-image scores of one split (``metrics/scores_validation.csv``): the file relative to the data
     root, its label and target, and the model's probability; the explorer and the report read them."""
@@ -258,8 +266,7 @@ def write_scores(folder, name: str, rows, data_root):
 
     from pneumo_utils.records import write_text_atomic
 
-    root = Path(data_root).resolve()
-    frame = rows.assign(file=rows["path"].map(lambda value: Path(value).resolve().relative_to(root).as_posix()))
+    frame = rows.assign(file=relative_files(rows["path"], data_root))
     columns = [column for column in ("file", "patient", "label", "target", "probability") if column in frame]
     return write_text_atomic(Path(folder) / SCORES_NAME.format(split=name), frame[columns].to_csv(index=False))
 

@@ -94,8 +94,7 @@ def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike
 
     network, card = model.load_model(model_path)
     rows, _ = evaluate.score_split(network, card, data.index_dataset(data_root), "val")
-    root = Path(data_root).resolve()
-    return rows.assign(file=[Path(path).resolve().relative_to(root).as_posix() for path in rows["path"]])
+    return rows.assign(file=evaluate.relative_files(rows["path"], data_root))
 
 
 def notebook_session(profile: str | None, data_dir: str | None, output_dir: str | None, overrides: dict | None,
@@ -310,6 +309,20 @@ def conv_layer_names(network) -> list[str]:
     if ensemble_members(network):
         return []
     return [layer.name for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def display_png(image: np.ndarray, width: int = 256) -> bytes:
+    """PNG bytes of an image enlarged by a whole factor to about ``width`` pixels (sharp pixels, no blur)."""
+    return png_bytes(image, max(1, width // image.shape[1]))
+
+
+def verdict_html(name: str, result: dict[str, Any], threshold: float, css_class: str = "pneumo-probability") -> str:
+    """One line under a heatmap: the file, P(pneumonia), the label at the card's threshold, method and layer."""
+    import html
+
+    return (f"<b>{html.escape(name)}</b>: P(pneumonia) = <b class='{css_class}'>{result['probability']:.3f}</b> "
+            f"&rarr; <b>{result['label']}</b> at the card's threshold {threshold:.3f} "
+            f"({result['method']}, layer {result['layer']})")
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:

@@ -240,6 +240,11 @@ def build_report(run_dir: str | Path) -> str:
             f"{body}</body></html>")
 
 
+# Headless Chromium on a machine with no open network: no background connections, no sandbox (root in CI).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
 def find_chromium() -> str | None:
     """Chromium or Chrome on this machine (``$PNEUMO_CHROMIUM`` first), or None."""
     import os
@@ -259,9 +264,8 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
                             "the HTML report was written")
     with tempfile.TemporaryDirectory(prefix="pneumo-pdf-") as folder:
         target = Path(folder) / "report.pdf"
-        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={folder}/profile", "--no-pdf-header-footer", f"--print-to-pdf={target}",
+        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={folder}/profile", "--no-pdf-header-footer",
+                   f"--print-to-pdf={target}",
                    html_path.resolve().as_uri()]
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0 or not target.is_file() or target.stat().st_size == 0:

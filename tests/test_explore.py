@@ -81,13 +81,19 @@ def test_uploads_use_the_one_reader_and_its_one_line_errors(tmp_path):
 
 def test_the_explorer_explains_one_image(tiny_model_path, synthetic_root):
     explorer = explore.Explorer(tiny_model_path)
-    assert explorer.layers and explorer.layers[-1] in explorer.layers
+    assert explorer.layers == ["stem_conv", "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"]
     image = explorer.read(next((synthetic_root / "train" / "NORMAL").glob("*.jpeg")))
     result = explorer.explain(image, method="gradcam++", layer=explorer.layers[0], opacity=0.6)
     assert 0.0 <= result["probability"] <= 1.0
     assert result["label"] == ("PNEUMONIA" if result["probability"] >= explorer.threshold else "NORMAL")
     assert result["overlay"].shape == (*image.shape, 3) and result["map"].shape == image.shape
     assert explore.png_bytes(result["overlay"], scale=2)[:8] == b"\x89PNG\r\n\x1a\n"
+    import cv2
+
+    shown = cv2.imdecode(np.frombuffer(explore.display_png(result["overlay"], width=256), np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape == (256, 256, 3)  # 32 px enlarged eightfold
+    verdict = explore.verdict_html("a<b>.png", result, explorer.threshold)
+    assert "a&lt;b&gt;.png" in verdict and f"{result['probability']:.3f}" in verdict
 
 
 def test_a_run_is_found_with_its_scores_and_data(smoke_run):
