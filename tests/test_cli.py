@@ -203,3 +203,21 @@ def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
     assert table.returncode == 0, table.stderr
     text = (tmp_path / "table.md").read_text()
     assert "| tiny " in text and "stress specificity" in text and "validation split" in text
+
+
+def test_train_views_only_scores_a_held_out_view_without_a_random_split_model(synthetic_root, tmp_path):
+    root = tmp_path / "experiments"
+    view = "cross-batch IM->NORMAL2"
+    result = pneumo("train", "--profile", "smoke", "--name", "screen", "--root", root, "--data-dir", synthetic_root,
+                    "--views-only", "--views", view, "-p", "epochs=1", "-p", "image_size=32",
+                    "-p", "members=[{seed: 7}]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (root / "screen" / "experiment.json").exists() and not (root / "screen" / "model.keras").exists()
+    record = json.loads((root / "screen" / "views.json").read_text())
+    assert list(record["views"]) == [view]
+    shifted = record["views"][view]["shifted"]
+    assert 0.0 <= shifted["roc_auc"] <= 1.0 and record["views"][view]["shifted_images"]["NORMAL"] > 0
+    assert len(list((root / "screen" / "views").glob("*/scores.csv"))) == 1
+    for arguments in (("--views-only",), ("--views-only", "--views", "random")):
+        refused = pneumo("train", "--profile", "smoke", "--name", "screen", "--root", root, *arguments)
+        assert refused.returncode == 2 and "--views-only needs --views" in refused.stderr

@@ -21,7 +21,12 @@ def _command_train(args: argparse.Namespace) -> int:
     views = _parse_views(args.views, SHIFT_VIEWS)
     overrides = parse_overrides(args.parameter)
     record_path = Path(args.root) / args.name / experiments.RECORD_NAME
-    if record_path.exists() and views and not args.overwrite:
+    if args.views_only and (not views or "random" in views):
+        raise UsageError("--views-only needs --views with held-out views only (the random view is the model "
+                         "that --views-only skips)")
+    if args.views_only:
+        print(f"{args.name}: shift views only; no model on the usual split is trained", file=sys.stderr)
+    elif record_path.exists() and views and not args.overwrite:
         print(f"{args.name}: already recorded; training the missing shift views only", file=sys.stderr)
     else:
         try:
@@ -86,6 +91,9 @@ def register(commands) -> None:
                        help="shift views to train and score as well (each costs a training): all, none (default), "
                             "or a comma-separated list of: random, cross-batch IM->NORMAL2, cross-batch NORMAL2->IM, "
                             "id-range; an experiment already recorded gets only the views it lacks")
+    train.add_argument("--views-only", action="store_true",
+                       help="train and score only the --views given, not the model on the usual split (a cheaper "
+                            "screen of a recipe, or an ensemble member scored with pneumo experiments --ensemble)")
     train.set_defaults(handler=_command_train)
 
     table = commands.add_parser("experiments", help="gather recorded experiments into one table")
