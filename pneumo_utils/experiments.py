@@ -239,7 +239,12 @@ def ensemble_views(root: str | os.PathLike, names: list[str], min_sensitivity: f
 
     root = Path(root)
     records = [json.loads((root / name / VIEWS_NAME).read_text()) for name in names]
-    views = [view for view in records[0]["views"] if all(view in record["views"] for record in records)]
+    # a view counts when every member recorded it and its per-image scores are still here (they are not
+    # committed: a view recorded on another machine has figures but no scores to average)
+    views = [view for view in records[0]["views"]
+             if all(view in record["views"] for record in records)
+             and all((root / name / "views" / view_slug(view) / which).exists()
+                     for name in names for which in ("inner_scores.csv", "scores.csv"))]
     result: dict[str, Any] = {"name": " + ".join(names), "members": names, "views": {}}
     for view in views:
         mean_logits = {}

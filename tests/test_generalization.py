@@ -229,6 +229,12 @@ def test_views_table_scores_ensembles_from_recorded_member_scores(tmp_path):
     assert table["worst AUC"].notna().all()
     # averaging two independent noisy scorers ranks better than either alone
     assert table.loc[2, "worst AUC"] > table.loc[:1, "worst AUC"].min()
+    # a member's view recorded elsewhere (figures kept, per-image scores not committed) is left out of the
+    # ensemble's row instead of failing the whole table
+    (tmp_path / "b" / "views" / "random" / "inner_scores.csv").unlink()
+    partial = experiments.views_table(tmp_path, ensembles=[["a", "b"]]).set_index("recipe")
+    assert partial.loc["a + b", "random AUC"] == "not trained" and partial.loc["b", "random AUC"] != "not trained"
+    assert partial.loc["a + b", "worst AUC"] == table.loc[2, "worst AUC"]
 
 
 # ------------------------------------------------------------------------------ audit and FLOP count
