@@ -83,6 +83,7 @@ class Settings(Mapping):
     augment_brightness: float = 0.0
     augment_gamma: float = 0.0
     augment_border: float = 0.0
+    augment_sharpness: float = 0.0
     learning_rate: float = 0.002
     patience: int = 6
     resume: bool = False

@@ -193,7 +193,7 @@ class TrainingRun:
 
 def augmentation_settings(config: Settings) -> dict[str, float]:
     return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma",
-                                                        "border")
+                                                        "border", "sharpness")
             if f"augment_{key}" in config}
 
 

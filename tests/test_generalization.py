@@ -68,6 +68,32 @@ def test_border_erase_blacks_out_bands_only_in_training():
     assert (erased[:, 6:14, 6:14] == 100).all()  # the centre (beyond 30% of a side) is never touched
 
 
+def _edge_contrast(images):
+    """Mean absolute step across the vertical edge at column 16 of the test images below."""
+    return np.abs(images[:, :, 16, 0] - images[:, :, 15, 0]).mean(axis=1)
+
+
+def test_sharpness_change_blurs_or_sharpens_edges_only_in_training(tmp_path):
+    layer = model.RandomSharpness(1.0, seed=5)
+    batch = np.zeros((32, 32, 32, 1), np.float32)
+    batch[:, :, 16:] = 160.0  # a vertical edge from 0 to 160
+    np.testing.assert_array_equal(layer(batch, training=False), batch)
+    changed = np.asarray(layer(batch, training=True))
+    steps = _edge_contrast(changed)
+    assert (steps < 150).any() and (changed.max(axis=(1, 2, 3)) > 160).any()  # some blurred, some sharpened
+    assert changed.min() >= 0 and changed.max() <= 255
+    np.testing.assert_allclose(changed[:, :, :10], 0, atol=1e-4)  # far from the edge nothing moves
+    np.testing.assert_allclose(changed[:, :, 23:], 160, atol=1e-3)
+    flat = np.full((4, 20, 20, 1), 90.0, np.float32)  # mirrored padding: no dark rim at the image border
+    np.testing.assert_allclose(layer(flat, training=True), flat, atol=1e-3)
+    network = model.build_model(32, filters=(4,), augmentation={"sharpness": 0.5})
+    assert any(isinstance(item, model.RandomSharpness) for item in network.get_layer("augmentation").layers)
+    network.save(tmp_path / "sharp.keras")
+    loaded = keras.models.load_model(tmp_path / "sharp.keras")
+    assert [item.factor for item in loaded.get_layer("augmentation").layers
+            if isinstance(item, model.RandomSharpness)] == [0.5]
+
+
 # ------------------------------------------------------------------------------------------ ensembles
 @pytest.fixture(scope="module")
 def two_members():
