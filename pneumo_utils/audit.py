@@ -24,7 +24,9 @@ CUES = {
     "side_band_mean": "mean grey level of the left and right bands",
     "centre_mean": "mean grey level of the central half (the lungs)",
     "centre_std": "contrast (standard deviation) of the central half",
+    "sharpness": "fine detail: mean absolute difference between the image and its Gaussian blur (sigma 1.5 px)",
 }
+SHARPNESS_SIGMA = 1.5     # Gaussian blur of the sharpness cue, in pixels at AUDIT_SIZE
 
 
 def cue_values(images: np.ndarray) -> pd.DataFrame:
@@ -41,7 +43,17 @@ def cue_values(images: np.ndarray) -> pd.DataFrame:
         "side_band_mean": sides.mean(axis=1),
         "centre_mean": centre.mean(axis=1),
         "centre_std": centre.std(axis=1),
+        "sharpness": _sharpness(images),
     })
+
+
+def _sharpness(images: np.ndarray) -> np.ndarray:
+    """Mean absolute difference between each image and its Gaussian blur: low for soft, blurry films."""
+    import cv2
+
+    sigma = SHARPNESS_SIGMA * images.shape[1] / AUDIT_SIZE
+    return np.array([np.abs(image.astype(np.float32) - cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)).mean()
+                     for image in images])
 
 
 def acquisition_group(row) -> str:

@@ -3,6 +3,7 @@ threshold between scores, the shortcut audit and the FLOP count. Real (tiny) mod
 
 import json
 
+import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -271,6 +272,10 @@ def test_cue_values_see_dark_side_bands():
     assert cues.loc[0, "side_band_dark_share"] == pytest.approx(0.5)
     assert cues.loc[1, "side_band_dark_share"] == 0.0
     assert cues["centre_mean"].tolist() == [150.0, 150.0]
+    assert cues.loc[1, "sharpness"] == pytest.approx(0.0, abs=1e-4)  # a flat image has no fine detail
+    noisy = np.random.default_rng(0).integers(0, 255, (1, 224, 224)).astype(np.uint8)
+    blurred = np.stack([cv2.GaussianBlur(noisy[0], (0, 0), 2.0)])
+    assert audit.cue_values(noisy)["sharpness"][0] > 5 * audit.cue_values(blurred)["sharpness"][0]
 
 
 def test_shortcut_audit_on_the_synthetic_set(synthetic_index):
