@@ -144,3 +144,25 @@ def test_report_pdf_says_so_when_there_is_no_chromium(smoke_run, tmp_path, monke
                              str(tmp_path / "r.html"), "--pdf"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "--pdf needs Chromium" in result.stderr
     assert (tmp_path / "r.html").is_file() and not (tmp_path / "r.pdf").exists()
+
+
+def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp_path):
+    """The committed model can be an ensemble: the explorer's one layer choice is its members' last convolution
+    and its heatmap is the mean of the members' maps, as ``pneumo gradcam`` gives."""
+    import keras
+    from helpers import minimal_card
+
+    from pneumo_utils import cam, model
+
+    keras.utils.set_random_seed(3)
+    members = [model.build_model(48, filters=(4, 8), augmentation={"sharpness": 1.0}, normalization="standardize",
+                                 name=f"net{number}") for number in (1, 2)]
+    path = model.save_model(model.build_ensemble(members), tmp_path / "ensemble.keras", minimal_card(48))
+    explorer = explore.Explorer(path)
+    assert explorer.layers == ["block2_conv2"]
+    image = np.random.default_rng(0).integers(0, 255, (48, 48)).astype(np.float32)
+    result = explorer.explain(image)
+    maps = [cam.CamExplainer(member, "block2_conv2").explain(image[None])[0][0]
+            for member in model.ensemble_members(explorer.network)]
+    np.testing.assert_allclose(result["map"], np.mean(maps, axis=0), atol=1e-5)
+    assert result["layer"] == "block2_conv2" and 0.0 <= result["probability"] <= 1.0
