@@ -285,7 +285,11 @@ def views_table(root: str | os.PathLike, ensembles: list[list[str]] | None = Non
         for metric, short in (("roc_auc", "AUC"), ("sensitivity", "sens"), ("specificity", "spec")):
             row[f"worst {short}"] = round(worst[metric], 3) if complete else None
         rows.append(row)
-    return pd.DataFrame(rows).fillna("not trained")
+    metrics = ("AUC", "sens", "spec")
+    order = ["recipe", *(f"{view} {short}" for view in _all_views() for short in metrics),
+             *(f"worst {short}" for short in metrics)]  # the same columns in the same order, whoever comes first
+    present = {column for row in rows for column in row}
+    return pd.DataFrame(rows, columns=[column for column in order if column in present]).fillna("not trained")
 
 
 VIEWS_TABLE = config_module.REFERENCE_RESULTS / "experiments_views.csv"

@@ -2,6 +2,7 @@
 threshold between scores, the shortcut audit and the FLOP count. Real (tiny) models, real files."""
 
 import json
+import shutil
 
 import cv2
 import keras
@@ -262,6 +263,14 @@ def test_views_table_scores_ensembles_from_recorded_member_scores(tmp_path):
     partial = experiments.views_table(tmp_path, ensembles=[["a", "b"]]).set_index("recipe")
     assert partial.loc["a + b", "random AUC"] == "not trained" and partial.loc["b", "random AUC"] != "not trained"
     assert partial.loc["a + b", "worst AUC"] == table.loc[2, "worst AUC"]
+    # columns follow the views' order (random first, worst last) even when the first recipe lacks a view
+    expected = [f"{view} {short}" for view in data.SHIFT_VIEWS for short in ("AUC", "sens", "spec")]
+    assert list(partial.columns) == expected + ["worst AUC", "worst sens", "worst spec"]
+    shutil.rmtree(tmp_path / "a" / "views" / "random")
+    record = json.loads((tmp_path / "a" / experiments.VIEWS_NAME).read_text())
+    del record["views"]["random"]
+    (tmp_path / "a" / experiments.VIEWS_NAME).write_text(json.dumps(record))
+    assert list(experiments.views_table(tmp_path).columns)[1:4] == ["random AUC", "random sens", "random spec"]
 
 
 # ------------------------------------------------------------------------------ audit and FLOP count
