@@ -115,6 +115,15 @@ def _data_section(eda: dict | None) -> str:
     return text
 
 
+def _epochs_text(training: dict) -> str:
+    """Epochs run and kept; an ensemble's per member (its card holds ``members`` and ``kept_epochs``)."""
+    kept = training.get("kept_epochs")
+    if training.get("members") and kept:
+        return (f"an ensemble of {training['members']} members trained one after the other, "
+                f"{training.get('epochs_run')} epochs run in all, epochs {', '.join(map(str, kept))} kept")
+    return f"{training.get('epochs_run')} epochs run, epoch {training.get('kept_epoch')} kept"
+
+
 def _model_section(card: dict | None, card_path: Path | None) -> str:
     if not card:
         return "<p>No model card was found for this run.</p>"
@@ -122,8 +131,8 @@ def _model_section(card: dict | None, card_path: Path | None) -> str:
     parameters = card.get("parameters", {})
     rows = [("task", card.get("task")), ("input", json.dumps(card.get("input"))),
             ("threshold", f"{card['threshold']['value']:.4f}: {card['threshold'].get('rule', '')}"),
-            ("training", f"{training.get('epochs_run')} epochs run, epoch {training.get('kept_epoch')} kept, "
-                         f"{training.get('train_images')} training images, {training.get('seconds', 0) / 60:.1f} min"),
+            ("training", f"{_epochs_text(training)}, {training.get('train_images')} training images, "
+                         f"{training.get('seconds', 0) / 60:.1f} min"),
             ("trained", f"{card.get('date')} at commit {card.get('git_commit')}"),
             ("card", portable_path(card_path) if card_path else "")]
     calibration = card.get("validation_metrics", {}).get("calibration")

@@ -166,3 +166,13 @@ def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp
             for member in model.ensemble_members(explorer.network)]
     np.testing.assert_allclose(result["map"], np.mean(maps, axis=0), atol=1e-5)
     assert result["layer"] == "block2_conv2" and 0.0 <= result["probability"] <= 1.0
+
+
+def test_the_report_states_an_ensembles_epochs_per_member():
+    from pneumo_utils import report
+
+    single = {"epochs_run": 18, "kept_epoch": 14}
+    assert report._epochs_text(single) == "18 epochs run, epoch 14 kept"
+    ensemble = {"epochs_run": 24, "kept_epoch": 12, "members": 2, "kept_epochs": [12, 10]}
+    assert report._epochs_text(ensemble) == ("an ensemble of 2 members trained one after the other, 24 epochs run "
+                                             "in all, epochs 12, 10 kept")
