@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -68,6 +69,8 @@ class Settings(Mapping):
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     backbone: str | None = None
     weights: str | None = None
+    alpha: float = 1.0
+    weights_sha256: str | None = None
     dropout: float = 0.5
     batch_size: int = 32
     precision: str = "float32"
@@ -117,6 +120,11 @@ class Settings(Mapping):
         if not isinstance(self.filters, list | tuple) or not all(isinstance(width, int) and width > 0
                                                                    for width in self.filters):
             problems.append(f"filters must be a list of positive integers, got {self.filters!r}")
+        if isinstance(self.alpha, int | float) and not 0.0 < self.alpha <= 1.4:
+            problems.append(f"alpha must be in (0, 1.4], got {self.alpha}")
+        if self.weights_sha256 is not None and not (isinstance(self.weights_sha256, str) and re.fullmatch(
+                r"[0-9a-f]{64}", self.weights_sha256)):
+            problems.append(f"weights_sha256 must be 64 lowercase hexadecimal digits, got {self.weights_sha256!r}")
         if not isinstance(self.members, list) or not all(isinstance(entry, dict) for entry in self.members):
             problems.append(f"members must be a list of setting mappings, got {self.members!r}")
         if problems:
@@ -214,6 +222,10 @@ def load_config(profile: str | None = None, **overrides: Any) -> Settings:
         config["output_dir"] = str(_resolve_path(config.get("output_dir", f"runs/{name}")))
     config["model_path"] = str(user_path(given["model_path"]) if given.get("model_path") else
                                _resolve_path(config["model_path"], output_dir=config["output_dir"]))
+    weights = config.get("weights")
+    if weights not in (None, "imagenet") and isinstance(weights, str):
+        # a weights file: taken from the current directory when given, from the project root in a profile
+        config["weights"] = str(user_path(weights) if given.get("weights") else _resolve_path(weights))
     if given.get("data_dir"):
         config["synthetic"] = False  # a named folder is the data to use, in every profile
     if config.get("synthetic"):

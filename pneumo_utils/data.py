@@ -20,6 +20,11 @@ from pneumo_utils.images import Preprocessing, is_image_file, load_images
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # target 0 and 1
 SPLITS = ("train", "val", "test")
+# Split names a user can ask for (select_split): the two sides of the grouped split of train/, the whole test/
+# folder, its two patient-hash halves, and the data set's own small val/ folder.
+SPLIT_NAMES = ("train", "val", "test", "test-dev", "test-final", "val-folder")
+TEST_HALVES = ("test-dev", "test-final")
+TEST_DEV_MODULUS, TEST_DEV_REMAINDERS = 5, 2  # test-dev <=> sha256(patient) % 5 < 2: about 2/5 of the patients
 EXPECTED_LAYOUT = (
     "expected layout: <root>/train/{NORMAL,PNEUMONIA}/ with images (.jpeg .jpg .png .tif .tiff .webp .dcm), "
     "with optional <root>/val/... and <root>/test/... in the same shape"
@@ -50,6 +55,18 @@ def parse_patient_id(filename: str) -> str:
         if match:
             return match.group("id")
     return f"file:{stem}"
+
+
+def test_half(patient_id: str) -> str:
+    """Which half of the official test split a patient belongs to: ``test-dev`` or ``test-final``.
+
+    ``int(sha256(patient_id).hexdigest(), 16) % 5 < 2`` is test-dev (used to choose recipes, epochs,
+    thresholds and calibration); the rest is test-final (measured once, independently). The rule needs
+    only the file name, so anyone with the public download gets the same halves, and a patient's images
+    are never split between them.
+    """
+    value = int(hashlib.sha256(patient_id.encode("utf-8")).hexdigest(), 16)
+    return "test-dev" if value % TEST_DEV_MODULUS < TEST_DEV_REMAINDERS else "test-final"
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -137,6 +154,14 @@ def counts_table(index: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def test_half_counts(index: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per class in each half of ``test/`` (:func:`test_half`): ``{"test-dev": {"NORMAL": n, ...}}``."""
+    test = index[index["split"] == "test"]
+    halves = test["patient"].map(test_half)
+    return {half: {label: int(((halves == half) & (test["label"] == label)).sum()) for label in CLASS_NAMES}
+            for half in TEST_HALVES}
+
+
 def summary(index: pd.DataFrame, data_dir: str | os.PathLike) -> dict:
     """Counts per split and class, the fingerprint and the duplicate groups, as JSON-ready values."""
     duplicates = duplicate_report(index)
@@ -146,6 +171,7 @@ def summary(index: pd.DataFrame, data_dir: str | os.PathLike) -> dict:
         "counts": {f"{split}/{label}": {key: int(value) if key != "share" else float(value)
                                         for key, value in row.items()}
                    for (split, label), row in counts_table(index).to_dict("index").items()},
+        "test_halves": test_half_counts(index),
         "duplicate_groups": int(len(duplicates)),
         "cross_split_duplicate_groups": int(duplicates["cross_split"].sum()) if len(duplicates) else 0,
     }
@@ -226,18 +252,24 @@ def select_split(index: pd.DataFrame, split: str, val_fraction: float, seed: int
     """Rows of one split by name.
 
     ``train`` and ``val`` are the two sides of :func:`grouped_split` of ``train/`` (the validation split
-    every notebook uses); ``test`` is the ``test/`` folder; ``val-folder`` is the data set's own small
-    ``val/`` folder.
+    every notebook uses); ``test`` is the whole ``test/`` folder, ``test-dev`` and ``test-final`` its two
+    patient-hash halves (:func:`test_half`); ``val-folder`` is the data set's own small ``val/`` folder.
     """
     if split in ("train", "val"):
         train, val = grouped_split(index, val_fraction=val_fraction, seed=seed)
         return train if split == "train" else val
-    folder = {"test": "test", "val-folder": "val"}.get(split)
+    folder = {"test": "test", "test-dev": "test", "test-final": "test", "val-folder": "val"}.get(split)
     if folder is None:
-        raise SettingsError(f"unknown split {split!r}; choose train, val, test or val-folder")
+        raise SettingsError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
     rows = index[index["split"] == folder].reset_index(drop=True)
     if rows.empty:
         raise DatasetLayoutError(f"the data set has no {folder}/ folder; {EXPECTED_LAYOUT}")
+    if split in TEST_HALVES:
+        rows = rows[rows["patient"].map(test_half) == split].reset_index(drop=True)
+        if rows.empty:
+            others = "the test-dev half only" if split == "test-final" else "the test-final half only"
+            raise DatasetLayoutError(f"no {split} images here: {portable_path(Path(index['path'].iloc[0]).parents[2])}"
+                                     f"/test holds {others} (rule: sha256(patient id) % 5 < 2 is test-dev)")
     return rows
 
 

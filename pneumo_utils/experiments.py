@@ -54,11 +54,37 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
         "data": card["data"],
         **provenance(),
     }
+    test_dev = score_test_dev(run.network, card, run.index, folder)
+    if test_dev is not None:
+        record["test_dev"] = test_dev
     from pneumo_utils import robustness
 
     robustness.write_stress(folder, data_root)
     write_json_atomic(record_path, record)
     return record
+
+
+TEST_DEV_SCORES = "test_dev_scores.csv"
+TEST_DEV_NOTE = "test-dev: half of the official test split, used for selection"
+
+
+def score_test_dev(network, card: dict[str, Any], index: pd.DataFrame, folder: str | os.PathLike
+                   ) -> dict[str, Any] | None:
+    """The trained model's figures on test-dev (at the validation threshold, and ROC-AUC), with its per-image
+    scores in ``folder/test_dev_scores.csv`` for paired comparisons; ``None`` where the data has no test-dev.
+
+    test-dev is the labelled half of the test period that recipes, epochs and thresholds are chosen on; no
+    gradient step is ever taken on it.
+    """
+    from pneumo_utils import data, evaluate
+
+    try:
+        rows, _ = evaluate.score_split(network, card, index, "test-dev")
+    except data.DatasetLayoutError:
+        return None
+    write_scores(Path(folder) / TEST_DEV_SCORES, rows, rows["probability"].to_numpy())
+    scored = score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"])
+    return {"split": TEST_DEV_NOTE, **scored}
 
 
 VIEWS_NAME = "views.json"

@@ -285,28 +285,66 @@ BACKBONES = {
     "densenet121": ("DenseNet121", "torch"),            # /255, then ImageNet mean and standard deviation
     "resnet50v2": ("ResNet50V2", "tf"),                 # to [-1, 1]
     "mobilenetv3small": ("MobileNetV3Small", "own"),
+    "mobilenetv2": ("MobileNetV2", "tf"),               # to [-1, 1]; width set by alpha (0.35, 0.5, ...)
 }
+WIDTH_BACKBONES = ("mobilenetv2", "mobilenetv3small")  # the ones whose constructor takes alpha
+
+
+class WeightsFileError(ValueError):
+    """A backbone weights file that is missing or is not the file the settings name by its SHA-256."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_weights_file(weights: str | os.PathLike, expected_sha256: str | None = None) -> str:
+    """The SHA-256 of a backbone weights file; raises when the file is missing or differs from
+    ``expected_sha256`` (the card records it, so a model says which ImageNet bytes it started from)."""
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsFileError(f"{path}: weights file does not exist")
+    digest = file_sha256(path)
+    if expected_sha256 and digest != expected_sha256.lower():
+        raise WeightsFileError(f"{path}: SHA-256 is {digest}, not the expected {expected_sha256}")
+    return digest
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_backbone_model(image_size: int, backbone: str, weights: str | None = None, dropout: float = 0.3,
                          augment: bool = True, augmentation: dict[str, float] | None = None,
-                         name: str = "pneumonia_cnn") -> keras.Model:
+                         name: str = "pneumonia_cnn", alpha: float = 1.0,
+                         weights_sha256: str | None = None) -> keras.Model:
     """A ``keras.applications`` backbone with the project's head: augmentation, grayscale to three
     channels, the backbone's own input scaling, global pooling, dropout, ``logit``, sigmoid.
 
     weights: ``None`` (random start), ``"imagenet"`` (Keras downloads and caches them on first use; needs
     internet) or the path of a weights file for the backbone. Grad-CAM explains the backbone's last
-    feature map (the nested backbone layer itself).
+    feature map (the nested backbone layer itself). ``alpha`` is the width multiplier of the MobileNets
+    (Keras ships ImageNet weights for MobileNetV2 at 0.35, 0.5, 0.75, 1.0, 1.3, 1.4); a weights file is
+    checked against ``weights_sha256`` when that is given.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
-    if weights not in (None, "imagenet") and not Path(str(weights)).is_file():
-        raise ValueError(f"weights must be null, imagenet or an existing weights file; {weights} does not exist")
+    if weights not in (None, "imagenet"):
+        if not Path(str(weights)).is_file():
+            raise ValueError(f"weights must be null, imagenet or an existing weights file; {weights} does not exist")
+        check_weights_file(weights, weights_sha256)
     constructor_name, scaling = BACKBONES[backbone]
     constructor = getattr(keras.applications, constructor_name)
     extra = {"include_preprocessing": True} if scaling == "own" else {}
+    if backbone in WIDTH_BACKBONES:
+        extra["alpha"] = float(alpha)
+    elif alpha != 1.0:
+        raise ValueError(f"alpha (a width multiplier) applies to {', '.join(WIDTH_BACKBONES)}, not {backbone}")
     network = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
                           pooling=None, **extra)
     inputs = keras.Input(shape=(image_size, image_size, 1), name="image")

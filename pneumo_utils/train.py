@@ -204,7 +204,8 @@ def build_from_config(config: Settings) -> keras.Model:
     keras.mixed_precision.set_global_policy(config.precision)
     if config.backbone:
         return model.build_backbone_model(config.image_size, config.backbone, weights=config.weights,
-                                          dropout=config["dropout"], augmentation=augmentation_settings(config))
+                                          dropout=config.dropout, augmentation=augmentation_settings(config),
+                                          alpha=config.alpha, weights_sha256=config.weights_sha256)
     return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
                              augmentation=augmentation_settings(config),
                              normalization=config.normalization)
@@ -329,6 +330,23 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     return run
 
 
+def pretrained_weights(config: Settings) -> list[dict[str, Any]]:
+    """Where each pretrained network (the model, or each ensemble member) started: backbone, width, the weights
+    file as recorded in results and its SHA-256, so a card says which ImageNet bytes its model grew from."""
+    started = []
+    for number, settings in enumerate(member_settings(config) or [config], start=1):
+        if not settings.backbone or settings.weights is None:
+            continue
+        entry = {"member": number, "backbone": settings.backbone, "alpha": settings.alpha}
+        if settings.weights == "imagenet":
+            entry["weights"] = "imagenet (keras.applications download)"
+        else:
+            entry |= {"weights": portable_path(settings.weights),
+                      "sha256": model.check_weights_file(settings.weights, settings.weights_sha256)}
+        started.append(entry)
+    return started
+
+
 def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     """Choose the threshold on the validation split, then save the model and its card atomically."""
     config = run.config
@@ -358,5 +376,8 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
         data={"data_dir": portable_path(run.data_root), "fingerprint": data.dataset_fingerprint(run.index),
               "train_split_images": int((run.index["split"] == "train").sum())},
     )
+    pretrained = pretrained_weights(config)
+    if pretrained:
+        run.card["pretrained"] = pretrained
     model.save_model(run.network, model_path, run.card)
     return run.card
