@@ -21,7 +21,8 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np
     return model.predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1).astype(np.float32)
 
 
-def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensitivity: float = 0.95) -> dict:
+def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensitivity: float = 0.95,
+                     sample: str = "the validation split") -> dict:
     """The highest threshold that keeps sensitivity >= ``min_sensitivity`` on these (validation) data.
 
     Missing pneumonia costs more than a false alarm, so the rule fixes sensitivity first and then
@@ -38,8 +39,8 @@ def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensiti
     lower = float(thresholds[position + 1]) if position + 1 < len(thresholds) else 0.0
     return {
         "threshold": (score + lower) / 2.0,
-        "rule": f"highest threshold with sensitivity >= {min_sensitivity:g} on the validation split "
-                "(midway between neighbouring validation scores)",
+        "rule": f"highest threshold with sensitivity >= {min_sensitivity:g} on {sample} "
+                "(midway between neighbouring scores)",
         "min_sensitivity": min_sensitivity,
     }
 
@@ -69,10 +70,15 @@ def fit_temperature(targets: np.ndarray, probabilities: np.ndarray) -> float:
     """Temperature scaling (Guo et al. 2017): the T > 0 that minimizes the log loss of sigmoid(logit / T)
     on these (validation) images. T > 1 softens over-confident probabilities. The ranking, and so the
     ROC-AUC, does not change; the threshold moves with the probabilities."""
+    return fit_temperature_to_logits(targets, logits_of(probabilities))
+
+
+def fit_temperature_to_logits(targets: np.ndarray, logits: np.ndarray) -> float:
+    """:func:`fit_temperature` on the model's logits themselves (no clipping of confident probabilities)."""
     from scipy.optimize import minimize_scalar
 
     targets = np.asarray(targets, dtype=np.float64)
-    logits = logits_of(probabilities)
+    logits = np.asarray(logits, dtype=np.float64)
 
     def log_loss(log_temperature):
         scaled = apply_temperature_to_logits(logits, np.exp(log_temperature))
@@ -187,6 +193,35 @@ def evaluate_probabilities(
     result = compute_metrics(targets, probabilities, threshold)
     result["ci95"] = bootstrap_ci(targets, probabilities, threshold, n_resamples=n_resamples, seed=seed)
     return result
+
+
+def paired_bootstrap_difference(targets: np.ndarray, first: np.ndarray, second: np.ndarray, metric: str = "roc_auc",
+                                threshold: float = 0.5, n_resamples: int = 2000, seed: int = BOOTSTRAP_SEED,
+                                level: float = 0.95) -> dict[str, float | list[float]]:
+    """``metric(first) - metric(second)`` on the same images, with a percentile bootstrap interval that
+    resamples images once for both models (paired), so what they share does not count as a difference.
+
+    A recipe beats another only when this interval excludes 0.
+    """
+    targets = np.asarray(targets).astype(int)
+    first, second = (np.asarray(values, dtype=np.float64) for values in (first, second))
+    if not len(targets) == len(first) == len(second):
+        raise ValueError(f"paired scores must cover the same images: {len(targets)}, {len(first)}, {len(second)}")
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRIC_NAMES)}")
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(n_resamples):
+        picks = rng.integers(0, len(targets), len(targets))
+        if len(np.unique(targets[picks])) < 2:
+            continue
+        differences.append(fast_metrics(targets[picks], first[picks], threshold)[metric]
+                           - fast_metrics(targets[picks], second[picks], threshold)[metric])
+    tail = (1.0 - level) / 2.0 * 100
+    observed = fast_metrics(targets, first, threshold)[metric] - fast_metrics(targets, second, threshold)[metric]
+    return {"metric": metric, "difference": float(observed),
+            "ci95": [float(np.nanpercentile(differences, tail)), float(np.nanpercentile(differences, 100 - tail))],
+            "resamples": n_resamples, "seed": seed}
 
 
 def with_ci(result: dict, metric: str) -> str:

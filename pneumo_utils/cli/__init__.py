@@ -8,6 +8,7 @@
   pneumo predict      probability and label for new X-rays (JPEG, PNG, DICOM), optional overlays
   pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
+  pneumo calibrate    refit a model's temperature and threshold on a labelled sample of a site (test-dev by default)
   pneumo explore      the interactive explorer (threshold lab, heatmaps, stress sliders) as a web app
   pneumo report       one self-contained HTML report of a run (figures embedded; --pdf with Chromium)
   pneumo bench        train: training speed and memory; gradcam: batched vs per-image; sweep: serial vs Dask
@@ -23,13 +24,13 @@ import argparse
 import sys
 
 from pneumo_utils._quiet import import_tensorflow_quietly
-from pneumo_utils.cli import bench, download, evaluate, explore, index, predict, run, sweep, train
+from pneumo_utils.cli import bench, calibrate, download, evaluate, explore, index, predict, run, sweep, train
 from pneumo_utils.cli.common import UsageError, parse_overrides  # noqa: F401 - part of the package interface
 
 # Each command declares its options next to its code (``register`` in its module); TensorFlow is imported
 # only by the commands that need it, so ``pneumo --help`` and ``pneumo run`` start fast.
-COMMAND_MODULES = (run, sweep, evaluate, train, predict, explore, bench, download, index)
-NEEDS_TENSORFLOW = {"evaluate", "train", "bench", "gradcam", "predict", "experiments", "explore"}
+COMMAND_MODULES = (run, sweep, evaluate, calibrate, train, predict, explore, bench, download, index)
+NEEDS_TENSORFLOW = {"evaluate", "calibrate", "train", "bench", "gradcam", "predict", "experiments", "explore"}
 
 
 def _version() -> str:

@@ -1,0 +1,122 @@
+"""Site calibration: refit a trained model's temperature and threshold on a labelled sample of a new period
+or site, without touching its weights.
+
+A threshold fixed in one place does not carry to another: the committed model's validation threshold, taken
+from a split of ``train/``, gives far fewer correct normals on the earlier test period (notebook 03). What
+does carry is the ranking of images (ROC-AUC); what has to be refitted are the two numbers that turn a
+logit into a decision:
+
+1. the **temperature** ``T`` of ``sigmoid(logit / T)`` (Guo et al. 2017), fitted by log loss on the sample;
+2. the **threshold**: the highest one that keeps sensitivity at or above the target on the sample.
+
+The result is a new ``.keras`` file with the same layers up to ``logit`` (Grad-CAM, which explains the logit,
+is unchanged) and a card that records the rule, the sample (where, which split, its size and fingerprint)
+and its figures before and after, with 95% bootstrap intervals. Calibrated on the same sample it is then
+scored on, those "after" figures are optimistic by construction: the card says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from pneumo_utils import evaluate
+from pneumo_utils import model as model_module
+
+MIN_IMAGES_PER_CLASS = 20  # fewer than this of a class cannot fix a threshold (one image = 5 points)
+
+
+class CalibrationSampleError(ValueError):
+    """A calibration sample too small, or of one class only, to fix a threshold."""
+
+
+def check_sample(targets: np.ndarray, where: str, minimum: int = MIN_IMAGES_PER_CLASS) -> dict[str, int]:
+    """Counts per class of a calibration sample; one line naming the sample when a class has too few images."""
+    targets = np.asarray(targets).astype(int)
+    counts = {"NORMAL": int((targets == 0).sum()), "PNEUMONIA": int((targets == 1).sum())}
+    small = [f"{count} {label}" for label, count in counts.items() if count < minimum]
+    if small:
+        raise CalibrationSampleError(f"{where}: {' and '.join(small)} image(s); a threshold needs at least "
+                                     f"{minimum} images of each class")
+    return counts
+
+
+def logit_model(network: keras.Model) -> keras.Model:
+    """The model up to its ``logit`` layer (before any temperature and the sigmoid)."""
+    return keras.Model(network.inputs, network.get_layer("logit").output, name=f"{network.name}_logit")
+
+
+def predict_logits(network: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    from pneumo_utils.data import make_dataset
+
+    return logit_model(network).predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1)
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(values, dtype=np.float64)))
+
+
+def current_temperature(card: dict[str, Any]) -> float:
+    """The temperature a model's card says is built into it (1.0 when none is)."""
+    calibration = (card.get("validation_metrics") or {}).get("calibration") or {}
+    site = card.get("site_calibration") or {}
+    return float(site.get("temperature") or calibration.get("temperature") or 1.0)
+
+
+def calibrate_logits(targets: np.ndarray, logits: np.ndarray, min_sensitivity: float, sample: str
+                     ) -> dict[str, Any]:
+    """The temperature and threshold for these labelled logits, and the calibrated probabilities."""
+    temperature = evaluate.fit_temperature_to_logits(targets, logits)
+    probabilities = _sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
+    threshold = evaluate.choose_threshold(targets, probabilities, min_sensitivity, sample=sample)
+    return {"temperature": temperature, "threshold": threshold, "probabilities": probabilities}
+
+
+def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarray, rows: pd.DataFrame,
+                    sample: dict[str, Any], min_sensitivity: float = 0.95,
+                    minimum_per_class: int = MIN_IMAGES_PER_CLASS) -> tuple[keras.Model, dict[str, Any]]:
+    """Refit temperature and threshold on a labelled sample; the new model and its card.
+
+    ``rows`` are the index rows of ``images`` (``target`` column); ``sample`` describes where they come from
+    (``data_dir``, ``split``, ``fingerprint``), and is recorded in the card with the sample's size and its
+    figures before (the model as it was, at its own threshold) and after.
+    """
+    targets = rows["target"].to_numpy().astype(int)
+    where = f"{sample.get('split', 'sample')} of {sample.get('data_dir', 'the data')}"
+    counts = check_sample(targets, where, minimum_per_class)
+    if not 0.0 < min_sensitivity <= 1.0:
+        raise ValueError(f"sensitivity must be in (0, 1], got {min_sensitivity}")
+    logits = predict_logits(network, images)
+    if not np.all(np.isfinite(logits)):
+        raise ValueError(f"the model gives non-finite logits on {where}; it cannot be calibrated")
+    previous_temperature = current_temperature(card)
+    before_probabilities = _sigmoid(logits / previous_temperature)
+    before = evaluate.evaluate_probabilities(targets, before_probabilities, card["threshold"]["value"])
+    fitted = calibrate_logits(targets, logits, min_sensitivity, sample=f"{sample.get('split', 'the sample')} "
+                                                                        "(site calibration)")
+    after = evaluate.evaluate_probabilities(targets, fitted["probabilities"], fitted["threshold"]["threshold"])
+    calibrated = model_module.with_temperature(network, fitted["temperature"])
+    new_card = copy.deepcopy(card)
+    new_card["threshold"] = {"value": fitted["threshold"]["threshold"], "rule": fitted["threshold"]["rule"],
+                             "min_sensitivity": min_sensitivity}
+    new_card["site_calibration"] = {
+        "method": "temperature scaling of the logit (log loss), then the highest threshold with sensitivity "
+                  f">= {min_sensitivity:g}, both fitted on the sample below; the weights are unchanged",
+        "temperature": fitted["temperature"],
+        "previous_temperature": previous_temperature,
+        "previous_threshold": card["threshold"],
+        "sample": {**sample, "n": int(len(targets)), "counts": counts},
+        "before": before,
+        "after": after,
+        "ece_before": evaluate.expected_calibration_error(targets, before_probabilities),
+        "ece_after": evaluate.expected_calibration_error(targets, fitted["probabilities"]),
+        "note": "the 'after' figures are measured on the sample the temperature and threshold were fitted on: "
+                "optimistic by construction (used for selection)",
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    return calibrated, new_card
