@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import run_pneumo_here
+
 from pneumo_utils import data, evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -37,7 +37,7 @@ def test_the_rule_is_the_published_one():
         assert data.test_half(patient) == ("test-dev" if value % 5 < 2 else "test-final")
 
 
-@pytest.mark.skipif(not SHARED_TEST.is_dir(), reason="../shared/data/chest_xray/test (test-dev) is not beside the checkout")
+@pytest.mark.skipif(not SHARED_TEST.is_dir(), reason="../shared/data/chest_xray/test is not beside the checkout")
 def test_every_image_of_the_shared_test_folder_is_test_dev():
     names = [path.name for path in SHARED_TEST.rglob("*.jpeg")]
     assert len(names) == 263
@@ -170,7 +170,7 @@ def test_mobilenetv2_takes_a_width_and_refuses_a_weights_file_with_another_sha25
         model.build_backbone_model(32, "densenet121", weights=None, alpha=0.5)
 
 
-@pytest.mark.skipif(not WEIGHTS_035.is_file(), reason="../shared/weights (ImageNet MobileNetV2) is not beside the checkout")
+@pytest.mark.skipif(not WEIGHTS_035.is_file(), reason="../shared/weights is not beside the checkout")
 def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
     from pneumo_utils import config, model, train
 
