@@ -120,3 +120,39 @@ def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarr
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return calibrated, new_card
+
+
+def _logit(probability: float) -> float:
+    probability = min(max(float(probability), 1e-12), 1 - 1e-12)
+    return float(np.log(probability / (1 - probability)))
+
+
+def threshold_transfer(targets, probabilities, card: dict[str, Any], sample: str = "test-dev",
+                       min_sensitivity: float | None = None) -> pd.DataFrame:
+    """The same images at the threshold chosen on validation (the ``train/`` period) and at the one chosen on
+    ``sample`` itself: why a threshold fixed in one period does not carry to another.
+
+    ``probabilities`` are the model's own (with whatever temperature it carries). For a site-calibrated card
+    the validation threshold is the one it replaced (moved into today's probability scale through the logit);
+    otherwise the sample's threshold is fitted here with the card's sensitivity target.
+    """
+    targets = np.asarray(targets).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    site = card.get("site_calibration")
+    target = min_sensitivity or card["threshold"].get("min_sensitivity") or 0.95
+    if site:
+        logit = _logit(site["previous_threshold"]["value"]) * site["previous_temperature"] / site["temperature"]
+        validation_threshold = float(1.0 / (1.0 + np.exp(-logit)))
+        sample_threshold = float(card["threshold"]["value"])
+    else:
+        validation_threshold = float(card["threshold"]["value"])
+        sample_threshold = evaluate.choose_threshold(targets, probabilities, target, sample=sample)["threshold"]
+    rows = {}
+    for name, threshold in ((f"chosen on validation (train/ period), sensitivity >= {target:g}", validation_threshold),
+                            (f"chosen on {sample} itself, sensitivity >= {target:g}", sample_threshold)):
+        result = evaluate.compute_metrics(targets, probabilities, threshold)
+        (tn, fp), (fn, tp) = result["confusion_matrix"]
+        rows[name] = {"threshold": round(threshold, 4), "sensitivity": round(result["sensitivity"], 3),
+                      "specificity": round(result["specificity"], 3), "accuracy": round(result["accuracy"], 3),
+                      "false alarms": fp, "missed": fn}
+    return pd.DataFrame(rows).T

@@ -92,6 +92,7 @@ class Settings(Mapping):
     resume: bool = False
     min_sensitivity: float = 0.95
     calibrate: bool = False
+    calibration_split: str = "val"
     gradcam_examples_per_group: int = 3
     members: list[dict[str, Any]] = field(default_factory=list)
 
@@ -113,7 +114,8 @@ class Settings(Mapping):
             if isinstance(getattr(self, name), int) and getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         choices = {"normalization": ("rescale", "standardize"), "optimizer": ("adam", "adamw"),
-                   "lr_schedule": ("constant", "cosine"), "precision": ("float32", "mixed_bfloat16")}
+                   "lr_schedule": ("constant", "cosine"), "precision": ("float32", "mixed_bfloat16"),
+                   "calibration_split": ("val", "test-dev")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")

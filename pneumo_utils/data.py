@@ -25,6 +25,31 @@ SPLITS = ("train", "val", "test")
 SPLIT_NAMES = ("train", "val", "test", "test-dev", "test-final", "val-folder")
 TEST_HALVES = ("test-dev", "test-final")
 TEST_DEV_MODULUS, TEST_DEV_REMAINDERS = 5, 2  # test-dev <=> sha256(patient) % 5 < 2: about 2/5 of the patients
+# How each scored set is named wherever a figure of it appears (tables, figure titles, menus, the report):
+# test-dev figures always say that they were used for selection.
+SPLIT_LABELS = {
+    "validation": "validation (patient-grouped split of train/)",
+    "test": "test (the whole test/ folder)",
+    "test-dev": "test-dev (used for selection)",
+    "test-final": "test-final (held out, never used for a choice)",
+}
+
+
+def split_label(name: str) -> str:
+    """``test-dev`` -> ``test-dev (used for selection)``; other names as they are."""
+    return SPLIT_LABELS.get(name, name)
+
+
+def scored_splits(index: pd.DataFrame) -> dict[str, str]:
+    """The sets a run scores, ``{name: select_split name}``: the validation split, each half of ``test/`` that
+    has images, and the whole ``test/`` folder when both halves are there (the published figures' set)."""
+    halves = test_half_counts(index)
+    present = [half for half in TEST_HALVES if sum(halves[half].values())]
+    splits = {"validation": "val"}
+    if len(present) == len(TEST_HALVES):
+        splits["test"] = "test"
+    splits.update({half: half for half in present})
+    return splits
 EXPECTED_LAYOUT = (
     "expected layout: <root>/train/{NORMAL,PNEUMONIA}/ with images (.jpeg .jpg .png .tif .tiff .webp .dcm), "
     "with optional <root>/val/... and <root>/test/... in the same shape"

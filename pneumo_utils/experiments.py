@@ -57,6 +57,7 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
     test_dev = score_test_dev(run.network, card, run.index, folder)
     if test_dev is not None:
         record["test_dev"] = test_dev
+        write_json_atomic(folder / TEST_DEV_NAME, {"name": name, "model": "trained here", **test_dev})
     from pneumo_utils import robustness
 
     robustness.write_stress(folder, data_root)
@@ -65,6 +66,7 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
 
 
 TEST_DEV_SCORES = "test_dev_scores.csv"
+TEST_DEV_NAME = "test_dev.json"
 TEST_DEV_NOTE = "test-dev: half of the official test split, used for selection"
 
 
@@ -319,6 +321,89 @@ def views_table(root: str | os.PathLike, ensembles: list[list[str]] | None = Non
 
 
 VIEWS_TABLE = config_module.REFERENCE_RESULTS / "experiments_views.csv"
+TEST_DEV_TABLE = config_module.REFERENCE_RESULTS / "experiments_test_dev.csv"
+TEST_DEV_METRICS = (("roc_auc", "AUC"), ("accuracy", "acc"), ("sensitivity", "sens"), ("specificity", "spec"))
+
+
+def record_saved_model_on_test_dev(name: str, model_path: str | os.PathLike, root: str | os.PathLike,
+                                   data_dir: str | os.PathLike) -> dict[str, Any]:
+    """Score an already saved model (e.g. the committed one) on test-dev and record it as ``name`` beside
+    the trained experiments, so that it joins the test-dev table and its paired comparisons."""
+    from pneumo_utils import data
+    from pneumo_utils.model import load_model
+
+    network, card = load_model(model_path)
+    folder = Path(root) / name
+    result = score_test_dev(network, card, data.index_dataset(data_dir), folder)
+    if result is None:
+        raise data.DatasetLayoutError(f"{data_dir}: no test-dev images to score")
+    record = {"name": name, "model": config_module.portable_path(model_path), **result, **provenance()}
+    write_json_atomic(folder / TEST_DEV_NAME, record)
+    return record
+
+
+def _test_dev_scores(root: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(root / name / TEST_DEV_SCORES)
+
+
+def _mean_logit_scores(root: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the probabilities of the mean logit of these experiments' test-dev scores (the ensemble)."""
+    from pneumo_utils import evaluate
+
+    frames = [_test_dev_scores(root, name) for name in names]
+    for frame in frames[1:]:
+        if list(frame["file"]) != list(frames[0]["file"]):
+            raise ValueError(f"{' + '.join(names)}: the members scored different test-dev images")
+    logits = np.mean([evaluate.logits_of(frame["probability"]) for frame in frames], axis=0)
+    return frames[0]["target"].to_numpy(), 1.0 / (1.0 + np.exp(-logits))
+
+
+def test_dev_table(root: str | os.PathLike | None = None, recipes: list[list[str]] | None = None
+                   ) -> pd.DataFrame | None:
+    """Every experiment scored on test-dev (used for selection): ROC-AUC, accuracy, sensitivity and
+    specificity with CIs at its own validation threshold; then, per recipe (a list of its seeds' experiment
+    names), the mean over the seeds and the seeds' ensemble (mean logit, as a saved ensemble) with its
+    ROC-AUC and the paired bootstrap interval of its difference from the best recipe's ensemble.
+
+    Without ``root``, the committed table (``results/experiments_test_dev.csv``); None when there is none.
+    """
+    if root is None:
+        return pd.read_csv(TEST_DEV_TABLE) if TEST_DEV_TABLE.exists() else None
+    from pneumo_utils import evaluate
+
+    root = Path(root)
+    rows = []
+    records = {path.parent.name: json.loads(path.read_text()) for path in sorted(root.glob(f"*/{TEST_DEV_NAME}"))}
+    for name, record in records.items():
+        row: dict[str, Any] = {"recipe / seed": name}
+        for metric, short in TEST_DEV_METRICS:
+            row[f"test-dev {short}"] = with_ci(record, metric)
+        row["threshold (validation)"] = round(record["threshold"], 4)
+        rows.append(row)
+    ensembles = {}
+    for names in recipes or []:
+        missing = [name for name in names if name not in records]
+        if missing:
+            raise ValueError(f"recipe {' + '.join(names)}: no test-dev record for {missing}")
+        mean_row: dict[str, Any] = {"recipe / seed": f"mean of {' + '.join(names)}"}
+        for metric, short in TEST_DEV_METRICS:
+            mean_row[f"test-dev {short}"] = f"{np.mean([records[name][metric] for name in names]):.3f}"
+        rows.append(mean_row)
+        ensembles[" + ".join(names)] = _mean_logit_scores(root, names)
+    if ensembles:
+        aucs = {name: evaluate.compute_metrics(targets, scores, 0.5)["roc_auc"]
+                for name, (targets, scores) in ensembles.items()}
+        best = max(aucs, key=aucs.get)
+        for name, (targets, scores) in ensembles.items():
+            row = {"recipe / seed": f"ensemble {name}", "test-dev AUC": f"{aucs[name]:.3f}"}
+            if name != best:
+                difference = evaluate.paired_bootstrap_difference(targets, scores, ensembles[best][1])
+                low, high = difference["ci95"]
+                row["AUC difference from best [95% CI]"] = f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+            else:
+                row["AUC difference from best [95% CI]"] = "best"
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("") if rows else None
 
 
 def worst_views(path: str | os.PathLike = VIEWS_TABLE) -> pd.DataFrame | None:
@@ -352,15 +437,19 @@ def add_missing_stress(root: str | os.PathLike, data_dir: str | os.PathLike) -> 
 
 HEADER = """# Training experiments
 
-All figures are on the **validation split** (a patient-grouped, stratified split of `train/`), at each
-model's own threshold (the highest with validation sensitivity >= the profile's minimum), with seeded
-bootstrap 95% intervals. The official test split was not used for anything here.
+Since issue 16, recipes are chosen on **test-dev** (the first table): half of the official test split, from
+the test period that no view of `train/` can show. The validation split with its stress columns (second
+table) and the shift views of `train/` (third) stay as secondary columns. Experiments e1-e14 were chosen on
+those before test-dev existed; their models were not kept, so they have no test-dev figures (the committed
+e12 + e13 ensemble was scored on test-dev as a whole).
 
-The *stress* columns score the same validation images again under acquisition-like changes (gamma 0.6
-and 1.6, contrast x0.6, blur, noise, zoom in and out; `pneumo_utils/robustness.py`) and give the mean over
-those changes and the worst specificity. They stand in for the shift to other data, which the clean
-validation split cannot show. Training minutes are wall time on this 2-core machine, measured while other
-work shared the cores, so they overstate the time of a quiet run (see `results/bench_train.json`).
+Validation figures are on a patient-grouped, stratified split of `train/`, at each model's own threshold (the
+highest with validation sensitivity >= the profile's minimum), with seeded bootstrap 95% intervals. The
+*stress* columns score the same validation images again under acquisition-like changes (gamma 0.6 and 1.6,
+contrast x0.6, blur, noise, zoom in and out; `pneumo_utils/robustness.py`): the mean over those changes and
+the worst specificity. Training minutes are wall time on the machine that trained each model, while other
+work may have shared its cores (`results/experiments_notes.md` says what did; `results/bench_train.json`
+measures a quiet run).
 
 """
 
@@ -385,15 +474,36 @@ saved ensemble does, with the threshold chosen on the averaged inner validation.
 """
 
 
+def _all_have(root: str | os.PathLike, names: list[str], record: str) -> bool:
+    return all((Path(root) / name / record).exists() for name in names)
+
+
+TEST_DEV_HEADER = """## test-dev: what recipes are chosen on (used for selection)
+
+test-dev is half of the official test split (patients with `sha256(patient id) % 5 < 2`; 106 NORMAL, 157
+PNEUMONIA), from the test period, which is earlier than all of `train/`. Every model here was trained on
+`train/` only; test-dev chose between them, so these figures are *used for selection*. Accuracy, sensitivity
+and specificity are at each model's own validation threshold; the committed model's threshold is refitted
+on test-dev afterwards. A recipe beats another only when the paired bootstrap interval of the difference in
+test-dev ROC-AUC (2,000 resamples) excludes 0. test-final, the other half, is measured independently.
+
+"""
+
+
 def write_table(root: str | os.PathLike, output: str | os.PathLike, notes: str = "",
                 ensembles: list[list[str]] | None = None) -> Path:
     """The experiments table, and the shift-views table where views were recorded, as Markdown (and CSV)."""
     from pneumo_utils.records import write_text_atomic
 
     table = experiments_table(root)
-    views = views_table(root, ensembles)
+    views = views_table(root, [names for names in ensembles or [] if _all_have(root, names, VIEWS_NAME)])
+    selection = test_dev_table(root, [names for names in ensembles or [] if _all_have(root, names, TEST_DEV_NAME)])
     output = Path(output)
-    text = HEADER + table.to_markdown(index=False) + "\n"
+    text = ""
+    if selection is not None:
+        text += TEST_DEV_HEADER + selection.to_markdown(index=False) + "\n\n"
+        write_text_atomic(output.with_name(output.stem + "_test_dev.csv"), selection.to_csv(index=False))
+    text = HEADER + text + "## Validation split and stress\n\n" + table.to_markdown(index=False) + "\n"
     if len(views):
         text += VIEWS_HEADER + views.to_markdown(index=False) + "\n"
         write_text_atomic(output.with_name(output.stem + "_views.csv"), views.to_csv(index=False))

@@ -379,5 +379,34 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     pretrained = pretrained_weights(config)
     if pretrained:
         run.card["pretrained"] = pretrained
+    if config.calibration_split != "val":
+        calibrate_on_split(run, config.calibration_split)
     model.save_model(run.network, model_path, run.card)
     return run.card
+
+
+def calibrate_on_split(run: TrainingRun, split: str) -> None:
+    """Refit the temperature and threshold on another labelled split (``test-dev``: the test period) with
+    :func:`pneumo_utils.calibrate.calibrate_model`, exactly as ``pneumo calibrate`` does; no weight changes.
+
+    The validation figures in the card are recomputed at the new threshold; the validation-chosen threshold
+    stays in ``site_calibration.previous_threshold`` (notebook 03 compares the two).
+    """
+    from pneumo_utils import calibrate
+
+    config = run.config
+    rows = data.select_split(run.index, split, config.val_fraction, config.seed)
+    images, _, kept = data.load_split(rows, run.preprocessing, population=len(run.index))
+    sample = {"data_dir": portable_path(run.data_root), "split": split, "fingerprint": data.dataset_fingerprint(kept)}
+    raw_validation = calibrate.predict_logits(run.network, run.val_images)
+    run.network, run.card = calibrate.calibrate_model(run.network, run.card, images, kept, sample,
+                                                      min_sensitivity=config.min_sensitivity)
+    site = run.card["site_calibration"]
+    run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
+    before = 1.0 / (1.0 + np.exp(-raw_validation.astype(np.float64)))
+    run.card["validation_metrics"] = evaluate.compute_metrics(run.val_targets, run.val_probabilities,
+                                                              run.card["threshold"]["value"]) | {"calibration": {
+        "method": f"temperature scaling fitted on {split} (site calibration; see site_calibration)",
+        "temperature": site["temperature"],
+        "ece_before": evaluate.expected_calibration_error(run.val_targets, before),
+        "ece_after": evaluate.expected_calibration_error(run.val_targets, run.val_probabilities)}}

@@ -70,6 +70,20 @@ def _command_experiments(args: argparse.Namespace) -> int:
     if args.data_dir:
         for name in experiments.add_missing_stress(args.root, args.data_dir):
             print(f"stress-validated {name}", file=sys.stderr)
+    for item in args.score_on_test_dev:
+        name, separator, model_path = item.partition("=")
+        if not separator or not name or "/" in name or name.startswith("."):
+            raise UsageError(f"--score-on-test-dev expects NAME=MODEL_PATH with a plain NAME, got {item!r}")
+        from pneumo_utils import data, model
+
+        try:
+            record = experiments.record_saved_model_on_test_dev(name, model_path, args.root,
+                                                                config_module.resolve_data_dir(args.data_dir))
+        except (model.ModelLoadError, data.DatasetLayoutError) as error:
+            raise UsageError(str(error)) from None
+        print(f"{name}: test-dev (used for selection) ROC-AUC {record['roc_auc']:.3f}, accuracy "
+              f"{record['accuracy']:.3f}, sensitivity {record['sensitivity']:.3f}, specificity "
+              f"{record['specificity']:.3f}", file=sys.stderr)
     notes = Path(args.notes).read_text() if args.notes else ""
     ensembles = [item.split("+") for item in args.ensemble]
     output = experiments.write_table(args.root, args.output, notes, ensembles=ensembles)
@@ -101,6 +115,10 @@ def register(commands) -> None:
     table.add_argument("--output", default=str(config_module.PROJECT_ROOT / "results" / "experiments.md"))
     table.add_argument("--data-dir", default=None, help="also stress-validate experiments that lack it")
     table.add_argument("--ensemble", action="append", default=[], metavar="A+B",
-                       help="also score the ensemble of these experiments on the shift views (repeatable)")
+                       help="a recipe's seeds (or an ensemble of recipes): its mean and ensemble on test-dev, and "
+                            "its ensemble on the shift views (repeatable)")
     table.add_argument("--notes", default=None, help="a Markdown file appended below the table")
+    table.add_argument("--score-on-test-dev", action="append", default=[], metavar="NAME=MODEL",
+                       help="score a saved model (e.g. the committed one) on test-dev of --data-dir and record it "
+                            "as NAME in the test-dev table (repeatable)")
     table.set_defaults(handler=_command_experiments)
