@@ -74,6 +74,30 @@ def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str,
             "inference_images_per_s": round(images / inference_seconds, 1)}
 
 
+# The real data set's patient-grouped split at val_fraction 0.15, seed 42 (the committed card's training record).
+FULL_TRAIN_IMAGES, FULL_VAL_IMAGES = 4470, 746
+BUDGET = {"training_minutes": 30, "peak_rss_mb": 3072, "model_mb": 25}
+
+
+def _training_estimate(settings, members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Minutes one full training of these settings takes on the public data at the measured rates: every
+    member's epochs over the training images plus a validation pass per epoch (reading the images and the
+    notebooks are not counted), with the model's size in float32, against the project's budget."""
+    from pneumo_utils import train
+
+    epochs = [member["epochs"] for member in (train.member_settings(settings) or [settings])]
+    seconds = sum(count * (FULL_TRAIN_IMAGES / member["train_images_per_s"]
+                           + FULL_VAL_IMAGES / member["inference_images_per_s"])
+                  for count, member in zip(epochs, members, strict=True))
+    model_mb = sum(member["parameters"] for member in members) * 4 / 2**20
+    return {"train_images": FULL_TRAIN_IMAGES, "val_images": FULL_VAL_IMAGES, "epochs_per_member": epochs,
+            "training_minutes": round(seconds / 60, 1), "model_mb_float32": round(model_mb, 1), "budget": BUDGET,
+            "within_budget": bool(seconds / 60 <= BUDGET["training_minutes"] and model_mb <= BUDGET["model_mb"]
+                                  and peak_rss_mb() <= BUDGET["peak_rss_mb"]),
+            "note": "at most epochs x (training images / measured rate + validation images / inference rate); "
+                    "early stopping can end sooner"}
+
+
 def bench_train(profile: str | None = "full", images: int = 512, overrides: dict[str, Any] | None = None,
                 repeats: int = 2) -> dict[str, Any]:
     """Training and inference throughput of the profile's model on synthetic X-rays of its input size.
@@ -99,6 +123,7 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
         "train_gflops_per_s": round(3 * flops / seconds_per_image / 1e9, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "members": members,
+        "full_run_estimate": _training_estimate(settings, members),
         "settings": {
             "profile": settings["profile"], "image_size": max(member["image_size"] for member in members),
             "batch_size": settings["batch_size"], "inference_batch_size": 64, "images": images,

@@ -135,6 +135,12 @@ def test_bench_train_writes_the_documented_keys(tmp_path):
     bench = json.loads(output.read_text())
     assert bench["train_images_per_s"] > 0 and bench["inference_images_per_s"] > 0 and bench["peak_rss_mb"] > 100
     assert bench["settings"]["image_size"] == 64 and bench["settings"]["inference_batch_size"] == 64
+    estimate = bench["full_run_estimate"]  # the budget check of the full profile: minutes, size, peak memory
+    rate = bench["members"][0]
+    expected = 4 * (4470 / rate["train_images_per_s"] + 746 / rate["inference_images_per_s"]) / 60
+    assert estimate["epochs_per_member"] == [4] and estimate["training_minutes"] == pytest.approx(expected, abs=0.1)
+    assert estimate["budget"] == {"training_minutes": 30, "peak_rss_mb": 3072, "model_mb": 25}
+    assert isinstance(estimate["within_budget"], bool)
 
 
 def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_root, tmp_path):

@@ -206,3 +206,33 @@ def test_training_can_calibrate_on_test_dev_without_a_gradient_step_on_it(tmp_pa
     assert card["validation_metrics"]["calibration"]["temperature"] == site["temperature"]
     _, saved = load_model(tmp_path / "model.keras")
     assert saved["threshold"] == card["threshold"]
+
+
+def test_the_test_dev_table_shows_each_seed_their_mean_and_the_paired_comparison(tmp_path):
+    import pandas as pd
+
+    from pneumo_utils import experiments
+    from pneumo_utils.records import write_json_atomic
+
+    rng = np.random.default_rng(2)
+    targets = np.r_[np.zeros(60), np.ones(90)].astype(int)
+    rows = pd.DataFrame({"path": [f"/d/test/{'NORMAL' if t == 0 else 'PNEUMONIA'}/img{i}.jpeg"
+                                  for i, t in enumerate(targets)],
+                         "label": np.where(targets == 1, "PNEUMONIA", "NORMAL"), "target": targets})
+    strengths = {"good_s1": 0.6, "good_s2": 0.55, "poor_s1": 0.05, "poor_s2": 0.08}
+    for name, strength in strengths.items():
+        scores = np.clip(targets * strength + rng.random(len(targets)) * (1 - strength), 0.001, 0.999)
+        experiments.write_scores(tmp_path / name / experiments.TEST_DEV_SCORES, rows, scores)
+        write_json_atomic(tmp_path / name / experiments.TEST_DEV_NAME,
+                          {"name": name, **experiments.score_view(targets, scores, 0.5)})
+    table = experiments.test_dev_table(tmp_path, [["good_s1", "good_s2"], ["poor_s1", "poor_s2"]])
+    table = table.set_index("recipe / seed")
+    assert {"good_s1", "good_s2", "poor_s1", "poor_s2", "mean of good_s1 + good_s2"} <= set(table.index)
+    seeds = [json.loads((tmp_path / name / experiments.TEST_DEV_NAME).read_text())["roc_auc"]
+             for name in ("good_s1", "good_s2")]
+    assert float(table.loc["mean of good_s1 + good_s2", "test-dev AUC"]) == pytest.approx(np.mean(seeds), abs=5e-4)
+    assert table.loc["ensemble good_s1 + good_s2", "AUC difference from best [95% CI]"] == "best"
+    comparison = table.loc["ensemble poor_s1 + poor_s2", "AUC difference from best [95% CI]"]
+    low = float(comparison.split("[")[1].split(",")[0])
+    assert comparison.startswith("-") and low < 0  # the poor recipe is worse, and its whole interval says so
+    assert float(comparison.split(",")[1].rstrip("]")) < 0
