@@ -93,6 +93,7 @@ class Settings(Mapping):
     min_sensitivity: float = 0.95
     calibrate: bool = False
     calibration_split: str = "val"
+    selection_split: str = "val"
     gradcam_examples_per_group: int = 3
     members: list[dict[str, Any]] = field(default_factory=list)
 
@@ -115,7 +116,7 @@ class Settings(Mapping):
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         choices = {"normalization": ("rescale", "standardize"), "optimizer": ("adam", "adamw"),
                    "lr_schedule": ("constant", "cosine"), "precision": ("float32", "mixed_bfloat16"),
-                   "calibration_split": ("val", "test-dev")}
+                   "calibration_split": ("val", "test-dev"), "selection_split": ("val", "test-dev")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")

@@ -182,6 +182,8 @@ class TrainingRun:
     train_targets: np.ndarray
     val_images: np.ndarray
     val_targets: np.ndarray
+    monitor_images: np.ndarray | None = None  # what early stopping watches when it is not the validation split
+    monitor_targets: np.ndarray | None = None
     class_weight: dict[int, float]
     network: keras.Model
     members: list[dict[str, Any]] = field(default_factory=list)  # ensemble members: settings and network
@@ -219,7 +221,7 @@ def compile_from_config(network: keras.Model, config: Settings, total_steps: int
 
 
 MEMBER_FORBIDDEN = ("val_fraction", "members", "output_dir", "data_dir", "model_path", "synthetic", "clahe",
-                    "min_sensitivity", "resume")
+                    "min_sensitivity", "resume", "calibration_split", "selection_split")
 
 
 def member_settings(config: Settings) -> list[Settings]:
@@ -260,6 +262,10 @@ def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame 
     train_rows, val_rows = rows
     train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing, population=len(index))
     val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing, population=len(index))
+    monitor_images = monitor_targets = None
+    if config.selection_split != "val":  # the epoch is chosen on test-dev: no gradient step is taken on it
+        monitor_rows = data.select_split(index, config.selection_split, config.val_fraction, config.seed)
+        monitor_images, monitor_targets, _ = data.load_split(monitor_rows, preprocessing, population=len(index))
     member_runs = []
     for settings in members:
         set_seed(settings["seed"])
@@ -269,6 +275,7 @@ def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame 
     return TrainingRun(config=config, data_root=Path(data_root), index=index, preprocessing=preprocessing,
                        train_rows=train_rows, val_rows=val_rows, train_images=train_images,
                        train_targets=train_targets, val_images=val_images, val_targets=val_targets,
+                       monitor_images=monitor_images, monitor_targets=monitor_targets,
                        class_weight=class_weights(train_targets), network=network, members=member_runs)
 
 
@@ -290,6 +297,13 @@ def _seconds(history: pd.DataFrame, wall: float, resume: bool) -> float:
     return wall
 
 
+def _monitored(run: TrainingRun) -> tuple[np.ndarray, np.ndarray]:
+    """The images early stopping watches (``selection_split``): the validation split, or test-dev."""
+    if run.monitor_images is None:
+        return run.val_images, run.val_targets
+    return run.monitor_images, run.monitor_targets
+
+
 def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -> TrainingRun:
     """Compile with the configured optimizer and loss, then train with early stopping.
 
@@ -300,8 +314,8 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     resume = config.resume
     started = time.perf_counter()
     if not run.members:
-        run.history = _fit_one(run.network, config, run.train_images, run.train_targets, run.val_images,
-                               run.val_targets, run.class_weight, checkpoint_dir, verbose, resume)
+        run.history = _fit_one(run.network, config, run.train_images, run.train_targets, *_monitored(run),
+                               run.class_weight, checkpoint_dir, verbose, resume)
         run.seconds = _seconds(run.history, time.perf_counter() - started, resume)
         return run
     histories = []
@@ -319,7 +333,7 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
             if verbose:
                 print(f"member {number} of {len(run.members)}: {size} px, seed {settings['seed']}", flush=True)
             history = _fit_one(network, settings, resize_all(run.train_images, size), run.train_targets,
-                               resize_all(run.val_images, size), run.val_targets, run.class_weight, folder,
+                               resize_all(_monitored(run)[0], size), _monitored(run)[1], run.class_weight, folder,
                                verbose, resume)
             history.insert(0, "member", number)
             network.save(finished)
@@ -369,6 +383,8 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
         threshold={"value": threshold["threshold"], "rule": threshold["rule"]},
         validation_metrics=val_metrics | ({"calibration": calibration} if calibration else {}),
         training={"epochs_run": len(run.history), "kept_epoch": best_epoch(run.history),
+                  "epoch_chosen_on": "validation split" if config.selection_split == "val" else
+                  f"{config.selection_split} (used for selection; no gradient step on it)",
                   "members": len(run.members) or 1, "kept_epochs": kept_epochs(run.history),
                   "seconds": round(run.seconds, 1), "train_images": len(run.train_images),
                   "val_images": len(run.val_images),

@@ -185,9 +185,10 @@ def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
     assert model.check_weights_file(WEIGHTS_035) == SHA_035
 
 
-def test_training_can_calibrate_on_test_dev_without_a_gradient_step_on_it(tmp_path):
-    """``calibration_split: test-dev`` (the full profile): the run's model is calibrated as pneumo calibrate
-    does, after training on train/ only; the validation figures in its card are at the new threshold."""
+def test_training_can_choose_the_epoch_and_calibrate_on_test_dev_without_a_gradient_step_on_it(tmp_path):
+    """``selection_split`` and ``calibration_split: test-dev``: early stopping watches test-dev, and the run's
+    model is calibrated as pneumo calibrate does, after training on train/ only; the validation figures in its
+    card are at the new threshold."""
     from pneumo_utils import config, train
     from pneumo_utils.model import load_model
     from pneumo_utils.synthetic import write_synthetic_dataset
@@ -195,15 +196,18 @@ def test_training_can_calibrate_on_test_dev_without_a_gradient_step_on_it(tmp_pa
     root = write_synthetic_dataset(tmp_path / "chest_xray", images_per_class=100, image_size=48, seed=3,
                                    test_fraction=0.6)  # test-dev: 27 NORMAL, 22 PNEUMONIA (names fix the halves)
     settings = config.load_config("smoke", output_dir=str(tmp_path / "run"), data_dir=str(root), image_size=32,
-                                  filters=[4, 8], epochs=1, seed=0, calibration_split="test-dev")
+                                  filters=[4, 8], epochs=1, seed=0, calibration_split="test-dev",
+                                  selection_split="test-dev")
     run = train.prepare(settings, root)
     assert not set(run.train_rows["path"]) & set(data.select_split(run.index, "test", 0.2, 0)["path"])
+    assert len(run.monitor_images) == 49 and len(run.val_images) != 49  # early stopping watches test-dev
     train.fit(run, checkpoint_dir=tmp_path / "checkpoints", verbose=0)
     card = train.finish(run, tmp_path / "model.keras")
     site = card["site_calibration"]
     assert site["sample"]["split"] == "test-dev" and site["sample"]["counts"] == {"NORMAL": 27, "PNEUMONIA": 22}
     assert card["validation_metrics"]["threshold"] == card["threshold"]["value"] == site["after"]["threshold"]
     assert card["validation_metrics"]["calibration"]["temperature"] == site["temperature"]
+    assert card["training"]["epoch_chosen_on"].startswith("test-dev (used for selection")
     _, saved = load_model(tmp_path / "model.keras")
     assert saved["threshold"] == card["threshold"]
 
