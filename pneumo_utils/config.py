@@ -71,6 +71,8 @@ class Settings(Mapping):
     weights: str | None = None
     alpha: float = 1.0
     weights_sha256: str | None = None
+    backbone_trainable: bool = True
+    head_l2: float = 0.0
     dropout: float = 0.5
     batch_size: int = 32
     precision: str = "float32"

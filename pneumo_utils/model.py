@@ -322,7 +322,8 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 def build_backbone_model(image_size: int, backbone: str, weights: str | None = None, dropout: float = 0.3,
                          augment: bool = True, augmentation: dict[str, float] | None = None,
                          name: str = "pneumonia_cnn", alpha: float = 1.0,
-                         weights_sha256: str | None = None) -> keras.Model:
+                         weights_sha256: str | None = None, trainable: bool = True,
+                         head_l2: float = 0.0) -> keras.Model:
     """A ``keras.applications`` backbone with the project's head: augmentation, grayscale to three
     channels, the backbone's own input scaling, global pooling, dropout, ``logit``, sigmoid.
 
@@ -331,6 +332,11 @@ def build_backbone_model(image_size: int, backbone: str, weights: str | None = N
     feature map (the nested backbone layer itself). ``alpha`` is the width multiplier of the MobileNets
     (Keras ships ImageNet weights for MobileNetV2 at 0.35, 0.5, 0.75, 1.0, 1.3, 1.4); a weights file is
     checked against ``weights_sha256`` when that is given.
+
+    ``trainable=False`` freezes the backbone (its batch-norm statistics included: it always runs in inference
+    mode) and trains only the head, whose pooled features are batch-normalized and whose ``logit`` weights get
+    an L2 penalty ``head_l2``: a regularized linear probe of the ImageNet features, which keeps them as they
+    were instead of bending them to the training period.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
@@ -356,10 +362,15 @@ def build_backbone_model(image_size: int, backbone: str, weights: str | None = N
         x = layers.Rescaling(1.0 / 255.0, name="backbone_rescale")(x)
         x = layers.Normalization(mean=_IMAGENET_MEAN, variance=[value**2 for value in _IMAGENET_STD],
                                  name="backbone_scaling")(x)
-    x = network(x)
+    if not trainable:
+        network.trainable = False
+    x = network(x, training=False) if not trainable else network(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if not trainable:
+        x = layers.BatchNormalization(name="feature_norm")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
-    logit = layers.Dense(1, name="logit")(x)
+    regularizer = keras.regularizers.L2(head_l2) if head_l2 else None
+    logit = layers.Dense(1, kernel_regularizer=regularizer, name="logit")(x)
     probability = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
     return keras.Model(inputs, probability, name=name)
 

@@ -207,7 +207,8 @@ def build_from_config(config: Settings) -> keras.Model:
     if config.backbone:
         return model.build_backbone_model(config.image_size, config.backbone, weights=config.weights,
                                           dropout=config.dropout, augmentation=augmentation_settings(config),
-                                          alpha=config.alpha, weights_sha256=config.weights_sha256)
+                                          alpha=config.alpha, weights_sha256=config.weights_sha256,
+                                          trainable=config.backbone_trainable, head_l2=config.head_l2)
     return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
                              augmentation=augmentation_settings(config),
                              normalization=config.normalization)
