@@ -195,6 +195,11 @@ def _resolve_path(value: str | os.PathLike, **fields: Any) -> Path:
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
 
 
+def resolve_profile_path(value: str | os.PathLike) -> Path:
+    """A path written in a profile (or a member entry of one): relative to the project root."""
+    return _resolve_path(value)
+
+
 def portable_path(path: str | os.PathLike) -> str:
     """A path as recorded in results: relative to the project root (``../shared/data/...`` for a folder
     beside it), so committed files carry no absolute path of the machine that made them."""

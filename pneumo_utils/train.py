@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pneumo_utils import data, evaluate, model
-from pneumo_utils.config import Settings, SettingsError, portable_path
+from pneumo_utils.config import Settings, SettingsError, portable_path, resolve_profile_path
 from pneumo_utils.images import Preprocessing, resize_all
 
 
@@ -239,6 +239,9 @@ def member_settings(config: Settings) -> list[Settings]:
         if unknown or forbidden:
             raise SettingsError(f"member {number}: unknown setting(s) {unknown}" if unknown else
                                 f"member {number}: {forbidden} are shared by the whole ensemble")
+        weights = entry.get("weights")
+        if isinstance(weights, str) and weights != "imagenet":  # a path in a profile: from the project root
+            entry = {**entry, "weights": str(resolve_profile_path(weights))}
         settings.append(config.replace(**entry, members=[]))
     return settings
 
