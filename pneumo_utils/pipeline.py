@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from pneumo_utils import outputs
-from pneumo_utils.config import NOTEBOOKS_DIR, PROJECT_ROOT, RUNS_DIR, SettingsError, load_config, portable_path
+from pneumo_utils.config import (
+    NOTEBOOKS_DIR,
+    PROJECT_ROOT,
+    RUNS_DIR,
+    SettingsError,
+    load_config,
+    portable_path,
+    resolve_profile_path,
+)
 from pneumo_utils.records import provenance
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
@@ -108,7 +116,16 @@ def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: 
 
 
 def check_data(config: dict[str, Any]) -> None:
-    """The data folder's layout, checked in this process before any kernel starts (one-line error)."""
+    """The data folder's layout and every backbone weights file, checked in this process before any kernel
+    starts (one-line error)."""
+    for number, entry in enumerate(config.members or [{}], start=1):
+        weights = entry.get("weights", config.weights)
+        if weights not in (None, "imagenet") and "weights" in entry:
+            weights = resolve_profile_path(weights)  # a member's path is written in the profile
+        if weights not in (None, "imagenet") and not Path(weights).is_file():
+            where = f"member {number}: " if config.members else ""
+            raise SettingsError(f"{where}weights file {portable_path(weights)} does not exist; give a weights file, "
+                                "imagenet (downloaded by Keras, needs internet) or null")
     if config.synthetic:
         return
     from pneumo_utils.data import check_layout

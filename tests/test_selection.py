@@ -240,3 +240,12 @@ def test_the_test_dev_table_shows_each_seed_their_mean_and_the_paired_comparison
     low = float(comparison.split("[")[1].split(",")[0])
     assert comparison.startswith("-") and low < 0  # the poor recipe is worse, and its whole interval says so
     assert float(comparison.split(",")[1].rstrip("]")) < 0
+
+
+def test_a_missing_backbone_weights_file_stops_a_run_before_any_kernel(tmp_path):
+    result = run_pneumo_here("run", "--profile", "smoke", "--output-dir", str(tmp_path / "out"),
+                             "-p", "members=[{seed: 1}, {seed: 2, backbone: mobilenetv2, weights: no/such.h5}]")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "member 2: weights file" in lines[0] and "no/such.h5 does not exist" in lines[0]
+    assert not (tmp_path / "out" / "executed").exists()
