@@ -170,6 +170,26 @@ def test_mobilenetv2_takes_a_width_and_refuses_a_weights_file_with_another_sha25
         model.build_backbone_model(32, "densenet121", weights=None, alpha=0.5)
 
 
+def test_a_frozen_backbone_trains_only_its_regularized_head():
+    import keras
+
+    from pneumo_utils import model
+
+    network = model.build_backbone_model(32, "mobilenetv2", weights=None, alpha=0.35, trainable=False, head_l2=0.01)
+    trainable = sum(int(np.prod(weight.shape)) for weight in network.trainable_weights)
+    assert trainable == 2 * 1280 + 1280 + 1  # feature batch norm (scale, offset) and the logit's weights and bias
+    before = [weight.numpy().copy() for weight in network.non_trainable_weights]
+    network.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    network.fit(images, np.r_[np.zeros(4), np.ones(4)], epochs=1, verbose=0)
+    moving = [name for name in (weight.path for weight in network.non_trainable_weights) if "feature_norm" in name]
+    unchanged = [np.array_equal(old, weight.numpy()) for old, weight in zip(before, network.non_trainable_weights,
+                                                                            strict=True)
+                 if "feature_norm" not in weight.path]
+    assert moving and all(unchanged)  # the backbone, its batch-norm statistics included, did not move
+    assert network.losses  # the L2 penalty of the head is part of the loss
+
+
 @pytest.mark.skipif(not WEIGHTS_035.is_file(), reason="../shared/weights is not beside the checkout")
 def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
     from pneumo_utils import config, model, train
