@@ -86,7 +86,9 @@ def score_test_dev(network, card: dict[str, Any], index: pd.DataFrame, folder: s
         return None
     write_scores(Path(folder) / TEST_DEV_SCORES, rows, rows["probability"].to_numpy())
     scored = score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"])
-    return {"split": TEST_DEV_NOTE, **scored}
+    site = card.get("site_calibration")
+    chosen_on = site["sample"]["split"] if site else "validation"
+    return {"split": TEST_DEV_NOTE, "threshold_chosen_on": chosen_on, **scored}
 
 
 VIEWS_NAME = "views.json"
@@ -378,7 +380,7 @@ def test_dev_table(root: str | os.PathLike | None = None, recipes: list[list[str
         row: dict[str, Any] = {"recipe / seed": name}
         for metric, short in TEST_DEV_METRICS:
             row[f"test-dev {short}"] = with_ci(record, metric)
-        row["threshold (validation)"] = round(record["threshold"], 4)
+        row["threshold (chosen on)"] = f"{record['threshold']:.4f} ({record.get('threshold_chosen_on', 'validation')})"
         rows.append(row)
     ensembles = {}
     for names in recipes or []:
@@ -474,6 +476,23 @@ saved ensemble does, with the threshold chosen on the averaged inner validation.
 """
 
 
+def _keep_recorded_rows(views: pd.DataFrame, previous_path: Path) -> pd.DataFrame:
+    """A recipe row that this machine cannot score (an ensemble whose members' per-image view scores were
+    recorded elsewhere: they are not committed) keeps the figures of the table it replaces, instead of
+    turning into "not trained"."""
+    if not len(views) or not previous_path.exists():
+        return views
+    previous = pd.read_csv(previous_path).set_index("recipe")
+    figures = [column for column in views.columns if column != "recipe"]
+    rows = []
+    for row in views.to_dict("records"):
+        empty = all(row.get(column) in ("not trained", None) or pd.isna(row.get(column)) for column in figures)
+        if empty and row["recipe"] in previous.index:
+            row = {"recipe": row["recipe"], **previous.loc[row["recipe"]].to_dict()}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=views.columns).fillna("not trained")
+
+
 def _all_have(root: str | os.PathLike, names: list[str], record: str) -> bool:
     return all((Path(root) / name / record).exists() for name in names)
 
@@ -483,9 +502,10 @@ TEST_DEV_HEADER = """## test-dev: what recipes are chosen on (used for selection
 test-dev is half of the official test split (patients with `sha256(patient id) % 5 < 2`; 106 NORMAL, 157
 PNEUMONIA), from the test period, which is earlier than all of `train/`. Every model here was trained on
 `train/` only; test-dev chose between them, so these figures are *used for selection*. Accuracy, sensitivity
-and specificity are at each model's own validation threshold; the committed model's threshold is refitted
-on test-dev afterwards. A recipe beats another only when the paired bootstrap interval of the difference in
-test-dev ROC-AUC (2,000 resamples) excludes 0. test-final, the other half, is measured independently.
+and specificity are at each model's own threshold, chosen on validation except where the table says test-dev
+(a model calibrated there, as the committed one is). A recipe beats another only when the paired bootstrap
+interval of the difference in test-dev ROC-AUC (2,000 resamples) excludes 0. test-final, the other half, is
+measured independently.
 
 """
 
@@ -497,6 +517,7 @@ def write_table(root: str | os.PathLike, output: str | os.PathLike, notes: str =
 
     table = experiments_table(root)
     views = views_table(root, [names for names in ensembles or [] if _all_have(root, names, VIEWS_NAME)])
+    views = _keep_recorded_rows(views, Path(output).with_name(Path(output).stem + "_views.csv"))
     selection = test_dev_table(root, [names for names in ensembles or [] if _all_have(root, names, TEST_DEV_NAME)])
     output = Path(output)
     text = ""

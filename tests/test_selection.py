@@ -269,3 +269,19 @@ def test_a_missing_backbone_weights_file_stops_a_run_before_any_kernel(tmp_path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "member 2: weights file" in lines[0] and "no/such.h5 does not exist" in lines[0]
     assert not (tmp_path / "out" / "executed").exists()
+
+
+def test_a_regenerated_views_table_keeps_rows_this_machine_cannot_score(tmp_path):
+    import pandas as pd
+
+    from pneumo_utils import experiments
+
+    previous = tmp_path / "experiments_views.csv"
+    pd.DataFrame([{"recipe": "a + b", "id-range AUC": "0.995 [0.99, 0.998]", "worst AUC": 0.984},
+                  {"recipe": "c", "id-range AUC": "0.990 [0.98, 0.995]", "worst AUC": 0.97}]).to_csv(previous,
+                                                                                                   index=False)
+    now = pd.DataFrame([{"recipe": "a + b", "id-range AUC": "not trained", "worst AUC": None},
+                        {"recipe": "c", "id-range AUC": "0.991 [0.98, 0.996]", "worst AUC": 0.971}])
+    kept = experiments._keep_recorded_rows(now, previous).set_index("recipe")
+    assert kept.loc["a + b", "id-range AUC"] == "0.995 [0.99, 0.998]" and kept.loc["a + b", "worst AUC"] == 0.984
+    assert kept.loc["c", "id-range AUC"] == "0.991 [0.98, 0.996]"  # what was scored now wins
