@@ -140,9 +140,14 @@ class _ProgressEcho:
         self.stream = stream or sys.stderr
 
     def write(self, text: str) -> None:
+        from tqdm import tqdm
+
         for line in text.splitlines():
             if line.startswith(PROGRESS_PREFIXES):
-                print(f"    {line}", file=self.stream, flush=True)
+                # through tqdm: papermill's cell progress bar on the same stream is cleared first and drawn
+                # again below, so every epoch line starts on a line of its own
+                tqdm.write(f"    {line}", file=self.stream)
+                self.stream.flush()
 
     def flush(self) -> None:
         self.stream.flush()

@@ -173,6 +173,7 @@ def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_r
     assert "truncated JPEG" in by_name["corrupt.jpeg"]["error"]
     assert "folder holds no images" in by_name["nothing_here"]["error"]
     assert sorted(p.name for p in gradcam_dir.iterdir()) == sorted([f"{good.stem}_gradcam.png", "scan_gradcam.png"])
+    assert f"wrote 2 Grad-CAM overlay(s) to {gradcam_dir}" in result.stderr  # the user is told where they went
     assert "Traceback" not in result.stderr
 
     only_good = pneumo("predict", nested / good.name, "--model", tiny_model_path, "--output", tmp_path / "one.json")

@@ -125,7 +125,8 @@ def test_the_report_of_a_smoke_run_is_one_self_contained_file(smoke_run, tmp_pat
     assert page.count('src="data:image/png;base64,') == len(figures) >= 8  # every figure, embedded
     assert not re.search(r'src="(?!data:)', page) and "<script" not in page  # nothing to fetch, no code
     assert "In [" not in page and "input_prompt" not in page  # no input cells
-    assert "<th>metric</th><th>validation</th><th>test</th>" in page
+    assert ("<th>metric</th><th>validation (patient-grouped split of train/)</th><th>test-dev (used for selection)</th>"
+            "<th>test-final (held out, never used for a choice)</th><th>test (the whole test/ folder)</th>") in page
     assert re.search(r"<td>roc_auc</td><td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", page)
     for heading in ("What data", "What model", "How the recipe was chosen", "Calibration", "Stress validation",
                     "Grad-CAM", "Provenance"):

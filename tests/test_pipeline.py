@@ -59,3 +59,19 @@ def test_failing_notebook_stops_with_notebook_cell_and_error(tmp_path):
     assert "bad.ipynb failed in cell" in message and "ZeroDivisionError" in message
     assert (output / "executed" / "bad.ipynb").is_file()  # the partial output is kept
     assert json.loads((output / "run_summary.json").read_text())["status"] == "failed"
+
+
+def test_epoch_lines_start_on_a_line_of_their_own_below_the_progress_bar():
+    import io
+
+    from tqdm import tqdm
+
+    terminal = io.StringIO()
+    bar = tqdm(total=16, unit="cell", desc="Executing", file=terminal, dynamic_ncols=False, ncols=80)
+    bar.update(5)
+    pipeline._ProgressEcho(terminal).write("epoch 1/4: loss 0.6931, val AUC 0.9000, 3 s\nother output\n")
+    bar.close()
+    text = terminal.getvalue()
+    before, _, _ = text.partition("    epoch 1/4")
+    assert before.endswith(("\r", "\n")), repr(text)  # the bar was cleared first: no "cell/s]    epoch"
+    assert "cell/s]    epoch" not in text and "other output" not in text

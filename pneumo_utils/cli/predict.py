@@ -82,6 +82,8 @@ def _command_predict(args: argparse.Namespace) -> int:
             payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(
                 index=False).encode()
         status = save(output, payload, args.overwrite)
+    if writer is not None and writer.used_names:
+        print(f"wrote {len(writer.used_names)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
     failed = sum(1 for row in rows if row["error"])
     if failed:
         print(f"{failed} of {len(rows)} input(s) failed", file=sys.stderr)
