@@ -72,9 +72,11 @@ def sample_grid(images: np.ndarray, titles: list[str], columns: int = 6, cams: n
     return fig
 
 
-def training_curves(history: pd.DataFrame, best_epoch: int | list[int] | None = None) -> plt.Figure:
-    """Loss, accuracy and AUC per epoch, training against validation; one row of panels per ensemble
-    member when the history has a ``member`` column (``best_epoch`` then lists one kept epoch per member)."""
+def training_curves(history: pd.DataFrame, best_epoch: int | list[int] | None = None,
+                    monitored: str = "validation") -> plt.Figure:
+    """Loss, accuracy and AUC per epoch, training against the set early stopping watched (``monitored``:
+    the validation split, or ``test-dev (used for selection)``); one row of panels per ensemble member when
+    the history has a ``member`` column (``best_epoch`` then lists one kept epoch per member)."""
     from matplotlib.ticker import MaxNLocator
 
     members = list(history.groupby("member", sort=True)) if "member" in history else [(None, history)]
@@ -83,7 +85,7 @@ def training_curves(history: pd.DataFrame, best_epoch: int | list[int] | None = 
     for (member, rows), axes, kept_epoch in zip(members, grid, kept, strict=True):
         for axis, metric in zip(axes, ("loss", "accuracy", "auc"), strict=True):
             axis.plot(rows["epoch"], rows[metric], marker="o", label="training")
-            axis.plot(rows["epoch"], rows[f"val_{metric}"], marker="o", label="validation")
+            axis.plot(rows["epoch"], rows[f"val_{metric}"], marker="o", label=monitored)
             if kept_epoch is not None:
                 axis.axvline(kept_epoch, color="gray", ls="--", lw=1, label="kept epoch")
             title = metric if member is None else f"{metric}, member {member}"

@@ -301,6 +301,11 @@ def _seconds(history: pd.DataFrame, wall: float, resume: bool) -> float:
     return wall
 
 
+def monitored_label(config: Settings) -> str:
+    """What the ``val_*`` columns of a training history measure: the validation split, or test-dev."""
+    return "validation" if config.selection_split == "val" else data.split_label(config.selection_split)
+
+
 def _monitored(run: TrainingRun) -> tuple[np.ndarray, np.ndarray]:
     """The images early stopping watches (``selection_split``): the validation split, or test-dev."""
     if run.monitor_images is None:
@@ -366,7 +371,8 @@ def pretrained_weights(config: Settings) -> list[dict[str, Any]]:
 
 
 def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
-    """Choose the threshold on the validation split, then save the model and its card atomically."""
+    """Choose the temperature and threshold on the validation split (then on ``calibration_split`` when it
+    is test-dev), and save the model and its card atomically."""
     config = run.config
     calibration = None
     if config.calibrate:
