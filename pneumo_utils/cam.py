@@ -241,6 +241,24 @@ def gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = Non
     return CamExplainer(model, layer_name).explain(images, target_class, method, batch_size)[0]
 
 
+def _gradient_model(model: keras.Model, target: str) -> keras.Model:
+    """The recipe's gradient model: inputs -> (target activation, logit). A target that is itself a nested
+    model (a ``keras.applications`` backbone inside an ensemble member) is not reachable from ``model.inputs``
+    through its ``.output``; for a chain of layers the same layers are then called again on a new input, which
+    gives the same computation with the target's activation in reach."""
+    try:
+        return keras.models.Model(model.inputs, [model.get_layer(target).output, model.get_layer("logit").output])
+    except ValueError:
+        pass  # a nested target: rebuild the chain below (a branched model fails there with Keras' own error)
+    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name="image")
+    x, found = inputs, {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = found[layer.name] = layer(x)
+    return keras.models.Model(inputs, [found[target], found["logit"]])
+
+
 def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_name: str) -> np.ndarray:
     """The per-image keras.io Grad-CAM recipe (``make_gradcam_heatmap``), kept as the benchmark reference.
 
@@ -248,10 +266,10 @@ def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_
     image per call. Adapted only where the recipe fails here: the score is the ``logit`` layer's output
     (the recipe removes the last activation instead), the division is guarded, and the call passes
     ``training=False``: Keras 3 augmentation layers default to training mode, so the recipe as written
-    explains a randomly rotated and zoomed copy of the image.
+    explains a randomly rotated and zoomed copy of the image; a nested backbone as the target is reached
+    through :func:`_gradient_model`.
     """
-    grad_model = keras.models.Model(model.inputs,
-                                    [model.get_layer(last_conv_layer_name).output, model.get_layer("logit").output])
+    grad_model = _gradient_model(model, last_conv_layer_name)
     with tf.GradientTape() as tape:
         last_conv_layer_output, preds = grad_model(img_array, training=False)
         class_channel = preds[:, 0]

@@ -128,6 +128,27 @@ def test_bench_gradcam_writes_the_documented_keys(tiny_model_path, tmp_path):
     assert bench["max_abs_diff"] <= 1e-4 and bench["settings"]["images"] == 4
 
 
+def test_bench_gradcam_compares_each_member_of_an_ensemble(tiny_model_path, tmp_path):
+    """The committed model is an ensemble: each member's batched maps against the per-image reference on that
+    member (members of different input sizes and kinds: a CNN at 32 px, a frozen MobileNetV2 at 48 px)."""
+    from helpers import minimal_card
+
+    from pneumo_utils import model
+
+    tiny, _ = model.load_model(tiny_model_path)
+    probe = model.build_backbone_model(48, "mobilenetv2", weights=None, alpha=0.35, augment=False, trainable=False)
+    path = tmp_path / "ensemble.keras"
+    model.save_model(model.build_ensemble([tiny, probe]), path, minimal_card(48))
+    output = tmp_path / "bench.json"
+    result = pneumo("bench", "gradcam", "--model", path, "--images", 4, "--batch-size", 4, "--output", output)
+    assert result.returncode == 0, result.stderr
+    bench = json.loads(output.read_text())
+    assert [member["image_size"] for member in bench["members"]] == [32, 48]
+    assert bench["max_abs_diff"] == max(member["max_abs_diff"] for member in bench["members"]) <= 1e-4
+    assert bench["per_image_ms_batched"] == pytest.approx(sum(m["per_image_ms_batched"] for m in bench["members"]),
+                                                          abs=0.01)
+
+
 def test_bench_train_writes_the_documented_keys(tmp_path):
     output = tmp_path / "bench.json"
     result = pneumo("bench", "train", "--profile", "smoke", "--images", 32, "--output", output)
