@@ -135,10 +135,11 @@ def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(tiny_
     assert metrics["confusion_matrix"] == site["after"]["confusion_matrix"]
     # predict (and every command with --model) takes the calibrated model and decides at its new threshold
     image = sorted((site_sample / "test" / "NORMAL").glob("*.jpeg"))[0]
-    predicted = run_pneumo_here("predict", str(image), "--model", str(tmp_path / "site" / "tiny.keras"))
+    predicted = run_pneumo_here("predict", str(image), "--model", str(tmp_path / "site" / "tiny.keras"),
+                                "--output", str(tmp_path / "predicted.json"))
     assert predicted.returncode == 0, predicted.stderr
-    probability, label = predicted.stdout.strip().splitlines()[-1].split()[-2:]
-    assert label == ("PNEUMONIA" if float(probability) >= card["threshold"]["value"] else "NORMAL")
+    (row,) = json.loads((tmp_path / "predicted.json").read_text())
+    assert row["label"] == ("PNEUMONIA" if row["probability"] >= card["threshold"]["value"] else "NORMAL")
     # the weights are unchanged: the ranking (ROC-AUC) is the one of the model it came from (up to ties that
     # the saved model's float32 sigmoid makes where the refit used float64)
     assert metrics["roc_auc"] == pytest.approx(site["before"]["roc_auc"], abs=0.01)
