@@ -278,7 +278,8 @@ class Explorer:
         self.preprocessing = Preprocessing.from_dict(self.card["preprocessing"])
         self.threshold = float(self.card["threshold"]["value"])
         self.threshold_rule = self.card["threshold"].get("rule", "")
-        self.layers = conv_layer_names(self.network) or [cam.last_conv_layer_name(self.network)]
+        self.layers = conv_layer_names(self.network) or (
+            [MEMBERS_LAST_LAYER] if model.ensemble_members(self.network) else [cam.last_conv_layer_name(self.network)])
         self._explainers: dict[str, Any] = {}
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
@@ -290,13 +291,16 @@ class Explorer:
         from pneumo_utils import cam
 
         layer = layer or self.layers[-1]
-        if layer not in self._explainers:
-            self._explainers[layer] = cam.CamExplainer(self.network, layer)
+        if layer not in self._explainers:  # an ensemble: each member at its own last convolution (or backbone)
+            self._explainers[layer] = cam.CamExplainer(self.network, None if layer == MEMBERS_LAST_LAYER else layer)
         maps, probabilities = self._explainers[layer].explain(image[None], method=method)
         probability = float(probabilities[0])
         overlay = cam.overlay(image, maps[0], alpha=opacity)
         return {"probability": probability, "label": "PNEUMONIA" if probability >= self.threshold else "NORMAL",
                 "map": maps[0], "overlay": overlay, "layer": layer, "method": method}
+
+
+MEMBERS_LAST_LAYER = "each member's last convolution"  # the one layer choice of an ensemble
 
 
 def conv_layer_names(network) -> list[str]:

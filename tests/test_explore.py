@@ -158,15 +158,17 @@ def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp
     keras.utils.set_random_seed(3)
     members = [model.build_model(48, filters=(4, 8), augmentation={"sharpness": 1.0}, normalization="standardize",
                                  name=f"net{number}") for number in (1, 2)]
+    # the committed ensemble mixes kinds: a frozen MobileNetV2 member has no layer of the CNNs' names
+    members.append(model.build_backbone_model(48, "mobilenetv2", weights=None, alpha=0.35, trainable=False))
     path = model.save_model(model.build_ensemble(members), tmp_path / "ensemble.keras", minimal_card(48))
     explorer = explore.Explorer(path)
-    assert explorer.layers == ["block2_conv2"]
+    assert explorer.layers == [explore.MEMBERS_LAST_LAYER]
     image = np.random.default_rng(0).integers(0, 255, (48, 48)).astype(np.float32)
     result = explorer.explain(image)
-    maps = [cam.CamExplainer(member, "block2_conv2").explain(image[None])[0][0]
+    maps = [cam.CamExplainer(member).explain(image[None])[0][0]
             for member in model.ensemble_members(explorer.network)]
     np.testing.assert_allclose(result["map"], np.mean(maps, axis=0), atol=1e-5)
-    assert result["layer"] == "block2_conv2" and 0.0 <= result["probability"] <= 1.0
+    assert result["layer"] == explore.MEMBERS_LAST_LAYER and 0.0 <= result["probability"] <= 1.0
 
 
 def test_the_report_states_an_ensembles_epochs_per_member():
