@@ -256,7 +256,7 @@ def _gradient_model(model: keras.Model, target: str) -> keras.Model:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         x = found[layer.name] = layer(x)
-    return keras.models.Model(inputs, [found[target], found["logit"]])
+    return keras.models.Model([inputs], [found[target], found["logit"]])
 
 
 def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_name: str) -> np.ndarray:
@@ -271,7 +271,7 @@ def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_
     """
     grad_model = _gradient_model(model, last_conv_layer_name)
     with tf.GradientTape() as tape:
-        last_conv_layer_output, preds = grad_model(img_array, training=False)
+        last_conv_layer_output, preds = grad_model([img_array], training=False)  # inputs as the model names them
         class_channel = preds[:, 0]
     grads = tape.gradient(class_channel, last_conv_layer_output)
     pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
