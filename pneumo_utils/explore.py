@@ -20,7 +20,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pneumo_utils.config import PROJECT_ROOT, REFERENCE_RESULTS, SAVED_MODEL, SettingsError
+from pneumo_utils.config import (
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    PROJECT_ROOT,
+    REFERENCE_RESULTS,
+    SAVED_MODEL,
+    SettingsError,
+    user_path,
+)
 from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
 
 RUN_ENV = "PNEUMO_EXPLORE_RUN"
@@ -42,6 +50,7 @@ class Session:
     data_root: Path | None
     scores: dict[str, pd.DataFrame]
     scored_now: bool = False  # the run kept no per-image scores: its validation split was scored on loading
+    data_problem: str | None = None  # one line when the run's images are not where it looked for them
 
 
 def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
@@ -68,13 +77,17 @@ def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathL
     if not model.is_file():
         raise SettingsError(f"{model}: no such model file")
     summary = json.loads((run / "run_summary.json").read_text()) if run and (run / "run_summary.json").is_file() else {}
+    recorded = None
+    if summary.get("data_dir"):
+        recorded = Path(summary["data_dir"])
+        recorded = recorded if recorded.is_absolute() else (PROJECT_ROOT / recorded).resolve()
     if data_dir:
         root = Path(data_dir).resolve()
-    elif summary.get("data_dir"):
-        recorded = Path(summary["data_dir"])
-        root = recorded if recorded.is_absolute() else (PROJECT_ROOT / recorded).resolve()
-    else:
-        root = None
+    else:  # as everywhere else: $PNEUMO_DATA_DIR, then the folder the run recorded, then data/chest_xray
+        candidates = [user_path(os.environ[DATA_DIR_ENV])] if os.environ.get(DATA_DIR_ENV) else []
+        candidates += [recorded] if recorded else []
+        candidates.append(DEFAULT_DATA_DIR)
+        root = next((candidate for candidate in candidates if candidate.is_dir()), recorded)
     scores = {}
     for path in sorted((run / "metrics").glob("scores_*.csv")) if run else []:
         frame = pd.read_csv(path)
@@ -84,7 +97,14 @@ def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathL
     if not scores and root is not None and (root / "train").is_dir():
         scores["validation"] = score_validation(model, root)  # a run from before per-image scores were kept
         scored_now = True
-    return Session(model_path=model, run_dir=run, data_root=root, scores=scores, scored_now=scored_now)
+    problem = None
+    first = next((frame["path"].iloc[0] for frame in scores.values() if len(frame)), None)
+    if scores and (root is None or not Path(first).is_file()):
+        where = root or recorded or "the folder the run used"
+        problem = (f"images of this run not found at {where}; start with --data-dir DIR "
+                   f"(or set ${DATA_DIR_ENV})")
+    return Session(model_path=model, run_dir=run, data_root=root, scores=scores, scored_now=scored_now,
+                   data_problem=problem)
 
 
 def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike) -> pd.DataFrame:

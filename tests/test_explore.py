@@ -1,6 +1,7 @@
 """Issue 11: the explorer's logic (threshold lab, image choice, stress sliders, uploads, heatmaps) and the
 one-file report, with a real tiny model and a real smoke run."""
 
+import json
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pneumo_utils import explore, report
+from pneumo_utils import config, explore, report
 from pneumo_utils.images import ImageReadError, Preprocessing
 
 PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]
@@ -179,3 +180,24 @@ def test_the_report_states_an_ensembles_epochs_per_member():
     ensemble = {"epochs_run": 24, "kept_epoch": 12, "members": 2, "kept_epochs": [12, 10]}
     assert report._epochs_text(ensemble) == ("an ensemble of 2 members trained one after the other, 24 epochs run "
                                              "in all, epochs 12, 10 kept")
+
+
+def test_a_run_whose_data_folder_moved_says_so_and_names_the_flag(smoke_run, tmp_path, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("synthetic_data", "executed", "checkpoints"))
+    summary = json.loads((run / "run_summary.json").read_text())
+    data_root = (config.PROJECT_ROOT / summary["data_dir"]).resolve()
+    summary["data_dir"] = str(tmp_path / "moved_away")
+    (run / "run_summary.json").write_text(json.dumps(summary))
+    monkeypatch.delenv(config.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(explore.DATA_ENV, raising=False)
+    monkeypatch.setattr(explore, "DEFAULT_DATA_DIR", tmp_path / "no_default_here")
+    session = explore.resolve(run)
+    assert session.data_problem == (f"images of this run not found at {tmp_path / 'moved_away'}; start with "
+                                    f"--data-dir DIR (or set ${config.DATA_DIR_ENV})")
+    assert explore.resolve(run, data_dir=data_root).data_problem is None  # the flag finds them
+    monkeypatch.setenv(config.DATA_DIR_ENV, str(data_root))
+    moved = explore.resolve(run)  # and so does $PNEUMO_DATA_DIR, tried before the recorded folder
+    assert moved.data_problem is None and moved.data_root == data_root

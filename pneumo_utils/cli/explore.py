@@ -41,6 +41,8 @@ def _command_explore(args: argparse.Namespace) -> int:
         environment[explore.DATA_ENV] = str(session.data_root)
     print(f"explorer: http://{args.host}:{args.port}/ (model {config_module.portable_path(session.model_path)}; "
           "Ctrl-C stops it)", flush=True)
+    if session.data_problem:
+        print(f"warning: {session.data_problem}", file=sys.stderr, flush=True)
     server = subprocess.Popen(voila_command(args.port, args.host, not args.no_browser), env=environment)
     try:
         return server.wait()
