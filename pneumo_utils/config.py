@@ -200,6 +200,16 @@ def resolve_profile_path(value: str | os.PathLike) -> Path:
     return _resolve_path(value)
 
 
+def recorded_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as a result records them (model card, experiment record): the run's own paths left out
+    (they say where this machine wrote, not what was trained) and a backbone weights file recorded as
+    :func:`portable_path`, so committed results carry no absolute path of the machine that made them."""
+    recorded = {key: settings[key] for key in sorted(settings) if key not in ("output_dir", "data_dir", "model_path")}
+    if recorded.get("weights") not in (None, "imagenet"):
+        recorded["weights"] = portable_path(recorded["weights"])
+    return recorded
+
+
 def portable_path(path: str | os.PathLike) -> str:
     """A path as recorded in results: relative to the project root (``../shared/data/...`` for a folder
     beside it), so committed files carry no absolute path of the machine that made them."""

@@ -45,8 +45,7 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
         "name": name,
         "description": description,
         "overrides": overrides,
-        "settings": {key: value for key, value in settings.items()
-                     if key not in ("output_dir", "data_dir", "model_path")},
+        "settings": config_module.recorded_settings(settings),
         "split": "validation (patient-grouped split of train/)",
         "validation": validation,
         "threshold": card["threshold"],

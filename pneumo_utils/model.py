@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from pneumo_utils.config import recorded_settings
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.records import write_json_atomic
 
@@ -405,8 +406,7 @@ def make_card(
         "validation_metrics": validation_metrics,
         "training": training,
         "data": data,
-        "parameters": {key: config[key] for key in sorted(config)
-                       if key not in ("output_dir", "data_dir", "model_path")},
+        "parameters": recorded_settings(config),
         "intended_use": (
             "Teaching and research on pediatric chest X-rays (Kermany et al. 2018 data). "
             "Not a medical device; not for diagnosis or triage."

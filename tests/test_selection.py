@@ -210,6 +210,9 @@ def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
     assert train.pretrained_weights(settings) == [{"member": 1, "backbone": "mobilenetv2", "alpha": 0.35,
                                                    "weights": config.portable_path(WEIGHTS_035), "sha256": SHA_035}]
     assert model.check_weights_file(WEIGHTS_035) == SHA_035
+    # a card or an experiment record names the file relative to the project, never by this machine's path
+    assert config.recorded_settings(settings)["weights"] == config.portable_path(WEIGHTS_035)
+    assert not any(str(value).startswith("/") for value in config.recorded_settings(settings).values())
 
 
 def test_training_can_choose_the_epoch_and_calibrate_on_test_dev_without_a_gradient_step_on_it(tmp_path):
