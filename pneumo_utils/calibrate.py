@@ -57,10 +57,6 @@ def predict_logits(network: keras.Model, images: np.ndarray, batch_size: int = 6
     return logit_model(network).predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1)
 
 
-def _sigmoid(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(values, dtype=np.float64)))
-
-
 def current_temperature(card: dict[str, Any]) -> float:
     """The temperature a model's card says is built into it (1.0 when none is)."""
     calibration = (card.get("validation_metrics") or {}).get("calibration") or {}
@@ -72,7 +68,7 @@ def calibrate_logits(targets: np.ndarray, logits: np.ndarray, min_sensitivity: f
                      ) -> dict[str, Any]:
     """The temperature and threshold for these labelled logits, and the calibrated probabilities."""
     temperature = evaluate.fit_temperature_to_logits(targets, logits)
-    probabilities = _sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
+    probabilities = evaluate.apply_temperature_to_logits(logits, temperature)
     threshold = evaluate.choose_threshold(targets, probabilities, min_sensitivity, sample=sample)
     return {"temperature": temperature, "threshold": threshold, "probabilities": probabilities}
 
@@ -95,7 +91,7 @@ def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarr
     if not np.all(np.isfinite(logits)):
         raise ValueError(f"the model gives non-finite logits on {where}; it cannot be calibrated")
     previous_temperature = current_temperature(card)
-    before_probabilities = _sigmoid(logits / previous_temperature)
+    before_probabilities = evaluate.apply_temperature_to_logits(logits, previous_temperature)
     before = evaluate.evaluate_probabilities(targets, before_probabilities, card["threshold"]["value"])
     fitted = calibrate_logits(targets, logits, min_sensitivity, sample=f"{sample.get('split', 'the sample')} "
                                                                         "(site calibration)")
@@ -122,11 +118,6 @@ def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarr
     return calibrated, new_card
 
 
-def _logit(probability: float) -> float:
-    probability = min(max(float(probability), 1e-12), 1 - 1e-12)
-    return float(np.log(probability / (1 - probability)))
-
-
 def threshold_transfer(targets, probabilities, card: dict[str, Any], sample: str = "test-dev",
                        min_sensitivity: float | None = None) -> pd.DataFrame:
     """The same images at the threshold chosen on validation (the ``train/`` period) and at the one chosen on
@@ -141,8 +132,8 @@ def threshold_transfer(targets, probabilities, card: dict[str, Any], sample: str
     site = card.get("site_calibration")
     target = min_sensitivity or card["threshold"].get("min_sensitivity") or 0.95
     if site:
-        logit = _logit(site["previous_threshold"]["value"]) * site["previous_temperature"] / site["temperature"]
-        validation_threshold = float(1.0 / (1.0 + np.exp(-logit)))
+        logit = float(evaluate.logits_of(site["previous_threshold"]["value"])) * site["previous_temperature"]
+        validation_threshold = float(evaluate.apply_temperature_to_logits(logit, site["temperature"]))
         sample_threshold = float(card["threshold"]["value"])
     else:
         validation_threshold = float(card["threshold"]["value"])

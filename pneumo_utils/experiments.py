@@ -278,12 +278,9 @@ def ensemble_views(root: str | os.PathLike, names: list[str], min_sensitivity: f
     for view in views:
         mean_logits = {}
         for which in ("inner_scores.csv", "scores.csv"):
-            frames = [_view_scores(root, name, view, which) for name in names]
-            for frame in frames[1:]:
-                if list(frame["file"]) != list(frames[0]["file"]):
-                    raise ValueError(f"{view}: the members scored different images; retrain them on the same view")
-            logits = np.mean([evaluate.logits_of(frame["probability"]) for frame in frames], axis=0)
-            mean_logits[which] = (frames[0]["target"].to_numpy(), 1.0 / (1.0 + np.exp(-logits)))
+            mean_logits[which] = mean_logit_scores([_view_scores(root, name, view, which) for name in names],
+                                                   f"{view}: the members scored different images; retrain them "
+                                                   "on the same view")
         inner_targets, inner_probabilities = mean_logits["inner_scores.csv"]
         threshold = evaluate.choose_threshold(inner_targets, inner_probabilities, min_sensitivity)["threshold"]
         result["views"][view] = {"view": view, "shifted": score_view(*mean_logits["scores.csv"], threshold)}
@@ -347,16 +344,17 @@ def _test_dev_scores(root: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(root / name / TEST_DEV_SCORES)
 
 
-def _mean_logit_scores(root: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the probabilities of the mean logit of these experiments' test-dev scores (the ensemble)."""
+def mean_logit_scores(frames: list[pd.DataFrame], mismatch: str) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the probabilities of the mean logit of several models' per-image scores of the same images
+    (as :func:`pneumo_utils.model.build_ensemble` averages its members); ``mismatch`` is the error's message
+    when the models scored different files."""
     from pneumo_utils import evaluate
 
-    frames = [_test_dev_scores(root, name) for name in names]
     for frame in frames[1:]:
         if list(frame["file"]) != list(frames[0]["file"]):
-            raise ValueError(f"{' + '.join(names)}: the members scored different test-dev images")
+            raise ValueError(mismatch)
     logits = np.mean([evaluate.logits_of(frame["probability"]) for frame in frames], axis=0)
-    return frames[0]["target"].to_numpy(), 1.0 / (1.0 + np.exp(-logits))
+    return frames[0]["target"].to_numpy(), evaluate.apply_temperature_to_logits(logits, 1.0)
 
 
 def test_dev_table(root: str | os.PathLike | None = None, recipes: list[list[str]] | None = None
@@ -390,7 +388,9 @@ def test_dev_table(root: str | os.PathLike | None = None, recipes: list[list[str
         for metric, short in TEST_DEV_METRICS:
             mean_row[f"test-dev {short}"] = f"{np.mean([records[name][metric] for name in names]):.3f}"
         rows.append(mean_row)
-        ensembles[" + ".join(names)] = _mean_logit_scores(root, names)
+        ensembles[" + ".join(names)] = mean_logit_scores([_test_dev_scores(root, name) for name in names],
+                                                         f"{' + '.join(names)}: the members scored different "
+                                                         "test-dev images")
     if ensembles:
         aucs = {name: evaluate.compute_metrics(targets, scores, 0.5)["roc_auc"]
                 for name, (targets, scores) in ensembles.items()}

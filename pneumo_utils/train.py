@@ -429,7 +429,7 @@ def calibrate_on_split(run: TrainingRun, split: str) -> None:
                                                       min_sensitivity=config.min_sensitivity)
     site = run.card["site_calibration"]
     run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
-    before = 1.0 / (1.0 + np.exp(-raw_validation.astype(np.float64)))
+    before = evaluate.apply_temperature_to_logits(raw_validation, 1.0)
     run.card["validation_metrics"] = evaluate.compute_metrics(run.val_targets, run.val_probabilities,
                                                               run.card["threshold"]["value"]) | {"calibration": {
         "method": f"temperature scaling fitted on {split} (site calibration; see site_calibration)",

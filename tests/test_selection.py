@@ -295,3 +295,21 @@ def test_a_regenerated_views_table_keeps_rows_this_machine_cannot_score(tmp_path
     kept = experiments._keep_recorded_rows(now, previous).set_index("recipe")
     assert kept.loc["a + b", "id-range AUC"] == "0.995 [0.99, 0.998]" and kept.loc["a + b", "worst AUC"] == 0.984
     assert kept.loc["c", "id-range AUC"] == "0.991 [0.98, 0.996]"  # what was scored now wins
+
+
+def test_threshold_transfer_puts_both_thresholds_on_the_same_images():
+    from pneumo_utils import calibrate
+
+    targets = np.r_[np.zeros(40), np.ones(60)].astype(int)
+    probabilities = np.r_[np.linspace(0.05, 0.8, 40), np.linspace(0.5, 0.99, 60)]
+    # a card calibrated elsewhere: its validation threshold (logit 1 at temperature 1) in today's scale (T = 2)
+    site_card = {"threshold": {"value": 0.7, "min_sensitivity": 0.95},
+                 "site_calibration": {"previous_threshold": {"value": 1 / (1 + np.exp(-1.0))},
+                                      "previous_temperature": 1.0, "temperature": 2.0}}
+    table = calibrate.threshold_transfer(targets, probabilities, site_card)
+    assert list(table["threshold"]) == [round(1 / (1 + np.exp(-0.5)), 4), 0.7]
+    # a card calibrated on validation: the sample's own threshold is fitted with the same rule
+    table = calibrate.threshold_transfer(targets, probabilities, {"threshold": {"value": 0.3}})
+    fitted = evaluate.choose_threshold(targets, probabilities, 0.95)["threshold"]
+    assert list(table["threshold"]) == [0.3, round(fitted, 4)]
+    assert table.iloc[1]["sensitivity"] >= 0.95 and table.iloc[0]["specificity"] <= table.iloc[1]["specificity"]
