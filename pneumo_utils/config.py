@@ -73,6 +73,7 @@ class Settings(Mapping):
     weights_sha256: str | None = None
     backbone_trainable: bool = True
     head_l2: float = 0.0
+    batchnorm_momentum: float = 0.99
     dropout: float = 0.5
     batch_size: int = 32
     precision: str = "float32"
@@ -111,6 +112,8 @@ class Settings(Mapping):
             problems.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.batchnorm_momentum, int | float) and not 0.0 < self.batchnorm_momentum < 1.0:
+            problems.append(f"batchnorm_momentum must be in (0, 1), got {self.batchnorm_momentum}")
         if not 0.0 < self.min_sensitivity <= 1.0:
             problems.append(f"min_sensitivity must be in (0, 1], got {self.min_sensitivity}")
         for name in ("image_size", "epochs", "batch_size", "patience"):

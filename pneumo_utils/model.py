@@ -170,11 +170,11 @@ def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float =
     return keras.Sequential(steps or [layers.Identity()], name="augmentation")
 
 
-def _conv_block(inputs, filters: int, name: str):
+def _conv_block(inputs, filters: int, name: str, batchnorm_momentum: float = 0.99):
     x = inputs
     for step in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{step}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{step}")(x)
+        x = layers.BatchNormalization(momentum=batchnorm_momentum, name=f"{name}_bn{step}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{step}")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
@@ -187,11 +187,15 @@ def build_model(
     augmentation: dict[str, float] | None = None,
     normalization: str = "rescale",
     name: str = "pneumonia_cnn",
+    batchnorm_momentum: float = 0.99,
 ) -> keras.Model:
     """A from-scratch CNN: strided stem, conv blocks with batch norm, global pooling, dropout, logit.
 
     normalization: ``rescale`` divides by 255; ``standardize`` gives each image zero mean and unit
-    variance (blind to overall brightness and contrast).
+    variance (blind to overall brightness and contrast). ``batchnorm_momentum``: how slowly the batch-norm
+    statistics used at inference follow the training batches; Keras' 0.99 needs a few hundred steps to
+    settle, so a training of a few dozen steps (the smoke profile) needs a lower value or it scores every
+    image alike.
     """
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32, got {image_size}")
@@ -206,10 +210,10 @@ def build_model(
     else:
         raise ValueError(f"normalization must be rescale or standardize, got {normalization!r}")
     x = layers.Conv2D(filters[0], 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=batchnorm_momentum, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for number, width in enumerate(filters, start=1):
-        x = _conv_block(x, width, name=f"block{number}")
+        x = _conv_block(x, width, name=f"block{number}", batchnorm_momentum=batchnorm_momentum)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     logit = layers.Dense(1, name="logit")(x)

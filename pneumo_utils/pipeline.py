@@ -26,6 +26,7 @@ from pneumo_utils.config import (
     portable_path,
     resolve_profile_path,
 )
+from pneumo_utils.kernels import PoliteKernelManager
 from pneumo_utils.records import provenance
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
@@ -281,6 +282,7 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
                                            parameters={**parameters, **own}, cwd=str(notebooks_dir),
                                            progress_bar=progress_bar, kernel_name="python3",
                                            stdout_file=_ProgressEcho() if echo else None,
+                                           kernel_manager_class=PoliteKernelManager,  # no false alarm in the log
                                            # the kernel's own start-up warnings (TCP transport) are noise here
                                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
             except Exception as error:

@@ -211,7 +211,7 @@ def build_from_config(config: Settings) -> keras.Model:
                                           trainable=config.backbone_trainable, head_l2=config.head_l2)
     return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
                              augmentation=augmentation_settings(config),
-                             normalization=config.normalization)
+                             normalization=config.normalization, batchnorm_momentum=config.batchnorm_momentum)
 
 
 def compile_from_config(network: keras.Model, config: Settings, total_steps: int) -> keras.Model:

@@ -31,11 +31,12 @@ def tiny_model_path(tmp_path_factory, synthetic_root):
 
 @pytest.fixture(scope="session")
 def smoke_run_process(tmp_path_factory):
-    """One finished ``pneumo run --profile smoke`` (all four notebooks) for the whole session: the pipeline,
-    explorer and report tests read it. Returns the folder and the finished process (its terminal output)."""
+    """One finished ``pneumo run --profile smoke`` (all four notebooks, the profile as a student runs it; the
+    one ``-p`` repeats the profile's seed) for the whole session: the pipeline, explorer and report tests read
+    it. Returns the folder and the finished process (its terminal output)."""
     folder = tmp_path_factory.mktemp("smoke_run") / "run"
     result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
-                             str(folder), "--quiet", "-p", "epochs=2", "-p", "synthetic_images_per_class=24"],
+                             str(folder), "-p", "seed=42"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, result

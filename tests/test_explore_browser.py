@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 from pneumo_utils.report import CHROMIUM_FLAGS, find_chromium
 
@@ -25,15 +26,10 @@ FLAGS = list(CHROMIUM_FLAGS)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.fixture
 def explorer_url(smoke_run, tmp_path):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "pneumo_utils.cli", "explore", "--run", str(smoke_run),
                                "--port", str(port), "--no-browser"], stdout=subprocess.PIPE,
                               stderr=(tmp_path / "voila.log").open("w"), text=True, start_new_session=True)

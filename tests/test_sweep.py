@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import wait_for
 
 from pneumo_utils import sweep
 
@@ -154,15 +155,6 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp_path):
     scheduler_file = tmp_path / "scheduler.json"
@@ -171,7 +163,7 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
         dask_command = [sys.executable, "-m", "dask"]  # the `dask` command of this Python, wherever its bin/ is
         processes.append(_start([*dask_command, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                  "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log"))
-        address = _wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}")
+        address = wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}")
                             .get("address"), 60, "the scheduler")
         workers = [_start([*dask_command, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                            "--host", "127.0.0.1"], tmp_path / f"worker{index}.log") for index in range(2)]
@@ -193,7 +185,7 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
                     continue
             return None
 
-        victim_run = _wait_for(lock_of_first_worker, 300, "a run in flight on the first worker")
+        victim_run = wait_for(lock_of_first_worker, 300, "a run in flight on the first worker")
         time.sleep(2)  # inside its notebook
         os.kill(workers[0].pid, signal.SIGKILL)
         workers[0].wait(timeout=30)

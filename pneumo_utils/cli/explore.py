@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,18 +13,33 @@ from pneumo_utils.cli.common import UsageError, refuse_existing, save
 EXPLORE_NOTEBOOK = config_module.NOTEBOOKS_DIR / "05_explore.ipynb"
 
 
-def voila_command(port: int, host: str, open_browser: bool) -> list[str]:
-    """The Voilà server for notebook 05: no code cells, no tracebacks, bound to ``host``."""
+DEFAULT_LOG = config_module.PROJECT_ROOT / "runs" / "explorer.log"
+
+
+def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: int = 300) -> list[str]:
+    """The Voilà server for notebook 05: no code cells, no tracebacks, bound to ``host``.
+
+    A kernel whose page is gone (closed, or a browser that went away without a word) is shut down after
+    ``cull_idle_timeout`` idle seconds; a kernel with its page still open is kept. Kernels stop without the
+    interrupt that jupyter_client sends first by default (a false 'KeyboardInterrupt' in the log). The log
+    level is INFO because the terminal's page lines are read from the kernel start and shutdown lines.
+    """
+    manager = "--MappingKernelManager."
     return [sys.executable, "-m", "voila", str(EXPLORE_NOTEBOOK), f"--port={port}", f"--Voila.ip={host}",
-            "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=False",
-            "--Voila.log_level=ERROR", *([] if open_browser else ["--no-browser"])]
+            "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=False", "--Voila.log_level=INFO",
+            f"{manager}cull_idle_timeout={cull_idle_timeout}", f"{manager}cull_connected=False",
+            f"{manager}cull_interval={max(1, min(60, cull_idle_timeout // 2))}",
+            f"{manager}kernel_manager_class=pneumo_utils.voila_kernels.PoliteServerKernelManager",
+            *([] if open_browser else ["--no-browser"])]
 
 
 def _command_explore(args: argparse.Namespace) -> int:
-    from pneumo_utils import explore
+    from pneumo_utils import explore, serve
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.cull_idle_timeout < 1:
+        raise UsageError(f"--cull-idle-timeout must be at least 1 second, got {args.cull_idle_timeout}")
     try:
         import voila  # noqa: F401 - checked before anything starts
     except ImportError:
@@ -39,17 +53,13 @@ def _command_explore(args: argparse.Namespace) -> int:
     environment[explore.RUN_ENV] = str(session.run_dir) if session.run_dir else ""
     if session.data_root:
         environment[explore.DATA_ENV] = str(session.data_root)
+    log = Path(args.log) if args.log else DEFAULT_LOG
     print(f"explorer: http://{args.host}:{args.port}/ (model {config_module.portable_path(session.model_path)}; "
-          "Ctrl-C stops it)", flush=True)
+          f"log {args.log or config_module.portable_path(log)}; Ctrl-C stops it)", flush=True)
     if session.data_problem:
         print(f"warning: {session.data_problem}", file=sys.stderr, flush=True)
-    server = subprocess.Popen(voila_command(args.port, args.host, not args.no_browser), env=environment)
-    try:
-        return server.wait()
-    except KeyboardInterrupt:
-        server.terminate()
-        server.wait(timeout=30)
-        return 130
+    return serve.serve(voila_command(args.port, args.host, not args.no_browser, args.cull_idle_timeout), log,
+                       environment)
 
 
 def _command_report(args: argparse.Namespace) -> int:
@@ -81,6 +91,11 @@ def register(commands) -> None:
     explore.add_argument("--port", type=int, default=8866)
     explore.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     explore.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    explore.add_argument("--log", default=None, metavar="FILE",
+                         help="where the server's and its kernels' output goes (default: runs/explorer.log)")
+    explore.add_argument("--cull-idle-timeout", type=int, default=300, metavar="SECONDS",
+                         help="shut down the kernel of a page that is gone after this many idle seconds "
+                              "(default 300; a page still open keeps its kernel)")
     explore.set_defaults(handler=_command_explore)
 
     report = commands.add_parser("report", help="one self-contained HTML report of a run (and a PDF with --pdf)")

@@ -25,7 +25,7 @@ def _command_run(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
             overrides=overrides,
             overwrite=args.overwrite,
-            progress_bar=not args.quiet,
+            progress_bar=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise
         )
     except pipeline.OutputExists as error:
         raise UsageError(str(error)) from None
@@ -61,7 +61,8 @@ def register(commands) -> None:
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
                      help="override one profile setting, e.g. -p epochs=5 (repeatable)")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
-    run.add_argument("--quiet", action="store_true", help="no papermill progress bar")
+    run.add_argument("--quiet", action="store_true",
+                     help="no papermill progress bar (none either when the output goes to a file or pipe)")
     run.set_defaults(handler=_command_run)
 
     promote = commands.add_parser("promote", help="make a finished run's model and results the committed ones")

@@ -1,0 +1,142 @@
+"""Run a server (Voilà) as a child that never outlives ``pneumo``, with a quiet terminal.
+
+The server runs in its own session, so a terminal's Ctrl-C, a ``kill -TERM`` from systemd or a closed
+terminal's SIGHUP reach this process only; it then stops the server *and every process below it* (the
+kernels, which jupyter_client starts in sessions of their own): SIGTERM first, so the server shuts its
+kernels down, then SIGKILL for anything still alive after ``grace`` seconds.
+
+Everything the server and its kernels print (start-up warnings, kernel log lines, tracebacks of browsers
+that went away) goes to a log file. The terminal gets the lines :func:`page_event` recognizes: one per
+page opened (a kernel started) or closed (a kernel shut down or culled).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psutil
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_KERNEL_STARTED = re.compile(r"Kernel started: ([0-9a-f-]{8,})")
+_KERNEL_SHUTDOWN = re.compile(r"Kernel shutdown: ([0-9a-f-]{8,})")
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class PageCounter:
+    """Turns the server's log lines into one terminal line per page opened or closed."""
+
+    def __init__(self):
+        self.open: set[str] = set()
+
+    def page_event(self, line: str) -> str | None:
+        started, stopped = _KERNEL_STARTED.search(line), _KERNEL_SHUTDOWN.search(line)
+        if started and started.group(1) not in self.open:
+            self.open.add(started.group(1))
+            return f"page opened (kernel {started.group(1)[:8]}; {len(self.open)} open)"
+        if stopped and stopped.group(1) in self.open:
+            self.open.discard(stopped.group(1))
+            return f"page closed (kernel {stopped.group(1)[:8]}; {len(self.open)} open)"
+        return None
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid`` (children, their children, ...); empty when ``pid`` is gone."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_tree(process: subprocess.Popen, grace: float = 6.0) -> None:
+    """SIGTERM ``process`` and wait up to ``grace`` seconds for it and everything it started to end; then
+    SIGKILL whatever is left. Processes it started are listed before it is signalled (once it exits,
+    its orphans cannot be found from it)."""
+    family = descendants(process.pid)
+    if process.poll() is None:
+        process.terminate()
+    deadline = time.monotonic() + grace
+    try:
+        process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
+    family += [child for child in descendants(process.pid) if child not in family]
+    for member in family:  # a kernel the server did not get to shut down in time
+        try:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=max(0.1, deadline - time.monotonic()))
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=2)
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def serve(command: Sequence[str], log_path: str | os.PathLike, environment: dict[str, str] | None = None,
+          echo: Callable[[str], None] | None = None, grace: float = 6.0) -> int:
+    """Run ``command`` until it exits or this process gets SIGINT, SIGTERM or SIGHUP; then stop it and all
+    its descendants. Its output is appended to ``log_path``; page events go to ``echo`` (the terminal).
+
+    Returns the server's exit code, or 130 for Ctrl-C and 0 for SIGTERM/SIGHUP (a stop that was asked for).
+    """
+    echo = echo or (lambda text: print(text, flush=True))
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_signal(signum, frame):
+        raise _Stop(signum)
+
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+        log.flush()
+        for number in STOP_SIGNALS:
+            signal.signal(number, on_signal)
+        process = None
+        try:
+            process = subprocess.Popen(list(command), env=environment, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, text=True, errors="replace", bufsize=1)
+            reader = threading.Thread(target=_relay, args=(process.stdout, log, PageCounter(), echo), daemon=True)
+            reader.start()
+            code = process.wait()
+            reader.join(timeout=5)
+            return code
+        except _Stop as stop:
+            return 130 if stop.signum == signal.SIGINT else 0
+        finally:
+            # further stop signals while stopping are ignored: a second Ctrl-C must not leave orphans
+            for number in STOP_SIGNALS:
+                signal.signal(number, signal.SIG_IGN)
+            try:
+                if process is not None:
+                    stop_tree(process, grace=grace)
+            finally:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+
+
+def _relay(stream, log, counter: PageCounter, echo: Callable[[str], None]) -> None:
+    for line in stream:
+        log.write(line)
+        log.flush()
+        event = counter.page_event(line)
+        if event:
+            echo(event)
