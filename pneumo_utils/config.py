@@ -214,9 +214,15 @@ def recorded_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def portable_path(path: str | os.PathLike) -> str:
-    """A path as recorded in results: relative to the project root (``../shared/data/...`` for a folder
-    beside it), so committed files carry no absolute path of the machine that made them."""
-    return Path(os.path.relpath(Path(path).resolve(), PROJECT_ROOT)).as_posix()
+    """A path as recorded in results and shown on the terminal: relative to the project root when it lies
+    inside the project or in a folder beside it (``runs/x``, ``../shared/data/...``), so committed files
+    carry no absolute path of the machine that made them; anywhere else, absolute as the user would type it
+    (``/tmp/x``, never ``../../tmp/x``)."""
+    resolved = Path(path).resolve()
+    relative = Path(os.path.relpath(resolved, PROJECT_ROOT))
+    if relative.parts[:2] == ("..", "..") or (relative.parts[:1] == ("..",) and len(relative.parts) == 1):
+        return Path(os.path.abspath(path)).as_posix()  # as typed, symbolic links kept
+    return relative.as_posix()
 
 
 def load_config(profile: str | None = None, **overrides: Any) -> Settings:

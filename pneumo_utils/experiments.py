@@ -438,7 +438,7 @@ def add_missing_stress(root: str | os.PathLike, data_dir: str | os.PathLike) -> 
 
 HEADER = """# Training experiments
 
-Since issue 16, recipes are chosen on **test-dev** (the first table): half of the official test split, from
+Recipes are now chosen on **test-dev** (the first table): half of the official test split, from
 the test period that no view of `train/` can show. The validation split with its stress columns (second
 table) and the shift views of `train/` (third) stay as secondary columns. Experiments e1-e14 were chosen on
 those before test-dev existed; their models were not kept, so they have no test-dev figures (the committed
@@ -448,9 +448,8 @@ Validation figures are on a patient-grouped, stratified split of `train/`, at ea
 highest with validation sensitivity >= the profile's minimum), with seeded bootstrap 95% intervals. The
 *stress* columns score the same validation images again under acquisition-like changes (gamma 0.6 and 1.6,
 contrast x0.6, blur, noise, zoom in and out; `pneumo_utils/robustness.py`): the mean over those changes and
-the worst specificity. Training minutes are wall time on the machine that trained each model, while other
-work may have shared its cores (`results/experiments_notes.md` says what did; `results/bench_train.json`
-measures a quiet run).
+the worst specificity. Training minutes are wall time on the machine that trained each model
+(`results/experiments_notes.md` records the circumstances; `results/bench_train.json` is the benchmark).
 
 """
 
