@@ -97,7 +97,8 @@ def _stress(stress: dict[str, Any]) -> list[str]:
 
 
 def _gradcam(checks: dict[str, Any]) -> list[str]:
-    rows = ["| class | images | map mass in the border band | Spearman vs weight-randomized model |", "|---|---|---|---|"]
+    rows = ["| class | images | map mass in the border band | Spearman vs weight-randomized model |",
+            "|---|---|---|---|"]
     for name, values in checks["by_class"].items():
         rows.append(f"| {name} | {values['images']} | {values['mass_share']['border']:.2f} | "
                     f"{values['randomization']['spearman_mean']:.2f} |")

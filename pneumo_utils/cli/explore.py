@@ -127,7 +127,8 @@ def register(commands) -> None:
 
     report = commands.add_parser("report", help="one self-contained HTML report of a run (and a PDF with --pdf)")
     report.add_argument("run_dir", help="the run folder (runs/<profile>-<time>, or results/ for the committed run)")
-    report.add_argument("--output", default=None, metavar="FILE.html", help="default: RUN_DIR/report.html (RUN_DIR/README.md with --markdown)")
+    report.add_argument("--output", default=None, metavar="FILE",
+                        help="default: RUN_DIR/report.html (RUN_DIR/README.md with --markdown)")
     report.add_argument("--pdf", action="store_true", help="also print it to PDF (beside it) with headless Chromium")
     report.add_argument("--markdown", action="store_true",
                         help="write the results in full as Markdown instead (default: RUN_DIR/README.md; for "
