@@ -508,6 +508,14 @@ measured independently.
 """
 
 
+def recorded_rows(csv_path: str | os.PathLike) -> int:
+    """How many experiments a written table holds (0 when there is none or it cannot be read)."""
+    try:
+        return len(pd.read_csv(csv_path))
+    except (OSError, ValueError):
+        return 0
+
+
 def write_table(root: str | os.PathLike, output: str | os.PathLike, notes: str = "",
                 ensembles: list[list[str]] | None = None) -> Path:
     """The experiments table, and the shift-views table where views were recorded, as Markdown (and CSV)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -53,6 +54,44 @@ class OutputExists(OutputError):
 
 class FolderBusy(OutputError):
     """Another live process holds the folder's lock."""
+
+
+class CommittedOutput(OutputError):
+    """An output inside the committed ``saved_models/`` or ``results/``: only ``pneumo promote`` changes those."""
+
+
+_PROJECT = Path(__file__).resolve().parents[1]
+COMMITTED = (_PROJECT / "saved_models", _PROJECT / "results")
+# the lab notebook's own records: `pneumo train` adds an experiment, `pneumo experiments` writes its tables
+EXPERIMENT_RECORDS = (_PROJECT / "results" / "experiments", _PROJECT / "results" / "experiments.md",
+                      _PROJECT / "results" / "experiments.csv", _PROJECT / "results" / "experiments_views.csv",
+                      _PROJECT / "results" / "experiments_test_dev.csv")
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    """``path`` with symbolic links and ``..`` resolved, also where it does not exist yet."""
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def refuse_committed(path: str | os.PathLike, flag: str, allowed: tuple[Path, ...] = ()) -> None:
+    """Refuse an output inside ``saved_models/`` or ``results/`` (also through ``..`` or a symbolic link),
+    except in ``allowed`` (a folder and everything in it, or one file)."""
+    target = _resolved(path)
+    for folder in COMMITTED:
+        if target == folder or target.is_relative_to(folder):
+            if any(target == place or target.is_relative_to(place) for place in allowed):
+                return
+            raise CommittedOutput(f"{display(path)}: {flag} points inside {folder.name}/, which holds the committed "
+                                  "model and results; only `pneumo promote RUN_DIR` changes it (write to runs/ "
+                                  "or elsewhere)")
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    """A name given on the command line is a name, not a path: letters, digits, ``.``, ``_``, ``-``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or "") or ".." in name:
+        raise CommittedOutput(f"{flag} {name!r}: must be a plain name (letters, digits, '.', '_', '-'; no '/' "
+                              "or '..', at most 100 characters)")
+    return name
 
 
 def describe(error: OSError) -> str:
@@ -139,6 +178,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+UNREADABLE_LOCK_AGE_S = 10.0  # a lock file is filled in microseconds after it is created
+
+
 class FolderLock:
     """An exclusive lock on a run folder: ``folder/.pneumo.lock`` holds the owner's pid, host and start.
 
@@ -170,12 +212,13 @@ class FolderLock:
                 same_host_gone = holder and holder.get("host") == record["host"] and \
                     not _pid_alive(int(holder.get("pid", -1)))
                 reclaimed = holder and self.reclaim_same_purpose and holder.get("purpose") == self.purpose
-                if same_host_gone or reclaimed:
+                if same_host_gone or reclaimed or (holder is None and self._age() > UNREADABLE_LOCK_AGE_S):
+                    # an unreadable lock older than a writer needs to fill it in was left by a killed process
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     self.taken_over = holder
                     continue
                 who = f"pid {holder.get('pid')}, {holder.get('purpose')}, since {holder.get('started')}" if holder \
-                    else "unknown holder"
+                    else f"a lock being written or unreadable; if no pneumo command uses it, delete {LOCK_NAME}"
                 raise FolderBusy(f"{display(self.folder)}: in use by another process ({who}); wait for it to "
                                  f"finish or choose another output folder") from None
             except OSError as error:
@@ -187,9 +230,16 @@ class FolderLock:
 
     def _holder(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path.read_text())
+            holder = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
+        return holder if isinstance(holder, dict) else None
+
+    def _age(self) -> float:
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return 0.0
 
     def release(self) -> None:
         holder = self._holder()

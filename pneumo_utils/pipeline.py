@@ -231,7 +231,7 @@ def run_notebooks(
     summary_path = output / SUMMARY_NAME
     purpose = lock_purpose or f"pneumo run --profile {config['profile']}"
     with outputs.FolderLock(output, purpose=purpose, reclaim_same_purpose=lock_purpose is not None):
-        previous = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        previous = read_record(summary_path) if summary_path.exists() else None
         resuming = bool(settings.get("resume")) and previous is not None and previous.get("status") != "ok"
         if previous is not None and not overwrite and not resuming:
             raise OutputExists(f"{portable_path(output)}: already holds a run ({SUMMARY_NAME}); pass --overwrite "
@@ -325,7 +325,12 @@ def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = 
             results_dir: str | os.PathLike | None = None) -> list[Path]:
     """Make a finished run the project's reference: its model and card become ``saved_models/``'s, and its
     executed notebooks, figures, metrics and summary replace those in ``results/``. Only on request
-    (``pneumo promote RUN_DIR``); each file is replaced atomically."""
+    (``pneumo promote RUN_DIR``).
+
+    All or nothing: every new file is first written beside its target (``*.promote-new``); only when all are
+    written are they swapped in, each old file kept as ``*.promote-old`` until the last swap succeeded. Any
+    failure removes what was staged and puts every old file back, and says which path failed.
+    """
     from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL
     from pneumo_utils.model import card_path
 
@@ -335,25 +340,95 @@ def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = 
     summary_path = run_dir / SUMMARY_NAME
     if not summary_path.is_file():
         raise SettingsError(f"{run_dir}: not a run folder (no {SUMMARY_NAME})")
-    summary = json.loads(summary_path.read_text())
+    summary = read_record(summary_path)
     if summary.get("status") != "ok":
         raise SettingsError(f"{run_dir}: the run did not finish (status {summary.get('status')!r}); "
-                         "only a finished run can be promoted")
+                            "only a finished run can be promoted")
     model_path = run_dir / "model" / saved_model.name
     if not model_path.is_file() or not card_path(model_path).is_file():
         raise SettingsError(f"{model_path}: the run has no model with a card to promote")
-    written = []
     with outputs.FolderLock(run_dir, purpose="pneumo promote"):
-        for source, target in ((model_path, saved_model), (card_path(model_path), card_path(saved_model))):
-            written.append(outputs.write_bytes(target, source.read_bytes()))
+        pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
         for folder in ("executed", "figures", "metrics"):
             if (run_dir / folder).is_dir():
-                for source in sorted((run_dir / folder).rglob("*")):
-                    if source.is_file():
-                        written.append(outputs.write_bytes(results_dir / folder / source.relative_to(run_dir / folder),
-                                                           source.read_bytes()))
-        written.append(outputs.write_bytes(results_dir / SUMMARY_NAME, summary_path.read_bytes()))
+                pairs += [(source, results_dir / folder / source.relative_to(run_dir / folder))
+                          for source in sorted((run_dir / folder).rglob("*")) if source.is_file()]
+        pairs.append((summary_path, results_dir / SUMMARY_NAME))
+        return replace_all(pairs)
+
+
+def write_pages(results_dir: str | os.PathLike | None = None, readme: str | os.PathLike | None = None) -> list[Path]:
+    """The committed run's generated pages, from its files: ``results/README.md`` (the results in full),
+    ``results/report.html`` and the results table of the project's README."""
+    from pneumo_utils import report, results_page
+    from pneumo_utils.config import PROJECT_ROOT, REFERENCE_RESULTS
+
+    results_dir = Path(results_dir or REFERENCE_RESULTS)
+    readme = Path(readme or PROJECT_ROOT / "README.md")
+    written = [outputs.write_text(results_dir / "README.md", results_page.results_markdown(results_dir)),
+               outputs.write_text(results_dir / "report.html", report.build_report(results_dir))]
+    if readme.is_file() and results_page.readme_brief(readme.read_text(encoding="utf-8")) is not None:
+        text = results_page.with_readme_brief(readme.read_text(encoding="utf-8"), results_dir)
+        written.append(outputs.write_text(readme, text))
     return written
+
+
+def replace_all(pairs: list[tuple[Path, Path]]) -> list[Path]:
+    """Copy each ``source`` over its ``target``, all or nothing (see :func:`promote`)."""
+    staged: list[Path] = []
+    swapped: list[tuple[Path, Path | None]] = []  # (target, its old copy or None where it was new)
+    try:
+        for source, target in pairs:
+            stage = target.with_name(target.name + ".promote-new")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise outputs.OutputError(f"{outputs.display(target.parent)}: cannot be made a folder "
+                                          f"({outputs.describe(error)}); nothing was promoted") from None
+            staged.append(stage)
+            try:
+                outputs.write_bytes(stage, source.read_bytes())
+            except OSError as error:
+                raise outputs.OutputError(f"{error}; nothing was promoted") from None
+        for (_, target), stage in zip(pairs, staged, strict=True):
+            old = target.with_name(target.name + ".promote-old") if target.exists() or target.is_symlink() else None
+            try:
+                if old is not None:
+                    os.replace(target, old)
+                os.replace(stage, target)
+            except OSError as error:
+                if old is not None and old.exists() and not target.exists():
+                    os.replace(old, target)
+                raise outputs.OutputError(f"{outputs.display(target)}: cannot be replaced "
+                                          f"({outputs.describe(error)}); nothing was promoted") from None
+            swapped.append((target, old))
+    except BaseException:
+        for target, old in reversed(swapped):
+            if old is not None:
+                os.replace(old, target)
+            else:
+                target.unlink(missing_ok=True)
+        for stage in staged:
+            stage.unlink(missing_ok=True)
+        raise
+    for _, old in swapped:
+        if old is not None:
+            old.unlink(missing_ok=True)
+    return [target for _, target in pairs]
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """A JSON record (run summary, card) as a mapping, or one line saying why it cannot be used."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else "empty"
+        raise SettingsError(f"{portable_path(path)}: unreadable ({type(error).__name__}: {reason}); "
+                            "delete it or run again") from None
+    if not isinstance(record, dict):
+        raise SettingsError(f"{portable_path(path)}: not a JSON object (a {type(record).__name__}); "
+                            "delete it or run again")
+    return record
 
 
 def summary_text(summary: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from pneumo_utils.config import PROJECT_ROOT, portable_path
 from pneumo_utils.data import split_label
 
-README_BRIEF_START = "<!-- results brief: written by `pneumo report results --markdown`; do not edit -->"
+README_BRIEF_START = "<!-- results brief: written by `pneumo promote`; do not edit -->"
 README_BRIEF_END = "<!-- end of results brief -->"
 _SPLIT_FILES = (("test-dev", "metrics_test-dev.json"), ("test-final", "metrics_test-final.json"),
                 ("test", "metrics_test.json"), ("validation", "metrics_validation.json"))
@@ -134,7 +134,8 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
            "chooses epochs, temperature or threshold on it, its figures are *used for selection* and optimistic by "
            "construction. **test-final**, the other half, is scored only where its images are present. Intervals "
            "are 95% bootstrap intervals over images. This page is written from the run's files by "
-           f"`pneumo report {portable_path(run_dir)} --markdown`.", "",
+           + ("`pneumo promote`" if run_dir.resolve() == (PROJECT_ROOT / "results").resolve()
+              else f"`pneumo report {portable_path(run_dir)} --markdown`") + ".", "",
            "## The model", "",
            f"`{portable_path(card_path.with_suffix('.keras'))}` and its card `{portable_path(card_path)}`"
            + (f": an ensemble whose logit is the mean of {len(card['parameters']['members'])} members' logits."

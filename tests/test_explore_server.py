@@ -75,10 +75,20 @@ class Explorer:
                 pass
         return alive
 
-    def stop(self, signum=signal.SIGTERM) -> None:
+    def stop(self) -> None:
+        """The test's own clean-up: SIGTERM, then SIGKILL for anything of the family still alive."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signum)
-            self.process.wait(timeout=30)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        for pid in self.alive():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.mark.slow
@@ -98,7 +108,7 @@ def test_abandoned_pages_are_culled_and_sigterm_leaves_nothing(smoke_run, tmp_pa
         wait_for(lambda: not explorer.alive(), max(0.5, 10 - (time.monotonic() - started)),
                   "server and kernels gone after SIGTERM")
     finally:
-        explorer.stop(signal.SIGKILL)
+        explorer.stop()
     assert explorer.process.returncode == 0
     assert not explorer.listening()
     terminal = explorer.terminal.read_text().splitlines()
@@ -123,7 +133,7 @@ def test_sigint_and_sighup_stop_the_server_within_ten_seconds(smoke_run, tmp_pat
         wait_for(lambda: not explorer.alive(), max(0.5, 10 - (time.monotonic() - started)),
                   f"server gone after {signal.Signals(signum).name}")
     finally:
-        explorer.stop(signal.SIGKILL)
+        explorer.stop()
     assert explorer.process.returncode == (130 if signum == signal.SIGINT else 0)
     assert not explorer.listening()
 

@@ -11,7 +11,7 @@ from pneumo_utils import results_page
 from pneumo_utils.config import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "results"
-REGENERATE = "regenerate with: pneumo report results --markdown --overwrite"
+REGENERATE = "regenerate with: pneumo promote results"
 
 
 def test_committed_results_page_is_what_the_generator_writes():

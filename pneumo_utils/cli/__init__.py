@@ -51,6 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the options that name something a command writes; `pneumo promote` is the one command that writes the
+# committed saved_models/ and results/ (the experiments commands keep the lab notebook's records there)
+OUTPUT_OPTIONS = {"output": "--output", "output_dir": "--output-dir", "out": "--out", "gradcam": "--gradcam",
+                  "dest": "--dest", "log": "--log", "root": "--root"}
+NAME_OPTIONS = {"name": "--name"}
+
+
+def _refuse_committed_outputs(args) -> None:
+    from pneumo_utils import outputs
+
+    if args.command == "promote":
+        return
+    allowed = outputs.EXPERIMENT_RECORDS if args.command in ("train", "experiments") else ()
+    for attribute, flag in OUTPUT_OPTIONS.items():
+        value = getattr(args, attribute, None)
+        if isinstance(value, str) and value:
+            outputs.refuse_committed(value, flag, allowed)
+    for attribute, flag in NAME_OPTIONS.items():
+        value = getattr(args, attribute, None)
+        if isinstance(value, str):
+            outputs.check_name(value, flag)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,10 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         import_tensorflow_quietly()
     from pneumo_utils.config import SettingsError
     from pneumo_utils.data import DatasetLayoutError
-    from pneumo_utils.outputs import OutputError
+    from pneumo_utils.outputs import CommittedOutput, OutputError
 
     try:
+        _refuse_committed_outputs(args)
         return args.handler(args)
+    except CommittedOutput as error:  # before any work: a usage error
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except OutputError as error:  # a result that could not be written, or a folder in use
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -63,38 +63,32 @@ def _command_explore(args: argparse.Namespace) -> int:
 
 
 def _command_markdown(args: argparse.Namespace) -> int:
-    """``pneumo report RUN_DIR --markdown``: RUN_DIR/README.md (the results in full, from the run's files); for
-    the committed run (results/) also the results table in the project's README."""
-    from pneumo_utils import results_page
+    """``pneumo report RUN_DIR --markdown``: RUN_DIR/README.md (the results in full, from the run's files). The
+    committed run's pages are written by ``pneumo promote`` (``pneumo promote results`` rewrites only them)."""
+    from pneumo_utils import outputs, results_page
 
     run_dir = Path(args.run_dir)
     output = Path(args.output) if args.output else run_dir / "README.md"
     if args.pdf:
         raise UsageError("--pdf prints the HTML report; it does not go with --markdown")
+    outputs.refuse_committed(output, "the output (pneumo promote results writes the committed pages)")
     refuse_existing(output, args.overwrite)
     try:
         page = results_page.results_markdown(run_dir)
     except FileNotFoundError as error:
         raise UsageError(str(error)) from None
-    status = save(output, page.encode("utf-8"), args.overwrite)
-    committed = run_dir.resolve() == (config_module.PROJECT_ROOT / "results").resolve()
-    readme = config_module.PROJECT_ROOT / "README.md"
-    if status or not committed or not readme.is_file():
-        return status
-    text = readme.read_text(encoding="utf-8")
-    if results_page.readme_brief(text) is None:
-        return status
-    return save(readme, results_page.with_readme_brief(text, run_dir).encode("utf-8"), True)
+    return save(output, page.encode("utf-8"), args.overwrite)
 
 
 def _command_report(args: argparse.Namespace) -> int:
-    from pneumo_utils import report
+    from pneumo_utils import outputs, report
 
     if args.markdown:
         return _command_markdown(args)
     run_dir = Path(args.run_dir)
     output = Path(args.output) if args.output else run_dir / "report.html"
     pdf = output.with_suffix(".pdf") if args.pdf else None
+    outputs.refuse_committed(output, "the report (pneumo promote writes the committed run's report)")
     refuse_existing(output, args.overwrite)
     refuse_existing(pdf, args.overwrite)
     status = save(output, report.build_report(run_dir).encode("utf-8"), args.overwrite)
@@ -131,7 +125,7 @@ def register(commands) -> None:
                         help="default: RUN_DIR/report.html (RUN_DIR/README.md with --markdown)")
     report.add_argument("--pdf", action="store_true", help="also print it to PDF (beside it) with headless Chromium")
     report.add_argument("--markdown", action="store_true",
-                        help="write the results in full as Markdown instead (default: RUN_DIR/README.md; for "
-                             "results/ it also refreshes the results table of the project's README)")
+                        help="write the results in full as Markdown instead (default: RUN_DIR/README.md; the "
+                             "committed run's pages are written by pneumo promote)")
     report.add_argument("--overwrite", action="store_true", help="replace an existing report")
     report.set_defaults(handler=_command_report)

@@ -44,9 +44,13 @@ def _command_run(args: argparse.Namespace) -> int:
 
 def _command_promote(args: argparse.Namespace) -> int:
     from pneumo_utils import pipeline
+    from pneumo_utils.config import REFERENCE_RESULTS
 
-    written = pipeline.promote(args.run_dir)
-    print(f"promoted {args.run_dir}: {len(written)} files written to saved_models/ and results/")
+    if Path(args.run_dir).resolve() != REFERENCE_RESULTS.resolve():
+        written = pipeline.promote(args.run_dir)
+        print(f"promoted {args.run_dir}: {len(written)} files written to saved_models/ and results/")
+    pages = pipeline.write_pages()
+    print("pages written from the committed files: " + ", ".join(config_module.portable_path(page) for page in pages))
     return 0
 
 
@@ -66,5 +70,6 @@ def register(commands) -> None:
     run.set_defaults(handler=_command_run)
 
     promote = commands.add_parser("promote", help="make a finished run's model and results the committed ones")
-    promote.add_argument("run_dir", help="the run folder (runs/<profile>-<time>)")
+    promote.add_argument("run_dir", help="the run folder (runs/<profile>-<time>); `results` only writes the "
+                                         "pages again (results/README.md, results/report.html, README's table)")
     promote.set_defaults(handler=_command_promote)

@@ -86,6 +86,11 @@ def _command_experiments(args: argparse.Namespace) -> int:
               f"{record['specificity']:.3f}", file=sys.stderr)
     notes = Path(args.notes).read_text() if args.notes else ""
     ensembles = [item.split("+") for item in args.ensemble]
+    held = experiments.recorded_rows(Path(args.output).with_suffix(".csv"))
+    found = len(experiments.experiments_table(args.root))
+    if found < held and not args.overwrite:
+        raise UsageError(f"{args.output}: holds {held} experiments, --root {args.root} has {found}; a table is not "
+                         "rewritten from fewer records (pass --overwrite to replace it)")
     output = experiments.write_table(args.root, args.output, notes, ensembles=ensembles)
     print(output.read_text())
     return 0
@@ -118,6 +123,8 @@ def register(commands) -> None:
                        help="a recipe's seeds (or an ensemble of recipes): its mean and ensemble on test-dev, and "
                             "its ensemble on the shift views (repeatable)")
     table.add_argument("--notes", default=None, help="a Markdown file appended below the table")
+    table.add_argument("--overwrite", action="store_true",
+                       help="rewrite the table even from fewer records than it holds")
     table.add_argument("--score-on-test-dev", action="append", default=[], metavar="NAME=MODEL",
                        help="score a saved model (e.g. the committed one) on test-dev of --data-dir and record it "
                             "as NAME in the test-dev table (repeatable)")
