@@ -245,11 +245,15 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
     output = Path(config["output_dir"])
     executed = output / "executed"
     executed.mkdir(parents=True, exist_ok=True)
-    # Paths reach the kernels relative to the notebooks' folder (their working directory), so that the
-    # executed notebooks record no absolute path of this machine.
-    relative = {"output_dir": os.path.relpath(output, notebooks_dir)}
+    # Paths inside the project reach the kernels relative to the notebooks' folder (their working
+    # directory), so that the executed notebooks record no absolute path of the project.
+    def for_kernel(path):  # inside the project (or beside it): relative; elsewhere as the user typed it
+        shown = portable_path(path)
+        return shown if Path(shown).is_absolute() else os.path.relpath(path, notebooks_dir)
+
+    relative = {"output_dir": for_kernel(output)}
     if data_dir or not config.synthetic:
-        relative["data_dir"] = os.path.relpath(config["data_dir"], notebooks_dir)
+        relative["data_dir"] = for_kernel(config["data_dir"])
     parameters = {"profile": config["profile"], **relative, "overrides": settings}
     summary: dict[str, Any] = {
         "profile": config["profile"],
