@@ -12,13 +12,37 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
 
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """P(PNEUMONIA) for uint8 images ``(n, s, s)``, in inference mode (no augmentation, no dropout)."""
+class InvalidScores(RuntimeError):
+    """A model gave scores that are not probabilities (NaN, infinite, or outside [0, 1]): no label may come
+    from it. The message names the model."""
+
+
+def check_scores(probabilities: np.ndarray, source: str) -> np.ndarray:
+    """``probabilities`` unchanged when every one is a finite number in [0, 1]; else :class:`InvalidScores`."""
+    bad = ~np.isfinite(probabilities) | (probabilities < 0.0) | (probabilities > 1.0)
+    if bad.any():
+        example = probabilities[bad][0]
+        raise InvalidScores(f"{source}: gave {int(bad.sum())} of {len(probabilities)} scores that are not "
+                            f"probabilities (e.g. {example:.4g}); the model is broken or its output is not a "
+                            "sigmoid, so no label is given")
+    return probabilities
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 64, source: str | None = None) -> np.ndarray:
+    """P(PNEUMONIA) for uint8 images ``(n, s, s)``, in inference mode (no augmentation, no dropout); checked
+    (:func:`check_scores`) so that a broken model never yields a label. ``source`` names the model in errors."""
     from pneumo_utils.data import make_dataset
 
     if len(images) == 0:
         return np.zeros(0, dtype=np.float32)
-    return model.predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1).astype(np.float32)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    scores = model.predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1).astype(np.float32)
+    if source is None:
+        from pneumo_utils.model import source_of
+
+        source = source_of(model)
+    return check_scores(scores, source)
 
 
 def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensitivity: float = 0.95,

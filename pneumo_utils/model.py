@@ -9,7 +9,9 @@ sigmoid ``probability`` layer, so Grad-CAM can use the logit.
 from __future__ import annotations
 
 import json
+import math
 import os
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -472,7 +474,19 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         raise ModelLoadError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
                              f"{_first_line(error)})") from None
     check_model(model, card, path)
+    _SOURCES[model] = str(path)
     return model, card
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def source_of(network) -> str:
+    """The file a loaded model came from (for messages), or its name for a model built in memory."""
+    try:
+        return _SOURCES.get(network) or f"model {network.name!r}"
+    except TypeError:
+        return f"model {getattr(network, 'name', '?')!r}"
 
 
 def _first_line(error: Exception) -> str:
@@ -484,18 +498,54 @@ def _first_line(error: Exception) -> str:
     return lines[0][:300] if lines else type(error).__name__
 
 
+MAX_IMAGE_SIZE = 1024  # the largest input side a card may ask for (memory grows with its square)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# card field -> (what it must be, the check); a field that is present must pass, a required one must be present
+CARD_FIELDS: dict[str, tuple[str, Any, bool]] = {
+    "preprocessing.image_size": (f"an integer from 16 to {MAX_IMAGE_SIZE}", lambda v: isinstance(v, int) and
+                                 not isinstance(v, bool) and 16 <= v <= MAX_IMAGE_SIZE, True),
+    "preprocessing.clahe": ("true or false", lambda v: isinstance(v, bool), False),
+    "preprocessing.color_mode": ("'grayscale'", lambda v: v == "grayscale", False),
+    "preprocessing.interpolation": ("'area'", lambda v: v == "area", False),
+    "preprocessing.high_bit_depth": ("'min-max to 8 bit'", lambda v: v == "min-max to 8 bit", False),
+    "threshold.value": ("a number between 0 and 1", lambda v: _number(v) and 0.0 <= v <= 1.0, True),
+    "threshold.min_sensitivity": ("a number in (0, 1]", lambda v: _number(v) and 0.0 < v <= 1.0, False),
+    "classes": ("['NORMAL', 'PNEUMONIA']", lambda v: v == ["NORMAL", "PNEUMONIA"], False),
+    "name": ("a string", lambda v: isinstance(v, str), False),
+    "validation_metrics.calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
+    "site_calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
+}
+_MISSING = object()
+
+
+def _field(card: dict[str, Any], dotted: str) -> Any:
+    value: Any = card
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return _MISSING
+        value = value[key]
+    return value
+
+
 def check_card(card: Any, card_file: str | os.PathLike) -> None:
-    """A card must say how to feed the model (``preprocessing.image_size``) and where to decide
-    (``threshold.value``); anything else downstream is optional."""
+    """Every field the project reads from a card is checked when the model is loaded: its type, range or
+    allowed values (:data:`CARD_FIELDS`). The first field that is wrong stops the load in one line naming it,
+    before any image is read: a card that says ``"clahe": "yes"`` must not quietly change what the model sees."""
     if not isinstance(card, dict):
         raise ModelLoadError(f"{card_file}: model card must be a JSON object, not {type(card).__name__}")
-    size = (card.get("preprocessing") or {}).get("image_size") if isinstance(card.get("preprocessing"), dict) else None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 16:
-        raise ModelLoadError(f"{card_file}: model card lacks preprocessing.image_size (an integer of at least 16)")
-    threshold = card.get("threshold")
-    value = threshold.get("value") if isinstance(threshold, dict) else None
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-        raise ModelLoadError(f"{card_file}: model card lacks threshold.value (a number between 0 and 1)")
+    for dotted, (expected, valid, required) in CARD_FIELDS.items():
+        value = _field(card, dotted)
+        if value is _MISSING:
+            if required:
+                raise ModelLoadError(f"{card_file}: model card lacks {dotted} ({expected})")
+            continue
+        if not valid(value):
+            raise ModelLoadError(f"{card_file}: model card field {dotted} must be {expected}, got {value!r:.60}")
 
 
 def check_model(network: keras.Model, card: dict[str, Any], path: str | os.PathLike) -> None:
@@ -508,7 +558,7 @@ def check_model(network: keras.Model, card: dict[str, Any], path: str | os.PathL
     if len(shape) != 4 or shape[-1] != 1:
         raise ModelLoadError(f"{path}: the model takes input of shape {shape[1:]}; this project feeds grayscale "
                              f"images ({size}, {size}, 1)")
-    if shape[1:3] not in ((size, size), (None, None)):
+    if shape[1:3] != (size, size):  # also a model that takes any size: the card alone must not decide memory
         raise ModelLoadError(f"{path}: the model takes {shape[1]}x{shape[2]} images but its card says {size}")
     if tuple(network.outputs[0].shape)[-1] != 1:
         raise ModelLoadError(f"{path}: the model gives {tuple(network.outputs[0].shape)[-1]} outputs per image; "

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         import_tensorflow_quietly()
     from pneumo_utils.config import SettingsError
     from pneumo_utils.data import DatasetLayoutError
+    from pneumo_utils.evaluate import InvalidScores
     from pneumo_utils.outputs import CommittedOutput, OutputError
 
     try:
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommittedOutput as error:  # before any work: a usage error
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except InvalidScores as error:  # a broken model: no label
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except OutputError as error:  # a result that could not be written, or a folder in use
         print(f"error: {error}", file=sys.stderr)
         return 1
