@@ -125,9 +125,11 @@ class Settings(Mapping):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if not isinstance(self.filters, list | tuple) or not all(isinstance(width, int) and width > 0
-                                                                   for width in self.filters):
-            problems.append(f"filters must be a list of positive integers, got {self.filters!r}")
+        if not isinstance(self.filters, list | tuple) or not self.filters or not all(
+                isinstance(width, int) and not isinstance(width, bool) and width > 0 for width in self.filters):
+            problems.append(f"filters must be a non-empty list of positive integers, got {self.filters!r}")
+        if isinstance(self.image_size, int) and not 32 <= self.image_size <= 1024:
+            problems.append(f"image_size must be from 32 to 1024, got {self.image_size}")
         if isinstance(self.alpha, int | float) and not 0.0 < self.alpha <= 1.4:
             problems.append(f"alpha must be in (0, 1.4], got {self.alpha}")
         if self.weights_sha256 is not None and not (isinstance(self.weights_sha256, str) and re.fullmatch(
@@ -135,12 +137,29 @@ class Settings(Mapping):
             problems.append(f"weights_sha256 must be 64 lowercase hexadecimal digits, got {self.weights_sha256!r}")
         if not isinstance(self.members, list) or not all(isinstance(entry, dict) for entry in self.members):
             problems.append(f"members must be a list of setting mappings, got {self.members!r}")
+        else:
+            problems += self._member_problems()
         if problems:
             raise SettingsError(f"profile {self.profile!r}: " + "; ".join(problems))
 
     @classmethod
     def names(cls) -> list[str]:
         return [item.name for item in fields(cls)]
+
+    def _member_problems(self) -> list[str]:
+        """Each ensemble member's changes must name known settings and give a valid whole."""
+        problems = []
+        known = set(self.names()) - {"members", "profile", "output_dir", "model_path", "data_dir"}
+        for number, entry in enumerate(self.members, start=1):
+            unknown = sorted(set(entry) - known)
+            if unknown:
+                problems.append(f"member {number}: unknown setting(s) {unknown}")
+                continue
+            try:
+                dataclasses.replace(self, members=[], **entry)
+            except SettingsError as error:
+                problems.append(f"member {number}: " + str(error).split(": ", 1)[-1])
+        return problems
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed, validated again."""

@@ -100,6 +100,10 @@ def notebook_parameters(notebooks: tuple[str, ...], notebooks_dir: str | Path) -
     return declared
 
 
+# the values a notebook-only parameter may take, checked before any kernel starts
+NOTEBOOK_PARAMETER_CHOICES = {"method": ("gradcam", "gradcam++")}
+
+
 def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: dict[str, set[str]]
                    ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``-p`` values into profile settings and notebook parameters (``method`` of notebook 04, ...).
@@ -113,6 +117,10 @@ def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: 
                          f"notebook parameters: {sorted(notebook_keys)}")
     settings = {key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys}
     extra = {key: value for key, value in overrides.items() if key in notebook_keys and key not in profile_keys}
+    for key, value in extra.items():
+        allowed = NOTEBOOK_PARAMETER_CHOICES.get(key)
+        if allowed is not None and value not in allowed:
+            raise SettingsError(f"-p {key}={value!r}: must be one of {list(allowed)}")
     return settings, extra
 
 

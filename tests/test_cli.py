@@ -261,3 +261,22 @@ def test_train_views_only_scores_a_held_out_view_without_a_random_split_model(sy
     for arguments in (("--views-only",), ("--views-only", "--views", "random")):
         refused = pneumo("train", "--profile", "smoke", "--name", "screen", "--root", root, *arguments)
         assert refused.returncode == 2 and "--views-only needs --views" in refused.stderr
+
+
+@pytest.mark.parametrize("parameter, named", [
+    ("filters=[8, 16", "-p filters=[8, 16: the value is not valid YAML"),
+    ("method=bogus", "-p method='bogus': must be one of ['gradcam', 'gradcam++']"),
+    ("image_size=7", "image_size must be from 32 to 1024, got 7"),
+    ("members=[{bogus: 1}]", "member 1: unknown setting(s) ['bogus']"),
+    ("filters=[]", "filters must be a non-empty list of positive integers"),
+])
+def test_bad_run_values_stop_before_any_kernel(parameter, named, tmp_path):
+    result = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path / "run", "-p", parameter)
+    assert result.returncode == 2 and named in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_numeric_flags_are_checked_by_the_parser(value, tmp_path):
+    result = pneumo("predict", tmp_path, "--batch-size", value)
+    assert result.returncode == 2 and "--batch-size" in result.stderr and "Traceback" not in result.stderr

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 
 from pneumo_utils import config as config_module
-from pneumo_utils.cli.common import DEFAULT_MODEL, UsageError, json_bytes, parse_overrides, refuse_existing, save
+from pneumo_utils.cli.common import (
+    DEFAULT_MODEL,
+    UsageError,
+    json_bytes,
+    parse_overrides,
+    positive_int,
+    refuse_existing,
+    save,
+)
 
 
 def _command_bench(args: argparse.Namespace) -> int:
@@ -45,12 +53,12 @@ def register(commands) -> None:
                             "sweep: a 4-run smoke grid one after another, then on a local Dask cluster")
     bench.add_argument("--profile", choices=config_module.available_profiles(), default="full",
                        help="train: the profile whose model and settings are measured")
-    bench.add_argument("--images", type=int, default=None,
+    bench.add_argument("--images", type=positive_int, default=None,
                        help="train: synthetic images per timed epoch (512); gradcam: images explained (32)")
     bench.add_argument("--model", default=str(DEFAULT_MODEL), help="gradcam: the model to explain")
     bench.add_argument("--data-dir", default=None, help="gradcam: take images from this data set's train/")
-    bench.add_argument("--batch-size", type=int, default=32, help="gradcam: batch size of the batched version")
-    bench.add_argument("--workers", type=int, default=None, help="sweep: local cluster workers (one per core)")
+    bench.add_argument("--batch-size", type=positive_int, default=32, help="gradcam: batch size of the batched version")
+    bench.add_argument("--workers", type=positive_int, default=None, help="sweep: local cluster workers (one per core)")
     bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--output", default=None, metavar="FILE.json")
     bench.add_argument("--overwrite", action="store_true")

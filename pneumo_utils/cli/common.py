@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,23 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, separator, value = pair.partition("=")
         if not separator or not key.strip():
             raise UsageError(f"-p expects key=value, got {pair!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = str(getattr(error, "problem", None) or "not valid YAML")
+            raise UsageError(f"-p {pair}: the value is not valid YAML ({problem})") from None
     return overrides
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a batch size, a count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def refuse_existing(output: Path | None, overwrite: bool) -> None:

@@ -13,6 +13,7 @@ from pneumo_utils.cli.common import (
     DEFAULT_MODEL,
     UsageError,
     json_bytes,
+    positive_int,
     refuse_existing,
     save,
 )
@@ -68,5 +69,5 @@ def register(commands) -> None:
                                "or training side (train) of train/; or the data set's own val/ folder")
     evaluate.add_argument("--output", default=None, metavar="FILE.json", help="write the metrics here")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=positive_int, default=64)
     evaluate.set_defaults(handler=_command_evaluate)

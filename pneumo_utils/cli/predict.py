@@ -10,6 +10,7 @@ from pneumo_utils.cli.common import (
     DEFAULT_MODEL,
     UsageError,
     json_bytes,
+    positive_int,
     refuse_existing,
     save,
 )
@@ -99,7 +100,7 @@ def register(commands) -> None:
     gradcam.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
     gradcam.add_argument("--layer", default=None, help="target layer (default: the last convolution)")
     gradcam.add_argument("--overwrite", action="store_true", help="replace an existing gradcam.json in --out")
-    gradcam.add_argument("--batch-size", type=int, default=32)
+    gradcam.add_argument("--batch-size", type=positive_int, default=32)
     gradcam.set_defaults(handler=_command_gradcam)
 
     predict = commands.add_parser("predict", help="probability and label for new X-rays (JPEG, PNG, DICOM)")
@@ -109,5 +110,5 @@ def register(commands) -> None:
     predict.add_argument("--output", default=None, metavar="FILE.csv|FILE.json",
                          help="one row per input: path, probability, label, error")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--batch-size", type=positive_int, default=64)
     predict.set_defaults(handler=_command_predict)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pneumo_utils.cli.common import positive_int
+
 
 def _command_sweep(args: argparse.Namespace) -> int:
     from pneumo_utils import sweep
@@ -34,7 +36,7 @@ def register(commands) -> None:
     sweep.add_argument("grid", help="the grid file (YAML)")
     sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="a running Dask scheduler (tcp://host:8786); default: a local cluster started here")
-    sweep.add_argument("--workers", type=int, default=None,
+    sweep.add_argument("--workers", type=positive_int, default=None,
                        help="local cluster: worker processes (default: one per core, at most one per run)")
     sweep.add_argument("--output-dir", default=None, metavar="DIR",
                        help="where the runs go (default: runs/sweep-<grid file name>)")
