@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import pandas as pd
 from pneumo_utils import data, evaluate, model
 from pneumo_utils.config import Settings, SettingsError, portable_path, resolve_profile_path
 from pneumo_utils.images import Preprocessing, resize_all
+from pneumo_utils.records import write_json_atomic
 
 
 def set_seed(seed: int) -> None:
@@ -108,6 +110,66 @@ class _EpochLog(keras.callbacks.Callback):
         write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False))
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, written so that a kill at any moment leaves a usable backup.
+
+    Keras writes ``latest.weights.h5`` in place, so a kill while it is written tears the only copy and the
+    run can never resume. Here each epoch's state goes to a new file ``epoch-N.weights.h5``; a small
+    ``training_metadata.json`` naming it is then replaced atomically (the moment the new backup counts); only
+    then is the previous file removed. A resume reads the metadata and loads the file it names.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        name = f"epoch-{self._current_epoch}.weights.h5"
+        self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
+        previous = self._backup_file()
+        write_json_atomic(Path(self._training_metadata_path),
+                          {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name})
+        for stale in Path(self.backup_dir).glob("epoch-*.weights.h5"):
+            if stale.name != name and stale.name != previous:
+                stale.unlink(missing_ok=True)  # left by a kill between a write and its commit
+        if previous and previous != name:
+            (Path(self.backup_dir) / previous).unlink(missing_ok=True)
+
+    def _backup_file(self) -> str | None:
+        try:
+            metadata = json.loads(Path(self._training_metadata_path).read_text())
+        except (OSError, ValueError):
+            return None
+        return metadata.get("weights") if isinstance(metadata, dict) else None
+
+    def _load_model(self):
+        name = self._backup_file()
+        if name is None:
+            return  # no complete backup: start from the first epoch
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, name))
+        self.model._initial_epoch = json.loads(Path(self._training_metadata_path).read_text())["epoch"]
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+
+class AtomicModelCheckpoint(keras.callbacks.Callback):
+    """The best epoch so far to ``path`` (``.keras``), written beside it and renamed: never a torn file."""
+
+    def __init__(self, path: str | os.PathLike, monitor: str = "val_auc", initial_value_threshold: float | None = None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best = -np.inf if initial_value_threshold is None else initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value > self.best:
+            return
+        self.best = value
+        partial = self.path.with_name(self.path.stem + ".partial.keras")
+        self.model.save(partial, overwrite=True)
+        os.replace(partial, self.path)
+
+
 def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, patience: int,
               class_weight: dict[int, float] | None, checkpoint_dir: str | os.PathLike,
               verbose: int = 2, resume: bool = False, callbacks: list | None = None) -> pd.DataFrame:
@@ -131,14 +193,13 @@ def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, pat
     previous = pd.read_csv(epochs_path) if resume and epochs_path.exists() else None
     previous_best = float(previous["val_auc"].max()) if previous is not None and len(previous) else None
     callbacks = [  # the backup, the epoch's time and its record first: an interruption loses none of them
-        keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
+        AtomicBackupAndRestore(backup_dir=str(backup_dir)),
         _EpochTimer(echo=verbose > 0),
         _EpochLog(epochs_path, previous),
         *(callbacks or []),
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
                                       restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(checkpoint_dir / "best.keras", monitor="val_auc", mode="max",
-                                        save_best_only=True, initial_value_threshold=previous_best),
+        AtomicModelCheckpoint(checkpoint_dir / "best.keras", monitor="val_auc", initial_value_threshold=previous_best),
     ]
     history = network.fit(train_dataset, validation_data=val_dataset, epochs=epochs, class_weight=class_weight,
                           callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles, seeded
