@@ -104,38 +104,74 @@ def predict_files(network, card: dict, files: list[Path], batch_size: int = 64, 
     return results
 
 
+MAX_STEM = 100  # characters of an input's name kept in its overlay's name (file systems allow 255 bytes)
+
+
+def overlay_name(path: str | os.PathLike, suffix: str = "_gradcam.png") -> tuple[str, str | None]:
+    """A file name for an input's overlay, and why it differs from the input's own stem (or None).
+
+    A stem that is not valid UTF-8 (a Latin-1 name on a UTF-8 system) has its undecodable bytes written as
+    ``xNN``; a stem longer than :data:`MAX_STEM` characters is cut and given a short hash, so that two long
+    names stay distinct.
+    """
+    import hashlib
+
+    raw = os.fsencode(Path(path).stem)
+    stem = raw.decode("utf-8", "backslashreplace").replace("\\x", "x")
+    reason = None if stem.encode("utf-8", "surrogateescape") == raw else "name not valid UTF-8: bytes written as xNN"
+    stem = "".join(character if character.isprintable() and character not in '/\\' else "_" for character in stem)
+    if len(stem) > MAX_STEM:
+        stem = f"{stem[:MAX_STEM]}-{hashlib.sha256(raw).hexdigest()[:8]}"
+        reason = (reason + "; " if reason else "") + f"name longer than {MAX_STEM} characters: shortened"
+    return stem + suffix, reason
+
+
 class OverlayWriter:
-    """Writes one Grad-CAM overlay PNG per scored image (original beside overlay, with probability and label)."""
+    """Writes one Grad-CAM overlay PNG per scored image (original beside overlay, with probability and label).
+
+    Each overlay is written as every result is (:mod:`pneumo_utils.outputs`): whole or not at all, never over an
+    existing file without ``overwrite``; one that cannot be written is noted in :attr:`failures` (one line) and
+    does not stop the others, nor the predictions. :attr:`statistics` lists only overlays that were written.
+    """
 
     def __init__(self, network, threshold: float, out: str | os.PathLike, method: str = "gradcam",
-                 layer_name: str | None = None):
+                 layer_name: str | None = None, overwrite: bool = False):
         from pneumo_utils.cam import CamExplainer
 
         self.explainer = CamExplainer(network, layer_name)
-        self.threshold, self.out, self.method = threshold, Path(out), method
+        self.threshold, self.out, self.method, self.overwrite = threshold, Path(out), method, overwrite
         self.used_names: set[str] = set()
         self.statistics: dict[str, dict] = {}
+        self.failures: dict[str, str] = {}
 
     def __call__(self, records: list[Scored]) -> None:
         import cv2
 
-        from pneumo_utils import cam
+        from pneumo_utils import cam, outputs
 
         readable = [record for record in records if record.image is not None]
         if not readable:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
         images = np.stack([record.image for record in readable])
         probabilities = np.array([record.probability for record in readable])
         cams = cam.predicted_class_maps(self.explainer, images, probabilities, self.threshold, self.method)
         for record, heatmap in zip(readable, cams, strict=True):
-            name = Path(record.path).stem + "_gradcam.png"
+            name, renamed = overlay_name(record.path)
             while name in self.used_names:
                 name = f"{Path(name).stem}_2.png"
             self.used_names.add(name)
-            caption = [f"{Path(record.path).name}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
+            shown = outputs.display(Path(record.path).name)
+            caption = [f"{shown}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
                        f"threshold {self.threshold:.3f}; {self.method} heatmap of {record.label}"]
             picture = cam.side_by_side(record.image, heatmap, caption)
-            cv2.imwrite(str(self.out / name), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            encoded, payload = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            try:
+                if not encoded:
+                    raise outputs.OutputError(f"{outputs.display(self.out / name)}: the overlay could not be encoded")
+                outputs.write_bytes(self.out / name, payload.tobytes(), overwrite=self.overwrite)
+            except outputs.OutputError as error:
+                self.failures[record.path] = str(error)
+                continue
             self.statistics[record.path] = {"overlay": name, "explained_class": record.label,
-                                            "cam": cam.cam_statistics(heatmap)}
+                                            "cam": cam.cam_statistics(heatmap),
+                                            **({"overlay_name_note": renamed} if renamed else {})}

@@ -29,24 +29,44 @@ def _load_for_prediction(args: argparse.Namespace):
     return files, problems, network, card
 
 
+def _overlay_folder(folder: str, flag: str) -> Path:
+    """The overlays' folder, made before any work: a file there, or a folder that cannot be made, is one line."""
+    from pneumo_utils import outputs
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{outputs.display(path)}: {flag} must be a folder, and this is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{outputs.display(path)}: {flag} folder cannot be made ({outputs.describe(error)})") from None
+    return path
+
+
 def _command_gradcam(args: argparse.Namespace) -> int:
-    from pneumo_utils import predict
+    from pneumo_utils import outputs, predict
 
     report_path = Path(args.out) / "gradcam.json"
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"{outputs.display(args.out)}: --out must be a folder, and this is a file")
     refuse_existing(report_path, args.overwrite)
     files, problems, network, card = _load_for_prediction(args)
+    _overlay_folder(args.out, "--out")
     threshold = card["threshold"]["value"]
-    writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer)
+    writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer, overwrite=args.overwrite)
     records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
     report = []
     for record in records:
-        entry = {"path": record.path, "probability": record.probability, "label": record.label,
-                 "method": args.method, "error": record.error}
-        if record.error:
-            print(f"error: {record.error}", file=sys.stderr)
+        error = record.error or writer.failures.get(record.path)
+        error = outputs.display(error) if error else None
+        entry = {"path": outputs.display(record.path), "probability": record.probability, "label": record.label,
+                 "method": args.method, "error": error}
+        if error:
+            print(f"error: {error}", file=sys.stderr)
         else:
             entry.update(writer.statistics[record.path])
-            print(f"{record.path}: {record.probability:.3f} {record.label} -> {Path(args.out) / entry['overlay']}")
+            print(f"{entry['path']}: {record.probability:.3f} {record.label} -> "
+                  f"{outputs.display(Path(args.out) / entry['overlay'])}")
         report.append(entry)
     status = save(report_path, json_bytes({"model": str(args.model), "threshold": threshold, "method": args.method,
                                              "target_layer": writer.explainer.layer_name, "images": report}),
@@ -55,17 +75,21 @@ def _command_gradcam(args: argparse.Namespace) -> int:
 
 
 def _command_predict(args: argparse.Namespace) -> int:
-    from pneumo_utils import predict
+    from pneumo_utils import outputs, predict
 
     output = Path(args.output) if args.output else None
     if output and output.suffix.lower() not in (".csv", ".json"):
         raise UsageError(f"{output}: --output must end in .csv or .json")
     refuse_existing(output, args.overwrite)
     files, problems, network, card = _load_for_prediction(args)
-    writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam)
+    if args.gradcam:
+        _overlay_folder(args.gradcam, "--gradcam")
+    writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam, overwrite=args.overwrite)
               if args.gradcam else None)
     records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
-    rows = [{"path": r.path, "probability": r.probability, "label": r.label, "error": r.error} for r in records]
+    # names that are not valid UTF-8 are shown and written with their odd bytes as \xNN
+    rows = [{"path": outputs.display(r.path), "probability": r.probability, "label": r.label,
+             "error": outputs.display(r.error) if r.error else None} for r in records]
     width = max([len(row["path"]) for row in rows] + [4])
     print(f"{'path':<{width}}  probability  label")
     for row in rows:
@@ -83,12 +107,18 @@ def _command_predict(args: argparse.Namespace) -> int:
             payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(
                 index=False).encode()
         status = save(output, payload, args.overwrite)
-    if writer is not None and writer.used_names:
-        print(f"wrote {len(writer.used_names)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
+    overlay_failures = 0
+    if writer is not None:  # the predictions above are saved whatever happens to the overlays
+        for message in writer.failures.values():
+            print(f"error: {message}", file=sys.stderr)
+        overlay_failures = len(writer.failures)
+        if writer.statistics:
+            print(f"wrote {len(writer.statistics)} Grad-CAM overlay(s) to {outputs.display(args.gradcam)}",
+                  file=sys.stderr)
     failed = sum(1 for row in rows if row["error"])
     if failed:
         print(f"{failed} of {len(rows)} input(s) failed", file=sys.stderr)
-    return 1 if failed or status else 0
+    return 1 if failed or status or overlay_failures else 0
 
 
 def register(commands) -> None:
