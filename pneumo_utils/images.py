@@ -82,6 +82,9 @@ def _to_grayscale_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     # 16-bit PNGs and windowed DICOM rarely use their full range: stretch the used range to 0-255.
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ImageReadError(f"{path}: {int((~np.isfinite(array)).sum())} pixel(s) are not numbers (NaN or "
+                             "infinite)")
     array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     if high <= low:
@@ -102,12 +105,18 @@ def _read_dicom(path: Path) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    _check_deflated_dicom(path)
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # noqa: BLE001 - pydicom raises several types for a bad file
-        raise ImageReadError(f"{path}: not a readable DICOM file ({error})") from None
+        raise ImageReadError(f"{path}: not a readable DICOM file ({str(error).splitlines()[0][:200]})") from None
     if "PixelData" not in dataset:
         raise ImageReadError(f"{path}: DICOM file has no pixel data")
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if rows * columns * max(frames, 1) > MAX_PIXELS:  # from the header, before the pixels are decoded
+        raise ImageReadError(f"{path}: image too large ({columns}x{rows} px x {frames} frame(s) in the DICOM "
+                             f"header; the limit is {MAX_PIXELS / 1e6:.0f} megapixels)")
     syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
     try:
         pixels = dataset.pixel_array
@@ -127,16 +136,59 @@ def _read_dicom(path: Path) -> np.ndarray:
 
             pixels = convert_color_space(pixels, photometric, "RGB")
         return cv2.cvtColor(pixels.astype(np.uint8), cv2.COLOR_RGB2GRAY)
-    pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float32)
+    width = dataset.get("WindowWidth")
+    widths = list(width) if isinstance(width, pydicom.multival.MultiValue) else [width]
+    if width is not None and any(value is None or float(value) <= 0 for value in widths):
+        raise ImageReadError(f"{path}: DICOM window width {width} (must be positive): cannot window the pixels")
+    try:
+        pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float32)
+    except Exception as error:  # noqa: BLE001 - a malformed LUT or window in the header
+        raise ImageReadError(f"{path}: DICOM LUT or windowing cannot be applied "
+                             f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
     if photometric == "MONOCHROME1":  # bright means low attenuation here: invert to the usual look
         pixels = pixels.max() + pixels.min() - pixels
     return pixels
 
 
+DEFLATED_DICOM = "1.2.840.10008.1.2.1.99"
+
+
+def _check_deflated_dicom(path: Path) -> None:
+    """A deflated DICOM data set is inflated whole by pydicom before its header can be read: inflate it here
+    first, with a cap (the pixel limit at 2 bytes a pixel, plus room for the header), so a small file that
+    inflates to gigabytes is refused without the memory."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - not a file meta pydicom can read: dcmread reports it
+        return
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_DICOM or "FileMetaInformationGroupLength" not in meta:
+        return
+    with open(path, "rb") as stream:
+        stream.seek(128 + 4 + 12 + int(meta.FileMetaInformationGroupLength))
+        deflated = stream.read()
+    limit = MAX_PIXELS * 2 + 16 * 1024 * 1024
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflater.decompress(deflated, limit)
+    except zlib.error as error:
+        raise ImageReadError(f"{path}: deflated DICOM data set cannot be inflated ({error})") from None
+    if inflater.unconsumed_tail:
+        raise ImageReadError(f"{path}: deflated DICOM inflates beyond {limit / 1e6:.0f} MB (more than "
+                             f"{MAX_PIXELS / 1e6:.0f} megapixels); refused before decoding")
+
+
 def _check_complete(path: Path, data: bytes) -> None:
-    """Catch truncated files that decoders would otherwise half-decode (a grey bottom) or complain about."""
-    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-64:]:
-        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker)")
+    """Catch truncated files that decoders would otherwise half-decode (a grey bottom) or complain about.
+
+    A JPEG is complete when an end-of-image marker follows its last start-of-scan; bytes after the marker
+    (some cameras and editors append data) are allowed. Inside the compressed data a 0xFF byte is always
+    followed by 0x00, so neither marker can appear there by chance."""
+    if data[:3] == b"\xff\xd8\xff" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker after its image data)")
     if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
         raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")
 

@@ -77,3 +77,77 @@ def test_very_large_image_is_refused_from_its_header(tmp_path):
 def test_any_aspect_ratio_is_stretched_to_the_input_size(tmp_path):
     path = write_png(tmp_path / "wide.png", np.full((40, 400), 200, np.uint8))
     assert read_image(path, PREPROCESSING).shape == (32, 32)
+
+
+def _deflated_dicom_bomb(path, side=16384):
+    """A deflated DICOM whose pixel data inflate to side x side x 2 bytes of zeros (512 MB for 16384), made
+    in chunks: a small file (about 0.5 MB) that pydicom alone would inflate whole before reading its header."""
+    import zlib
+
+    from pneumo_utils.images import DEFLATED_DICOM
+
+    write_dicom(path, np.zeros((16, 16), np.uint16), transfer_syntax=DEFLATED_DICOM)
+    data = path.read_bytes()
+    start = 128 + 4 + 12 + int.from_bytes(data[140:144], "little")
+    dataset = zlib.decompress(data[start:], -zlib.MAX_WBITS)
+    dataset = dataset[:dataset.index(b"\xe0\x7f\x10\x00")]  # everything before the pixel data element
+    dataset = dataset.replace((16).to_bytes(2, "little") * 2, side.to_bytes(2, "little") * 2, 1)  # Rows, Columns
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [compressor.compress(dataset + b"\xe0\x7f\x10\x00OW\x00\x00" + (side * side * 2).to_bytes(4, "little"))]
+    zeros = bytes(1 << 22)
+    for _ in range(side * side * 2 // len(zeros)):
+        parts.append(compressor.compress(zeros))
+    parts.append(compressor.flush())
+    path.write_bytes(data[:start] + b"".join(parts))
+    return path
+
+
+def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    bomb = _deflated_dicom_bomb(tmp_path / "bomb.dcm")
+    assert bomb.stat().st_size < 2_000_000
+    probe = ("import sys\nfrom pneumo_utils.images import ImageReadError, Preprocessing, read_image\n"
+             "try:\n    read_image(sys.argv[1], Preprocessing(image_size=32))\n"
+             "except ImageReadError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, timeout=120)
+    assert "inflates beyond" in result.stdout, (result.stdout, result.stderr[-2000:])
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 600_000  # kB: the 512 MB never held
+
+
+def test_a_dicom_whose_header_says_too_many_pixels_is_refused_before_decoding(tmp_path):
+    from pydicom import dcmread
+
+    path = write_dicom(tmp_path / "big.dcm", np.zeros((16, 16), np.uint16))
+    dataset = dcmread(path)
+    dataset.Rows = dataset.Columns = 9000
+    dataset.save_as(path)
+    with pytest.raises(ImageReadError, match="too large .* in the DICOM header"):
+        read_image(path, PREPROCESSING)
+
+
+def test_a_dicom_with_window_width_zero_is_one_line(tmp_path):
+    with pytest.raises(ImageReadError, match="window width 0") as caught:
+        read_image(write_dicom(tmp_path / "voi_zero.dcm", _ramp(), window=(100, 0)), PREPROCESSING)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_jpeg_with_bytes_after_its_end_marker_is_read(tmp_path):
+    ok, encoded = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (256, 256), dtype=np.uint8))
+    path = tmp_path / "trailing.jpg"
+    path.write_bytes(encoded.tobytes() + b"appended by an editor \xff\xd8 and more")
+    assert read_image(path, PREPROCESSING).shape == (32, 32)
+    path.write_bytes(encoded.tobytes()[:-300])  # but a cut one is still truncated
+    with pytest.raises(ImageReadError, match="truncated JPEG"):
+        read_image(path, PREPROCESSING)
+
+
+def test_a_float_tiff_with_a_nan_pixel_is_refused_in_one_line(tmp_path):
+    pixels = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    pixels[3, 5] = np.nan
+    path = tmp_path / "nan.tiff"
+    assert cv2.imwrite(str(path), pixels)
+    with pytest.raises(ImageReadError, match="1 pixel\\(s\\) are not numbers"):
+        read_image(path, PREPROCESSING)
