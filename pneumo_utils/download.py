@@ -8,7 +8,9 @@ there before.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -36,6 +38,10 @@ CHUNK = 1 << 20
 MAX_MEMBER_BYTES = 64 << 20      # one image
 MAX_MEMBER_RATIO = 50            # expanded size / compressed size of one member (a JPEG: about 1)
 MAX_TOTAL_BYTES = 8 << 30        # the whole extraction
+MAX_TOTAL_RATIO = 10             # expanded / compressed over the whole archive (the real one: about 1)
+RATIO_CHECKED_FROM = 64 << 10    # members smaller than this may compress well (text); the total ratio covers them
+SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate",
+                         zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
 
 
 class DownloadError(RuntimeError):
@@ -58,8 +64,8 @@ def fetch(url: str, target: Path, expected_sha256: str | None = None, progress: 
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-    except OSError as error:  # URLError, HTTPError, timeouts and connection resets are all OSErrors
-        raise DownloadError(f"{url}: download failed ({error})") from None
+    except (OSError, ValueError, http.client.HTTPException) as error:  # URLError, HTTPError, timeouts, resets,
+        raise DownloadError(f"{url}: download failed ({error})") from None   # malformed addresses
     if total is not None and received != total:
         raise DownloadError(f"{url}: download incomplete ({received} of {total} bytes)")
     sha256 = digest.hexdigest()
@@ -125,29 +131,42 @@ def safe_extract(archive: Path, destination: Path) -> Path:
                             raise DownloadError(f"{archive}: member {member.filename!r} expands beyond the limits "
                                                 "for this data set; refusing the archive")
                         sink.write(chunk)
-    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as error:
-        raise DownloadError(f"{archive}: archive is corrupt or truncated ({error})") from None
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as error:
+        raise DownloadError(f"{archive}: archive is corrupt, truncated or unreadable ({error})") from None
+    except OSError as error:
+        raise DownloadError(f"{destination}: cannot extract here ({error.strerror or error})") from None
     return root
 
 
 def _check_sizes(archive: Path, members: list[zipfile.ZipInfo]) -> None:
     """Refuse members whose declared size or compression ratio is implausible for chest X-ray images,
     and archives whose declared total is."""
-    total = 0
+    total = compressed = 0
     for member in members:
         if member.is_dir():
             continue
+        if member.flag_bits & 0x1:
+            raise DownloadError(f"{archive}: member {member.filename!r} is encrypted; refusing the archive")
+        if member.compress_type not in SUPPORTED_COMPRESSION:
+            raise DownloadError(f"{archive}: member {member.filename!r} uses compression method "
+                                f"{member.compress_type}, which cannot be read here (supported: "
+                                f"{', '.join(SUPPORTED_COMPRESSION.values())}); refusing the archive")
         total += member.file_size
+        compressed += member.compress_size
         ratio = member.file_size / max(member.compress_size, 1)
         if member.file_size > MAX_MEMBER_BYTES:
             raise DownloadError(f"{archive}: member {member.filename!r} expands to {member.file_size / 2**20:.0f} MB "
                                 f"(the limit for one image is {MAX_MEMBER_BYTES >> 20} MB); refusing the archive")
-        if member.file_size > (1 << 20) and ratio > MAX_MEMBER_RATIO:
+        if member.file_size > RATIO_CHECKED_FROM and ratio > MAX_MEMBER_RATIO:
             raise DownloadError(f"{archive}: member {member.filename!r} expands {ratio:.0f}-fold (images barely "
                                 f"compress; the limit is {MAX_MEMBER_RATIO}); refusing the archive")
     if total > MAX_TOTAL_BYTES:
         raise DownloadError(f"{archive}: expands to {total / 2**30:.1f} GB (the limit is {MAX_TOTAL_BYTES >> 30} GB); "
                             "refusing the archive")
+    if total > (16 << 20) and total / max(compressed, 1) > MAX_TOTAL_RATIO:
+        raise DownloadError(f"{archive}: expands {total / max(compressed, 1):.0f}-fold as a whole ({total / 2**20:.0f} "
+                            f"MB from {compressed / 2**20:.1f} MB; images barely compress, the limit is "
+                            f"{MAX_TOTAL_RATIO}); refusing the archive")
 
 
 def install(dataset_root: Path, dest: Path, overwrite: bool) -> Path:
@@ -172,10 +191,17 @@ def download(source: str = "mendeley", dest: str | os.PathLike = "data", url: st
     dest = Path(dest)
     if source not in SOURCES:
         raise SettingsError(f"unknown source {source!r}; choose {sorted(SOURCES)}")
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        raise SettingsError(f"--sha256 {sha256!r}: a SHA-256 is 64 hexadecimal digits")
+    if url is not None and not re.match(r"https?://[^/\s]+", url):
+        raise SettingsError(f"{url}: not an http(s) address (http://host/path or https://host/path)")
     if (dest / DATASET_FOLDER).exists() and not overwrite:
         raise FileExistsError(f"{dest / DATASET_FOLDER}: already exists; pass --overwrite to replace it")
-    dest.mkdir(parents=True, exist_ok=True)
-    workspace = Path(tempfile.mkdtemp(prefix=".pneumo-download-", dir=dest))
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix=".pneumo-download-", dir=dest))
+    except OSError as error:
+        raise SettingsError(f"{dest}: --dest cannot be written ({error.strerror or error})") from None
     try:
         if source == "kaggle" and url is None:
             extracted = _kaggle(workspace)

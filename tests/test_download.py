@@ -38,10 +38,29 @@ def kaggle_like_zip() -> bytes:
     return _zip(members)
 
 
+def _with_member_patched(body: bytes, flag_bits: int | None = None, method: int | None = None) -> bytes:
+    """A zip whose first member claims ``flag_bits`` (0x1: encrypted) or compression ``method`` (9: deflate64)
+    in both its local and its central header, as an archive made by another tool would."""
+    data = bytearray(body)
+    for signature, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        start = data.index(signature)
+        if flag_bits is not None:
+            data[start + flag_at:start + flag_at + 2] = flag_bits.to_bytes(2, "little")
+        if method is not None:
+            data[start + method_at:start + method_at + 2] = method.to_bytes(2, "little")
+    return bytes(data)
+
+
+def _dataset_members(first: bytes = JPEG) -> dict[str, bytes]:
+    return {"chest_xray/train/NORMAL/a.jpeg": first, "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
+    requests: list[str] = []
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        self.requests.append(self.path)
         if self.path == "/cut-off.zip":  # promises more bytes than it sends, as a dropped connection does
             body = kaggle_like_zip()
             self.send_response(200)
@@ -76,6 +95,16 @@ def server():
                            "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}, zipfile.ZIP_DEFLATED),
         "/ratio.zip": _zip({"chest_xray/train/NORMAL/a.jpeg": bytes(5 << 20),
                             "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}, zipfile.ZIP_DEFLATED),
+        # members of one MiB of zeros (each refused by its ratio), and 400 of 60 KiB (each too small to judge
+        # alone, together 24 MB from about 0.1 MB)
+        "/one-mib-zeros.zip": _zip({**_dataset_members(), **{f"chest_xray/train/NORMAL/zero{number}.jpeg":
+                                                             bytes(1 << 20) for number in range(30)}},
+                                   zipfile.ZIP_DEFLATED),
+        "/many-small.zip": _zip({**_dataset_members(), **{f"chest_xray/train/NORMAL/zero{number}.jpeg":
+                                                          bytes(60 << 10) for number in range(400)}},
+                                zipfile.ZIP_DEFLATED),
+        "/encrypted.zip": _with_member_patched(_zip(_dataset_members()), flag_bits=0x1),
+        "/deflate64.zip": _with_member_patched(_zip(_dataset_members()), method=9),
     }
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -106,12 +135,16 @@ def test_good_archive_is_installed_without_litter(server, tmp_path):
     ("name", "message"),
     [
         ("traversal.zip", "would be written outside the destination"),
-        ("truncated.zip", "archive is corrupt or truncated"),
+        ("truncated.zip", "archive is corrupt, truncated or unreadable"),
         ("cut-off.zip", "download incomplete"),
         ("no-dataset.zip", "no train/NORMAL and train/PNEUMONIA"),
         ("missing.zip", "download failed"),
         ("bomb.zip", "expands to 200 MB"),
         ("ratio.zip", "fold (images barely compress"),
+        ("one-mib-zeros.zip", "expands 1015-fold"),
+        ("many-small.zip", "fold as a whole"),
+        ("encrypted.zip", "is encrypted"),
+        ("deflate64.zip", "uses compression method 9, which cannot be read here"),
     ],
 )
 def test_bad_downloads_leave_nothing_behind(server, tmp_path, name, message):
@@ -121,6 +154,27 @@ def test_bad_downloads_leave_nothing_behind(server, tmp_path, name, message):
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
     assert list(dest.iterdir()) == []
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--url", "htp:/nowhere"], "not an http(s) address"),
+    (["--url", "http://"], "not an http(s) address"),
+    (["--sha256", "not-a-hash"], "a SHA-256 is 64 hexadecimal digits"),
+    (["--dest", "/proc/pneumo"], "--dest cannot be written"),
+])
+def test_bad_options_are_refused_before_downloading(server, tmp_path, arguments, message):
+    base, _ = server
+    _Handler.requests.clear()
+    options = {"--url": f"{base}/good.zip", "--dest": str(tmp_path / "data")}
+    options.update(dict(zip(arguments[::2], arguments[1::2], strict=True)))
+    result = _run(*[item for pair in options.items() for item in pair])
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert _Handler.requests == []  # nothing was fetched
+
+
+def test_a_malformed_address_is_one_line(server, tmp_path):
+    result = _run("--url", "http://[::1/x.zip", "--dest", tmp_path / "data")
+    assert result.returncode == 1 and "download failed" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_checksum_mismatch_is_refused(server, tmp_path):
