@@ -119,7 +119,7 @@ def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: 
     extra = {key: value for key, value in overrides.items() if key in notebook_keys and key not in profile_keys}
     for key, value in extra.items():
         allowed = NOTEBOOK_PARAMETER_CHOICES.get(key)
-        if allowed is not None and value not in allowed:
+        if allowed is not None and value is not None and value not in allowed:
             raise SettingsError(f"-p {key}={value!r}: must be one of {list(allowed)}")
     return settings, extra
 

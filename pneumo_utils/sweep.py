@@ -16,8 +16,10 @@ folder, and a run that already finished is never redone without ``--overwrite``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -64,15 +66,36 @@ def _fail(path: Path, problem: str) -> SettingsError:
     return SettingsError(f"{path}: {problem}")
 
 
-def load_grid(path: str | os.PathLike) -> Sweep:
+MAX_RUNS = 1000            # a grid larger than this is refused unless --max-runs says otherwise
+MAX_GRID_VALUES = 100_000  # values in the whole grid file once YAML aliases are expanded
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many scalars ``value`` holds with every YAML alias expanded (computed once per shared node, so an
+    alias bomb is measured without being expanded)."""
+    if isinstance(value, dict | list):
+        if id(value) not in memo:
+            memo[id(value)] = 0  # a node that contains itself counts once
+            children = value.values() if isinstance(value, dict) else value
+            memo[id(value)] = 1 + sum(_expanded_size(child, memo) for child in children)
+        return memo[id(value)]
+    return 1
+
+
+def load_grid(path: str | os.PathLike, max_runs: int = MAX_RUNS) -> Sweep:
     """Read and check a grid file; every problem is one :class:`SettingsError` line naming the file.
 
     Names are checked here, before anything starts (a setting neither the profile nor a selected
-    notebook knows is refused); values are checked by each run, so one bad value fails one run only.
+    notebook knows is refused); values are checked by each run, so one bad value fails one run only. A grid
+    of more than ``max_runs`` runs, or whose YAML aliases expand to more than :data:`MAX_GRID_VALUES` values,
+    is refused before it is expanded.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise _fail(path, f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at position {error.start})") \
+            from None
     except OSError as error:
         raise _fail(path, f"cannot read the grid file ({error.strerror or error})") from None
     try:
@@ -84,6 +107,9 @@ def load_grid(path: str | os.PathLike) -> Sweep:
         raise _fail(path, f"not valid YAML{where}: {problem}") from None
     if not isinstance(document, dict):
         raise _fail(path, "a grid file must be a mapping with 'profile' and 'grid' or 'runs'")
+    values = _expanded_size(document, {})
+    if values > MAX_GRID_VALUES:
+        raise _fail(path, f"expands to {values:,} values (YAML aliases included); the limit is {MAX_GRID_VALUES:,}")
     profile = document.get("profile") or "full"
     if profile not in available_profiles():
         raise _fail(path, f"unknown profile {profile!r} (available: {available_profiles()})")
@@ -92,9 +118,11 @@ def load_grid(path: str | os.PathLike) -> Sweep:
     if ("grid" in document) == ("runs" in document):
         raise _fail(path, "give either 'grid' (all combinations) or 'runs' (an explicit list), not both or neither")
     if "grid" in document:
-        parameter_sets = _grid_sets(path, document["grid"])
+        parameter_sets = _grid_sets(path, document["grid"], max_runs)
     else:
         parameter_sets = _explicit_sets(path, document["runs"])
+        if len(parameter_sets) > max_runs:
+            raise _fail(path, f"{len(parameter_sets):,} runs; the limit is {max_runs:,} (pass --max-runs to raise it)")
     names = set(common).union(*(set(parameters) for _, parameters in parameter_sets))
     sweep_level = sorted(names & set(SWEEP_LEVEL))
     if sweep_level:
@@ -105,9 +133,11 @@ def load_grid(path: str | os.PathLike) -> Sweep:
     except SettingsError as error:
         raise _fail(path, str(error)) from None
     runs = []
-    for name, parameters in parameter_sets:
-        run_id = name or run_id_of(parameters)
-        runs.append(SweepRun(id=run_id, parameters=parameters, settings={**common, **parameters}))
+    generated = [run_id_of(parameters) for _, parameters in parameter_sets]
+    for (name, parameters), run_id in zip(parameter_sets, generated, strict=True):
+        if name is None and generated.count(run_id) > 1:  # values that read alike (gradcam, gradcam++)
+            run_id = f"{run_id[:69]}-{_digest(parameters)}"
+        runs.append(SweepRun(id=name or run_id, parameters=parameters, settings={**common, **parameters}))
     ids = [run.id for run in runs]
     repeated = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
     if repeated:
@@ -127,12 +157,15 @@ def _notebooks(path: Path, value: Any) -> tuple[str, ...]:
     return tuple(name for name in pipeline.NOTEBOOKS if name in wanted)  # always in pipeline order
 
 
-def _grid_sets(path: Path, grid: Any) -> list[tuple[str | None, dict[str, Any]]]:
+def _grid_sets(path: Path, grid: Any, max_runs: int = MAX_RUNS) -> list[tuple[str | None, dict[str, Any]]]:
     if not isinstance(grid, dict) or not grid:
         raise _fail(path, "'grid' is empty: give at least one setting with a list of values")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise _fail(path, f"grid setting {key!r} needs a non-empty list of values, got {values!r}")
+            raise _fail(path, f"grid setting {key!r} needs a non-empty list of values, got {str(values)[:80]}")
+    count = math.prod(len(values) for values in grid.values())
+    if count > max_runs:
+        raise _fail(path, f"the grid makes {count:,} runs; the limit is {max_runs:,} (pass --max-runs to raise it)")
     keys = list(grid)
     return [(None, dict(zip(keys, combination, strict=True))) for combination in itertools.product(*grid.values())]
 
@@ -159,21 +192,22 @@ def _safe_name(text: str) -> bool:
 def run_id_of(parameters: dict[str, Any]) -> str:
     """A stable folder name from a run's parameters: ``{image_size: 128, seed: 1}`` ->
     ``image_size-128_seed-1`` (lists joined with ``-``; a very long id ends in a hash instead)."""
-    import hashlib
-
     if not parameters:
         return "base"
 
     def word(value: Any) -> str:
         if isinstance(value, list | tuple):
             return "-".join(word(item) for item in value)
-        return re.sub(r"[^A-Za-z0-9.]+", "-", str(value)).strip("-") or "x"
+        return re.sub(r"[^A-Za-z0-9.]+", "-", str(value).replace("+", "plus")).strip("-") or "x"
 
     text = "_".join(f"{key}-{word(value)}" for key, value in parameters.items())
     if len(text) > 80:
-        digest = hashlib.sha1(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:10]
-        text = f"{text[:69]}-{digest}"
+        text = f"{text[:69]}-{_digest(parameters)}"
     return text
+
+
+def _digest(parameters: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(parameters, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 # --- one run, on a worker -------------------------------------------------------------------------------
@@ -257,7 +291,42 @@ def default_output_dir(sweep: Sweep) -> Path:
     return RUNS_DIR / f"sweep-{sweep.source.stem}"
 
 
-def connect(scheduler: str | None, workers: int | None, runs: int):
+def check_scheduler_address(address: str) -> None:
+    """``tcp://HOST:PORT`` (or tls/ws/wss) with a port from 1 to 65535, or a :class:`SettingsError`."""
+    match = re.fullmatch(r"(tcp|tls|ws|wss)://([^\s/:]+|\[[0-9a-fA-F:]+\]):([0-9]{1,5})", address)
+    if not match or not 1 <= int(match.group(3)) <= 65535:
+        raise SettingsError(f"{address}: not a scheduler address (expected tcp://HOST:PORT, PORT from 1 to 65535)")
+
+
+def _connect_to(address: str, timeout: float):
+    """A client of the scheduler at ``address``, or one line after ``timeout`` seconds. The attempt runs in a
+    thread of its own: something that accepts the connection but never speaks Dask (an HTTP port, such as the
+    dashboard's) would otherwise hold the command forever."""
+    import threading
+
+    from distributed import Client
+
+    check_scheduler_address(address)
+    outcome: dict[str, Any] = {}
+
+    def attempt():
+        try:
+            outcome["client"] = Client(address, timeout=f"{timeout}s")
+        except Exception as error:  # noqa: BLE001 - reported below in one line
+            outcome["error"] = error
+
+    worker = threading.Thread(target=attempt, daemon=True, name="pneumo-scheduler-connect")
+    worker.start()
+    worker.join(timeout + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    error = outcome.get("error")
+    reason = (str(error).splitlines()[0] if error and str(error) else type(error).__name__) if error else \
+        f"no answer within {timeout:g} s; is it the scheduler's port (not the dashboard's)?"
+    raise SettingsError(f"{address}: cannot reach the Dask scheduler ({reason})")
+
+
+def connect(scheduler: str | None, workers: int | None, runs: int, timeout: float = 30.0):
     """A Dask client: to ``scheduler`` (an address) or to a new local cluster sized to this machine.
 
     Returns ``(client, cluster, tf_threads)``; ``cluster`` is None for a scheduler given by address.
@@ -269,14 +338,7 @@ def connect(scheduler: str | None, workers: int | None, runs: int):
     from distributed import Client, LocalCluster
 
     if scheduler:
-        if not re.fullmatch(r"(tcp|tls|inproc|ws|wss)://[^\s/]+", scheduler):
-            raise SettingsError(f"{scheduler}: not a scheduler address (expected tcp://HOST:PORT)")
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as error:
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise SettingsError(f"{scheduler}: cannot reach the Dask scheduler ({reason})") from None
-        return client, None, None
+        return _connect_to(scheduler, timeout), None, None
     cores = os.cpu_count() or 1
     count = max(1, workers or min(cores, runs))
     tf_threads = max(1, cores // count)
@@ -288,7 +350,7 @@ def connect(scheduler: str | None, workers: int | None, runs: int):
 
 def run_sweep(sweep: Sweep, output_dir: str | os.PathLike | None = None, data_dir: str | None = None,
               scheduler: str | None = None, workers: int | None = None, overwrite: bool = False,
-              stream=None) -> list[dict[str, Any]]:
+              stream=None, timeout: float = 30.0) -> list[dict[str, Any]]:
     """Run every parameter set of ``sweep`` on Dask and write ``sweep.csv``, ``sweep.md`` and ``sweep.png``.
 
     Runs whose folder holds a finished run are skipped (``overwrite`` redoes them). Prints the dashboard
@@ -317,7 +379,7 @@ def run_sweep(sweep: Sweep, output_dir: str | os.PathLike | None = None, data_di
         from pneumo_utils.outputs import FolderLock
 
         with FolderLock(output, purpose="pneumo sweep"):
-            _run_on_dask(sweep, todo, rows, output, data_dir, scheduler, workers, overwrite, stream)
+            _run_on_dask(sweep, todo, rows, output, data_dir, scheduler, workers, overwrite, stream, timeout)
     ordered = []
     for run in sweep.runs:
         ordered.append({**rows[run.id], "parameters": run.parameters})
@@ -326,10 +388,11 @@ def run_sweep(sweep: Sweep, output_dir: str | os.PathLike | None = None, data_di
 
 
 def _run_on_dask(sweep: Sweep, todo: list[SweepRun], rows: dict[str, dict[str, Any]], output: Path,
-                 data_dir: str | None, scheduler: str | None, workers: int | None, overwrite: bool, stream) -> None:
+                 data_dir: str | None, scheduler: str | None, workers: int | None, overwrite: bool, stream,
+                 timeout: float = 30.0) -> None:
     from distributed import as_completed
 
-    client, cluster, tf_threads = connect(scheduler, workers, len(todo))
+    client, cluster, tf_threads = connect(scheduler, workers, len(todo), timeout)
     try:
         worker_count = len(client.scheduler_info().get("workers", {}))
         print(f"Dask: {worker_count} worker(s), dashboard {client.dashboard_link}", file=stream, flush=True)

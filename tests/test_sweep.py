@@ -87,6 +87,12 @@ def test_grid_files_expand_to_stable_ids(tmp_path):
     (TINY + "grid:\n  seed: 3\n", "needs a non-empty list"),
     ("profile: nosuch\ngrid:\n  seed: [1]\n", "unknown profile 'nosuch'"),
     (TINY + "output_dir: x\ngrid:\n  seed: [1]\n", "use --data-dir / --output-dir"),
+    (TINY + "grid:\n  seed: [" + ", ".join(map(str, range(100))) + "]\n  image_size: [" +
+     ", ".join(map(str, range(32, 52))) + "]\n", "the grid makes 2,000 runs; the limit is 1,000"),
+    # seven aliases deep, each level ten times the last: 10^7 values if expanded
+    (TINY + "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]\n" for level in range(1, 7)) +
+     "grid:\n  seed: *a6\n", "values (YAML aliases included); the limit is 100,000"),
 ])
 def test_bad_grid_files_are_one_line_exit_2_and_start_nothing(tmp_path, capsys, text, message):
     output = tmp_path / "out"
@@ -96,6 +102,58 @@ def test_bad_grid_files_are_one_line_exit_2_and_start_nothing(tmp_path, capsys, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
     assert "grid.yaml" in lines[0]
     assert not output.exists()
+
+
+def test_a_grid_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "grid.yaml"
+    path.write_bytes(TINY.encode() + b"grid:\n  seed: [1]\n# caf\xe9\n")
+    code, stderr = _sweep_here(capsys, path, "--output-dir", tmp_path / "out")
+    assert code == 2 and "not UTF-8 text (byte 0xe9" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_values_that_read_alike_still_get_distinct_run_ids(tmp_path):
+    grid = sweep.load_grid(_grid(tmp_path, TINY + "notebooks: [04_gradcam]\ngrid:\n  method: [gradcam, gradcam++]\n"
+                                                  "  seed: ['1', '1!']\n"))
+    ids = [run.id for run in grid.runs]
+    assert len(set(ids)) == 4 and any(run_id.startswith("method-gradcamplusplus_seed-1") for run_id in ids)
+
+
+def test_a_larger_grid_runs_with_max_runs(tmp_path, capsys):
+    text = TINY + "grid:\n  seed: [" + ", ".join(map(str, range(1001))) + "]\n"
+    assert len(sweep.load_grid(_grid(tmp_path, text), max_runs=2000).runs) == 1001
+
+
+@pytest.mark.parametrize("address, message", [
+    ("tcp://127.0.0.1:notaport", "not a scheduler address"),
+    ("tcp://127.0.0.1:70000", "PORT from 1 to 65535"),
+    ("http://127.0.0.1:8787", "not a scheduler address"),
+])
+def test_scheduler_addresses_are_checked_before_anything(tmp_path, capsys, address, message):
+    code, stderr = _sweep_here(capsys, _grid(tmp_path, GRID_2X2), "--output-dir", tmp_path / "out",
+                               "--scheduler", address)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
+    """An HTTP server (as the Dask dashboard is) accepts the connection and never answers as a scheduler."""
+    import http.server
+    import threading
+    import time
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        code, stderr = _sweep_here(capsys, _grid(tmp_path, GRID_2X2), "--output-dir", tmp_path / "out",
+                                   "--scheduler", f"tcp://127.0.0.1:{httpd.server_address[1]}", "--timeout", "3")
+        assert time.monotonic() - started < 30
+    finally:
+        httpd.shutdown()
+    assert code == 2 and "cannot reach the Dask scheduler" in stderr, stderr
 
 
 def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path, capsys):

@@ -11,13 +11,15 @@ from pneumo_utils.cli.common import positive_int
 def _command_sweep(args: argparse.Namespace) -> int:
     from pneumo_utils import sweep
 
-    grid = sweep.load_grid(args.grid)
+    if args.scheduler:
+        sweep.check_scheduler_address(args.scheduler)  # before the grid is even read
+    grid = sweep.load_grid(args.grid, max_runs=args.max_runs)
     if args.workers is not None and args.workers < 1:
         from pneumo_utils.cli.common import UsageError
 
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     rows = sweep.run_sweep(grid, output_dir=args.output_dir, data_dir=args.data_dir, scheduler=args.scheduler,
-                           workers=args.workers, overwrite=args.overwrite)
+                           workers=args.workers, overwrite=args.overwrite, timeout=args.timeout)
     output = sweep.default_output_dir(grid) if args.output_dir is None else args.output_dir
     failed = [row for row in rows if row["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} runs ok; table: {output}/sweep.md, {output}/sweep.csv")
@@ -42,4 +44,8 @@ def register(commands) -> None:
                        help="where the runs go (default: runs/sweep-<grid file name>)")
     sweep.add_argument("--data-dir", default=None, help="data set root for every run (default: the profile's)")
     sweep.add_argument("--overwrite", action="store_true", help="redo runs that already finished")
+    sweep.add_argument("--max-runs", type=positive_int, default=1000,
+                       help="refuse a grid of more runs than this before anything starts (default 1000)")
+    sweep.add_argument("--timeout", type=positive_int, default=30, metavar="SECONDS",
+                       help="how long to wait for --scheduler to answer (default 30)")
     sweep.set_defaults(handler=_command_sweep)
