@@ -126,6 +126,38 @@ def check_layout(root: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
     return layout
 
 
+def layout_warnings(root: str | os.PathLike, layout: dict[str, dict[str, list[Path]]] | None = None) -> list[str]:
+    """What the layout check lets through but a user should hear about, one line each: images in sub-folders
+    of a class folder (not read: the label is the folder right above the file) and the same file under both
+    classes of a split (a label conflict). Cheap: only files whose sizes coincide across classes are hashed."""
+    root = Path(root)
+    layout = layout or check_layout(root)
+    lines = []
+    for split, classes in layout.items():
+        for class_name in CLASS_NAMES:
+            class_dir = root / split / class_name
+            nested = [path for path in class_dir.rglob("*") if path.parent != class_dir and path.is_file()
+                      and is_image_file(path) and not any(part.startswith(".") for part in path.parts)]
+            if nested:
+                folders = sorted({str(path.parent.relative_to(root)) for path in nested})
+                shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
+                lines.append(f"{len(nested)} image(s) in sub-folders of {split}/{class_name} are not read "
+                             f"({shown}); move them up to use them")
+        sizes = {name: {} for name in CLASS_NAMES}
+        for class_name, files in classes.items():
+            for path in files:
+                sizes[class_name].setdefault(path.stat().st_size, []).append(path)
+        shared = set(sizes["NORMAL"]) & set(sizes["PNEUMONIA"])
+        normal_hashes = {file_hash(path): path for size in shared for path in sizes["NORMAL"][size]}
+        conflicts = [(normal_hashes[digest], path) for size in shared for path in sizes["PNEUMONIA"][size]
+                     if (digest := file_hash(path)) in normal_hashes]
+        if conflicts:
+            first = conflicts[0]
+            lines.append(f"{len(conflicts)} label conflict(s) in {split}/: the same file under NORMAL and PNEUMONIA "
+                         f"(e.g. {first[0].name} and {first[1].name}); see pneumo index")
+    return lines
+
+
 def file_hash(path: str | os.PathLike) -> str:
     """SHA-1 of the file's bytes: equal hashes mean byte-identical images."""
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()

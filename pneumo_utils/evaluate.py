@@ -302,6 +302,11 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
     index = data.index_dataset(data_dir)  # layout errors first: they need no model
     network, card = load_model(model_path)
     rows, total = score_split(network, card, index, split, batch_size)
+    present = set(rows["target"].astype(int))
+    if present != {0, 1}:
+        missing = [name for number, name in enumerate(data.CLASS_NAMES) if number not in present]
+        raise data.DatasetLayoutError(f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
+                                      f"({total - len(rows)} of {total} unreadable); its figures need both classes")
     metrics = evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(),
                                      card["threshold"]["value"])
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})

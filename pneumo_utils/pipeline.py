@@ -137,9 +137,10 @@ def check_data(config: dict[str, Any]) -> None:
                                 "imagenet (downloaded by Keras, needs internet) or null")
     if config.synthetic:
         return
-    from pneumo_utils.data import check_layout
+    from pneumo_utils.data import check_layout, layout_warnings
 
-    check_layout(config["data_dir"])
+    for line in layout_warnings(config["data_dir"], check_layout(config["data_dir"])):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 class _ProgressEcho:

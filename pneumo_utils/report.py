@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -245,6 +247,9 @@ def build_report(run_dir: str | Path) -> str:
     if not isinstance(summary, dict):
         raise SettingsError(f"{run_dir}: not a run folder (no readable run_summary.json)")
     metrics, figures = run_dir / "metrics", run_dir / "figures"
+    if not any(path.stem != "metrics_provenance" for path in metrics.glob("metrics_*.json")):
+        raise SettingsError(f"{run_dir}: the run scored no split (no metrics/metrics_*.json); a report needs "
+                            f"notebook 03's figures (status of the run: {summary.get('status', 'unknown')})")
     card, card_path = model_card(run_dir)
     available = {path.stem: path for path in sorted(figures.glob("*.png"))}
     placed: set[str] = set()
@@ -309,8 +314,20 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
         command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={folder}/profile", "--no-pdf-header-footer",
                    f"--print-to-pdf={target}",
                    html_path.resolve().as_uri()]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        if result.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
-            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        # its own session: on a timeout (or Ctrl-C) Chromium and every helper process it started are killed
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        try:
+            _, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"Chromium did not print the report to PDF within {timeout:g} s; stopped it") from None
+        finally:  # always: helpers may outlive the main process
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        if process.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
+            reason = (stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"Chromium could not print the report to PDF ({reason})")
         return target.read_bytes()

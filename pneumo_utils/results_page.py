@@ -100,9 +100,16 @@ def _gradcam(checks: dict[str, Any]) -> list[str]:
     rows = ["| class | images | map mass in the border band | Spearman vs weight-randomized model |",
             "|---|---|---|---|"]
     for name, values in checks["by_class"].items():
-        rows.append(f"| {name} | {values['images']} | {values['mass_share']['border']:.2f} | "
-                    f"{values['randomization']['spearman_mean']:.2f} |")
+        rows.append(f"| {name} | {values.get('images', 'n/a')} | {_number(values, 'mass_share', 'border')} | "
+                    f"{_number(values, 'randomization', 'spearman_mean')} |")
     return rows
+
+
+def _number(values: dict[str, Any], *keys: str) -> str:
+    """``values[k1][k2]`` to two decimals, or ``n/a`` where the check could not be made (too few images)."""
+    for key in keys:
+        values = values.get(key) if isinstance(values, dict) else None
+    return f"{values:.2f}" if isinstance(values, int | float) else "n/a"
 
 
 def _recipes(path: Path) -> list[str]:

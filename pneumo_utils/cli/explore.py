@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,23 @@ def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: i
             *([] if open_browser else ["--no-browser"])]
 
 
+def _check_address(host: str, port: int) -> None:
+    """The address must exist on this machine and the port be free, before anything starts."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as error:
+        raise UsageError(f"--host {host}: not an address of this machine ({error})") from None
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind(address)
+        except OSError as error:
+            problem = "is in use; choose another with --port" if error.errno == errno.EADDRINUSE else \
+                f"cannot be used ({error.strerror or error})"
+            raise UsageError(f"{host}:{port} {problem}") from None
+
+
 def _command_explore(args: argparse.Namespace) -> int:
     from pneumo_utils import explore, serve
 
@@ -44,10 +62,20 @@ def _command_explore(args: argparse.Namespace) -> int:
         import voila  # noqa: F401 - checked before anything starts
     except ImportError:
         raise UsageError("pneumo explore needs Voilà and ipywidgets: pip install -e '.[explore]'") from None
+    _check_address(args.host, args.port)
     session = explore.resolve(args.run, args.model, args.data_dir)  # bad paths: one line, exit 2
+    if not session.scores and session.run_dir is None:
+        raise UsageError("--model without --run: no run's per-image scores to explore, and no data set found to "
+                         "score (give --run RUN_DIR, or --data-dir DIR to score its validation split)")
     if not session.scores:
         raise UsageError(f"{session.run_dir}: no per-image scores (metrics/scores_validation.csv); "
                          "run notebook 03 on it (pneumo run) first")
+    from pneumo_utils.model import ModelLoadError, load_model
+
+    try:
+        load_model(session.model_path)  # a broken model is refused here, not in every page's kernel
+    except ModelLoadError as error:
+        raise UsageError(str(error)) from None
     environment = {**os.environ, explore.MODEL_ENV: str(session.model_path), "TF_CPP_MIN_LOG_LEVEL": "3",
                    "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     environment[explore.RUN_ENV] = str(session.run_dir) if session.run_dir else ""
