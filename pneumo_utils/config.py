@@ -38,6 +38,7 @@ REFERENCE_RESULTS = PROJECT_ROOT / "results"
 DATA_DIR_ENV = "PNEUMO_DATA_DIR"
 PROFILE_ENV = "PNEUMO_PROFILE"
 OUTPUT_DIR_ENV = "PNEUMO_OUTPUT_DIR"
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # target 0 and 1: the class folders of every split
 DEFAULT_PROFILE = "full"
 
 
@@ -284,36 +285,6 @@ def load_config(profile: str | None = None, **overrides: Any) -> Settings:
         return Settings(**config)
     except TypeError as error:  # a value of the wrong kind for a field Settings builds on (e.g. a list)
         raise SettingsError(f"profile {name!r}: {error}") from None
-
-
-def notebook_setup(profile: str | None, data_dir: str | None, output_dir: str | None,
-                   overrides: dict[str, Any] | None = None) -> tuple[Settings, dict[str, Path], Path]:
-    """The set-up every notebook starts with: the run's settings, its output folders and its data root
-    (written first when the profile is synthetic), printed with paths relative to the project."""
-    from pneumo_utils._quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()  # TensorFlow's start-up lines would otherwise land in the notebook
-    settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **(overrides or {}))
-    paths = output_paths(settings)
-    data_root = prepare_data_dir(settings)
-    print(f"profile: {settings['profile']}\ndata:    {portable_path(data_root)}\n"
-          f"results: {portable_path(paths['root'])}")
-    return settings, paths, data_root
-
-
-def prepare_data_dir(config: Settings) -> Path:
-    """Return the run's dataset root, writing the synthetic set first when the profile asks for one."""
-    data_dir = Path(config.data_dir)
-    if config.synthetic:
-        from pneumo_utils import synthetic
-
-        synthetic.ensure_synthetic_dataset(
-            data_dir,
-            images_per_class=config["synthetic_images_per_class"],
-            image_size=config["synthetic_image_size"],
-            seed=config["seed"],
-        )
-    return data_dir
 
 
 def output_paths(config: Settings) -> dict[str, Path]:

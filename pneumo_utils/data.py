@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pneumo_utils.config import SettingsError, portable_path
+from pneumo_utils.config import CLASS_NAMES, SettingsError, portable_path
 from pneumo_utils.images import Preprocessing, is_image_file, load_images
 
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # target 0 and 1
 SPLITS = ("train", "val", "test")
 # Split names a user can ask for (select_split): the two sides of the grouped split of train/, the whole test/
 # folder, its two patient-hash halves, and the data set's own small val/ folder.

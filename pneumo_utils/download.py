@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from pneumo_utils.config import SettingsError
-from pneumo_utils.data import CLASS_NAMES, SPLITS, check_layout
+from pneumo_utils.data import CLASS_NAMES, SPLITS, DatasetLayoutError, check_layout
 
 SOURCES = {
     # Kermany et al., Mendeley Data v2 (doi:10.17632/rscbjbr9sj.2), file ChestXRay2017.zip (about 1.2 GB).
@@ -171,7 +171,10 @@ def _check_sizes(archive: Path, members: list[zipfile.ZipInfo]) -> None:
 
 def install(dataset_root: Path, dest: Path, overwrite: bool) -> Path:
     """Check the layout, then rename the finished data set into place (the old one only with overwrite)."""
-    check_layout(dataset_root)
+    try:
+        check_layout(dataset_root)
+    except DatasetLayoutError as error:  # the archive's fault, not the user's: a failed download
+        raise DownloadError(f"the archive's data set is incomplete: {error}") from None
     final = dest / DATASET_FOLDER
     if final.exists():
         if not overwrite:

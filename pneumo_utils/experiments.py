@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pneumo_utils import config as config_module
+from pneumo_utils import notebook
 from pneumo_utils.evaluate import with_ci
 from pneumo_utils.records import provenance, write_json_atomic
 
@@ -36,7 +37,7 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
     overrides = dict(overrides or {})
     settings = config_module.load_config(profile, data_dir=data_dir, output_dir=str(folder),
                                          model_path=str(folder / "model.keras"), **overrides)
-    data_root = config_module.prepare_data_dir(settings)
+    data_root = notebook.prepare_data_dir(settings)
     run = train.prepare(settings, data_root)
     train.fit(run, checkpoint_dir=folder / "checkpoints")
     card = train.finish(run, settings["model_path"])
@@ -167,7 +168,7 @@ def run_views(name: str, root: str | os.PathLike, views: list[str], profile: str
     record = json.loads(record_path.read_text()) if record_path.exists() else {"name": name, "views": {}}
     settings = config_module.load_config(profile, data_dir=data_dir, output_dir=str(folder),
                                          model_path=str(folder / "model.keras"), **dict(overrides or {}))
-    data_root = config_module.prepare_data_dir(settings)
+    data_root = notebook.prepare_data_dir(settings)
     index = data.index_dataset(data_root)
     for view in views:
         if view in record["views"]:

@@ -187,7 +187,8 @@ def _check_complete(path: Path, data: bytes) -> None:
     A JPEG is complete when an end-of-image marker follows its last start-of-scan; bytes after the marker
     (some cameras and editors append data) are allowed. Inside the compressed data a 0xFF byte is always
     followed by 0x00, so neither marker can appear there by chance."""
-    if data[:3] == b"\xff\xd8\xff" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+    end = data.rfind(b"\xff\xd9")
+    if data[:3] == b"\xff\xd8\xff" and (end < 0 or end < data.rfind(b"\xff\xda")):
         raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker after its image data)")
     if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
         raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import socket
@@ -94,6 +95,19 @@ def check_name(name: str, flag: str = "--name") -> str:
     return name
 
 
+def finite(value: Any) -> Any:
+    """NaN and infinity become null: strict JSON has no NaN, and "not measurable" is what they mean here."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy scalars
+        return finite(value.item())
+    return value
+
+
 def describe(error: OSError) -> str:
     """A short phrase for an OS error: "no space left on the device", "permission denied", ..."""
     if isinstance(error, UnicodeError):
@@ -158,7 +172,6 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Pa
 
 def json_bytes(payload: Any) -> bytes:
     """The project's JSON: strict (NaN and infinity as null), indented, UTF-8, ending in a newline."""
-    from pneumo_utils.records import finite
 
     return (json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import platform
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from pneumo_utils.config import PROJECT_ROOT
+from pneumo_utils.outputs import finite, write_json, write_text  # noqa: F401 - finite: re-exported
 
 
 def git_commit() -> str | None:
@@ -49,28 +48,6 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def finite(value: Any) -> Any:
-    """NaN and infinity become null: strict JSON has no NaN, and "not measurable" is what they mean here."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:  # numpy scalars
-        return finite(value.item())
-    return value
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` whole or not at all (see :mod:`pneumo_utils.outputs`)."""
-    from pneumo_utils import outputs
-
-    return outputs.write_text(path, text)
-
-
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write strict JSON (NaN as null) whole or not at all, replacing ``path`` (see :mod:`pneumo_utils.outputs`)."""
-    from pneumo_utils import outputs
-
-    return outputs.write_json(path, payload)
+# the one atomic writer (outputs), under the names the records read well with
+write_text_atomic = write_text
+write_json_atomic = write_json

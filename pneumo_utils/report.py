@@ -292,6 +292,10 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
+class PdfError(RuntimeError):
+    """The HTML report was written, but no PDF could be printed from it."""
+
+
 def find_chromium() -> str | None:
     """Chromium or Chrome on this machine (``$PNEUMO_CHROMIUM`` first), or None."""
     import os
@@ -307,8 +311,8 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
     """The HTML page printed to PDF by headless Chromium; a clear error where there is none."""
     chromium = find_chromium()
     if chromium is None:
-        raise SettingsError("--pdf needs Chromium, which is not installed here (Debian: apt-get install chromium); "
-                            "the HTML report was written")
+        raise PdfError("--pdf needs Chromium, which is not installed here (Debian: apt-get install chromium); "
+                       "the HTML report was written")
     with tempfile.TemporaryDirectory(prefix="pneumo-pdf-") as folder:
         target = Path(folder) / "report.pdf"
         command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={folder}/profile", "--no-pdf-header-footer",
@@ -320,7 +324,7 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
         try:
             _, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"Chromium did not print the report to PDF within {timeout:g} s; stopped it") from None
+            raise PdfError(f"Chromium did not print the report to PDF within {timeout:g} s; stopped it") from None
         finally:  # always: helpers may outlive the main process
             try:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -329,5 +333,5 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
             process.wait()
         if process.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
             reason = (stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"Chromium could not print the report to PDF ({reason})")
+            raise PdfError(f"Chromium could not print the report to PDF ({reason})")
         return target.read_bytes()

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pneumo_utils.config import PROJECT_ROOT, portable_path
+from pneumo_utils.config import PROJECT_ROOT, SettingsError, portable_path
 from pneumo_utils.data import split_label
 
 README_BRIEF_START = "<!-- results brief: written by `pneumo promote`; do not edit -->"
@@ -126,10 +126,10 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
     card_path = Path(card_path) if card_path else card_path_of(run_dir)
     card = _read(card_path)
     if card is None:
-        raise FileNotFoundError(f"{portable_path(card_path)}: no model card")
+        raise SettingsError(f"{portable_path(card_path)}: no model card")
     scored = scored_metrics(run_dir)
     if not scored:
-        raise FileNotFoundError(f"{portable_path(run_dir / 'metrics')}: no metrics_*.json (run notebook 03 first)")
+        raise SettingsError(f"{portable_path(run_dir / 'metrics')}: no metrics_*.json (run notebook 03 first)")
     summary = _read(run_dir / "run_summary.json") or {}
     parameters = summary.get("parameters", {})
     threshold = card["threshold"]

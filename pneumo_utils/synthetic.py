@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pneumo_utils.data import CLASS_NAMES
+from pneumo_utils.config import CLASS_NAMES
 
 MARKER = ".synthetic.json"
 

@@ -74,34 +74,56 @@ def _refuse_committed_outputs(args) -> None:
             outputs.check_name(value, flag)
 
 
+# The one table from the project's error types to exit codes, for every command: the user can fix it (bad
+# input, a usage problem, an output that exists or is not allowed): 2; it failed while working: 1;
+# interrupted: 130. Types are named, not imported, so a command that needs no TensorFlow does not load it.
+EXIT_CODES = {
+    "pneumo_utils.cli.common.UsageError": 2,
+    "pneumo_utils.config.SettingsError": 2,
+    "pneumo_utils.data.DatasetLayoutError": 2,
+    "pneumo_utils.outputs.CommittedOutput": 2,
+    "pneumo_utils.outputs.OutputExists": 2,
+    "pneumo_utils.model.ModelLoadError": 2,
+    "pneumo_utils.predict.InputPathError": 2,
+    "pneumo_utils.calibrate.CalibrationSampleError": 2,
+    "builtins.FileExistsError": 2,
+    "pneumo_utils.outputs.OutputError": 1,
+    "pneumo_utils.evaluate.InvalidScores": 1,
+    "pneumo_utils.images.TooManyUnreadableError": 1,
+    "pneumo_utils.download.DownloadError": 1,
+    "pneumo_utils.pipeline.NotebookFailed": 1,
+    "pneumo_utils.report.PdfError": 1,
+    "pneumo_utils.pipeline.RunInterrupted": 130,
+    "builtins.KeyboardInterrupt": 130,
+}
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code of an error the project raises on purpose (its most specific type in :data:`EXIT_CODES`),
+    or None for an unexpected one (a bug: its traceback is shown)."""
+    for kind in type(error).__mro__:
+        code = EXIT_CODES.get(f"{kind.__module__}.{kind.__qualname__}")
+        if code is not None:
+            return code
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in NEEDS_TENSORFLOW:
         import_tensorflow_quietly()
-    from pneumo_utils.config import SettingsError
-    from pneumo_utils.data import DatasetLayoutError
-    from pneumo_utils.evaluate import InvalidScores
-    from pneumo_utils.outputs import CommittedOutput, OutputError
-
     try:
         _refuse_committed_outputs(args)
         return args.handler(args)
-    except CommittedOutput as error:  # before any work: a usage error
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except InvalidScores as error:  # a broken model: no label
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OutputError as error:  # a result that could not be written, or a folder in use
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except (UsageError, SettingsError, DatasetLayoutError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as error:
+        code = exit_code(error)
+        if code is None:
+            raise
+        message = str(error) or "interrupted"
+        print(message if isinstance(error, KeyboardInterrupt) or code == 130 else f"error: {message}",
+              file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

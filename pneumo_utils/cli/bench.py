@@ -9,7 +9,6 @@ from pathlib import Path
 from pneumo_utils import config as config_module
 from pneumo_utils.cli.common import (
     DEFAULT_MODEL,
-    UsageError,
     json_bytes,
     parse_overrides,
     positive_int,
@@ -20,7 +19,6 @@ from pneumo_utils.cli.common import (
 
 def _command_bench(args: argparse.Namespace) -> int:
     from pneumo_utils import bench
-    from pneumo_utils.model import ModelLoadError
     from pneumo_utils.records import provenance
 
     output = Path(args.output) if args.output else None
@@ -33,11 +31,8 @@ def _command_bench(args: argparse.Namespace) -> int:
         headline = ("train_images_per_s", "inference_images_per_s", "forward_flops_per_image", "train_gflops_per_s",
                     "peak_rss_mb")
     else:
-        try:
-            result = bench.bench_gradcam(args.model, images=args.images or 32, batch_size=args.batch_size,
-                                         data_dir=args.data_dir)
-        except ModelLoadError as error:
-            raise UsageError(str(error)) from None
+        result = bench.bench_gradcam(args.model, images=args.images or 32, batch_size=args.batch_size,
+                                     data_dir=args.data_dir)
         headline = ("per_image_ms_reference", "per_image_ms_batched", "speedup", "max_abs_diff")
     result.update(provenance())
     print(json.dumps({key: result[key] for key in headline}))

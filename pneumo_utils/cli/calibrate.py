@@ -15,7 +15,7 @@ SPLITS = ["test-dev", "test", "test-final", "val", "train", "val-folder"]
 def _command_calibrate(args: argparse.Namespace) -> int:
     from pneumo_utils import calibrate, data, model
     from pneumo_utils.evaluate import with_ci
-    from pneumo_utils.images import Preprocessing, TooManyUnreadableError
+    from pneumo_utils.images import Preprocessing
 
     if not 0.0 < args.sensitivity <= 1.0:
         raise UsageError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
@@ -29,21 +29,14 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     refuse_existing(output, args.overwrite)
     refuse_existing(model.card_path(output), args.overwrite)
     data_root = config_module.resolve_data_dir(args.data_dir)
-    try:
-        index = data.index_dataset(data_root)
-        network, card = model.load_model(args.model)
-        rows = data.select_split(index, args.split, card["split"]["val_fraction"], card["split"]["seed"])
-        images, _, kept = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]),
-                                          population=len(index))
-        sample = {"data_dir": args.data_dir or config_module.portable_path(data_root), "split": args.split,
-                  "fingerprint": data.dataset_fingerprint(kept)}
-        calibrated, new_card = calibrate.calibrate_model(network, card, images, kept, sample,
-                                                         min_sensitivity=args.sensitivity)
-    except (model.ModelLoadError, data.DatasetLayoutError, calibrate.CalibrationSampleError) as error:
-        raise UsageError(str(error)) from None
-    except TooManyUnreadableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    index = data.index_dataset(data_root)
+    network, card = model.load_model(args.model)
+    rows = data.select_split(index, args.split, card["split"]["val_fraction"], card["split"]["seed"])
+    images, _, kept = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]), population=len(index))
+    sample = {"data_dir": args.data_dir or config_module.portable_path(data_root), "split": args.split,
+              "fingerprint": data.dataset_fingerprint(kept)}
+    calibrated, new_card = calibrate.calibrate_model(network, card, images, kept, sample,
+                                                     min_sensitivity=args.sensitivity)
     site = new_card["site_calibration"]
     print(f"{args.split} of {sample['data_dir']}: {site['sample']['n']} images "
           f"({site['sample']['counts']['NORMAL']} NORMAL, {site['sample']['counts']['PNEUMONIA']} PNEUMONIA)")

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from pneumo_utils import config as config_module
-from pneumo_utils.cli.common import (
-    UsageError,
-)
 
 
 def _command_download(args: argparse.Namespace) -> int:
     from pneumo_utils import download
-    from pneumo_utils.data import DatasetLayoutError
 
-    try:
-        root = download.download(args.source, args.dest, url=args.url, sha256=args.sha256, overwrite=args.overwrite)
-    except FileExistsError as error:
-        raise UsageError(str(error)) from None
-    except (download.DownloadError, DatasetLayoutError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    root = download.download(args.source, args.dest, url=args.url, sha256=args.sha256, overwrite=args.overwrite)
     print(f"data set ready in {root}; check it with: pneumo index --data-dir {root}")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ from pneumo_utils import config as config_module
 from pneumo_utils.cli.common import (
     DATA_HELP,
     DEFAULT_MODEL,
-    UsageError,
     json_bytes,
     positive_int,
     refuse_existing,
@@ -20,20 +18,13 @@ from pneumo_utils.cli.common import (
 
 
 def _command_evaluate(args: argparse.Namespace) -> int:
-    from pneumo_utils import data, evaluate, model
-    from pneumo_utils.images import TooManyUnreadableError
+    from pneumo_utils import evaluate
 
     output = Path(args.output) if args.output else None
     refuse_existing(output, args.overwrite)
-    try:
-        metrics, record = evaluate.evaluate_saved_model(
-            args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
-        )
-    except (model.ModelLoadError, data.DatasetLayoutError) as error:
-        raise UsageError(str(error)) from None
-    except TooManyUnreadableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    metrics, record = evaluate.evaluate_saved_model(
+        args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
+    )
     counts = record["splits"][args.split]
     if counts["unreadable_skipped"]:
         print(f"skipped {counts['unreadable_skipped']} unreadable image(s) of {counts['images_in_split']}")

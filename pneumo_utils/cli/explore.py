@@ -70,12 +70,9 @@ def _command_explore(args: argparse.Namespace) -> int:
     if not session.scores:
         raise UsageError(f"{session.run_dir}: no per-image scores (metrics/scores_validation.csv); "
                          "run notebook 03 on it (pneumo run) first")
-    from pneumo_utils.model import ModelLoadError, load_model
+    from pneumo_utils.model import load_model
 
-    try:
-        load_model(session.model_path)  # a broken model is refused here, not in every page's kernel
-    except ModelLoadError as error:
-        raise UsageError(str(error)) from None
+    load_model(session.model_path)  # a broken model is refused here, not in every page's kernel
     environment = {**os.environ, explore.MODEL_ENV: str(session.model_path), "TF_CPP_MIN_LOG_LEVEL": "3",
                    "PYTHONWARNINGS": "ignore::DeprecationWarning"}
     environment[explore.RUN_ENV] = str(session.run_dir) if session.run_dir else ""
@@ -101,10 +98,7 @@ def _command_markdown(args: argparse.Namespace) -> int:
         raise UsageError("--pdf prints the HTML report; it does not go with --markdown")
     outputs.refuse_committed(output, "the output (pneumo promote results writes the committed pages)")
     refuse_existing(output, args.overwrite)
-    try:
-        page = results_page.results_markdown(run_dir)
-    except FileNotFoundError as error:
-        raise UsageError(str(error)) from None
+    page = results_page.results_markdown(run_dir)
     return save(output, page.encode("utf-8"), args.overwrite)
 
 
@@ -122,12 +116,7 @@ def _command_report(args: argparse.Namespace) -> int:
     status = save(output, report.build_report(run_dir).encode("utf-8"), args.overwrite)
     if status or pdf is None:
         return status
-    try:
-        payload = report.print_pdf(output)
-    except (config_module.SettingsError, RuntimeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return save(pdf, payload, args.overwrite)
+    return save(pdf, report.print_pdf(output), args.overwrite)
 
 
 def register(commands) -> None:

@@ -9,17 +9,13 @@ import sys
 from pneumo_utils import config as config_module
 from pneumo_utils.cli.common import (
     DATA_HELP,
-    UsageError,
 )
 
 
 def _command_index(args: argparse.Namespace) -> int:
     from pneumo_utils import data
 
-    try:
-        index = data.index_dataset(config_module.resolve_data_dir(args.data_dir))
-    except data.DatasetLayoutError as error:
-        raise UsageError(str(error)) from None
+    index = data.index_dataset(config_module.resolve_data_dir(args.data_dir))
     report = data.summary(index, config_module.resolve_data_dir(args.data_dir)) | data.problems(index)
     print(json.dumps(report, indent=2, default=int))
     for line in report["unreadable"]:

@@ -19,13 +19,10 @@ from pneumo_utils.cli.common import (
 def _load_for_prediction(args: argparse.Namespace):
     """Inputs and model for predict/gradcam; bad paths and bad models are usage errors (exit 2)."""
     from pneumo_utils import predict
-    from pneumo_utils.model import ModelLoadError, load_model
+    from pneumo_utils.model import load_model
 
-    try:
-        files, problems = predict.collect_inputs(args.inputs)
-        network, card = load_model(args.model)
-    except (predict.InputPathError, ModelLoadError) as error:
-        raise UsageError(str(error)) from None
+    files, problems = predict.collect_inputs(args.inputs)
+    network, card = load_model(args.model)
     return files, problems, network, card
 
 
@@ -89,7 +86,7 @@ def _command_predict(args: argparse.Namespace) -> int:
     records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
     # names that are not valid UTF-8 are shown and written with their odd bytes as \xNN
     rows = [{"path": outputs.display(r.path), "probability": r.probability, "label": r.label,
-             "error": outputs.display(r.error) if r.error else None} for r in records]
+             "error": r.error and outputs.display(r.error)} for r in records]
     width = max([len(row["path"]) for row in rows] + [4])
     print(f"{'path':<{width}}  probability  label")
     for row in rows:

@@ -9,7 +9,6 @@ from pathlib import Path
 from pneumo_utils import config as config_module
 from pneumo_utils.cli.common import (
     DATA_HELP,
-    UsageError,
     parse_overrides,
 )
 
@@ -18,23 +17,14 @@ def _command_run(args: argparse.Namespace) -> int:
     from pneumo_utils import pipeline
 
     overrides = parse_overrides(args.parameter)
-    try:
-        summary = pipeline.run_notebooks(
-            profile=args.profile,
-            data_dir=args.data_dir,
-            output_dir=args.output_dir,
-            overrides=overrides,
-            overwrite=args.overwrite,
-            progress_bar=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise
-        )
-    except pipeline.OutputExists as error:
-        raise UsageError(str(error)) from None
-    except pipeline.NotebookFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except pipeline.RunInterrupted as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 130
+    summary = pipeline.run_notebooks(
+        profile=args.profile,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        overrides=overrides,
+        overwrite=args.overwrite,
+        progress_bar=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise
+    )
     print(pipeline.summary_text(summary))
     run_dir = (config_module.PROJECT_ROOT / summary["parameters"]["output_dir"]).resolve()
     shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir

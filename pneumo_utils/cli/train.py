@@ -29,12 +29,9 @@ def _command_train(args: argparse.Namespace) -> int:
     elif record_path.exists() and views and not args.overwrite:
         print(f"{args.name}: already recorded; training the missing shift views only", file=sys.stderr)
     else:
-        try:
-            record = experiments.run_experiment(args.name, args.root, profile=args.profile, data_dir=args.data_dir,
-                                                overrides=overrides, overwrite=args.overwrite,
-                                                description=args.description)
-        except FileExistsError as error:
-            raise UsageError(str(error)) from None
+        record = experiments.run_experiment(args.name, args.root, profile=args.profile, data_dir=args.data_dir,
+                                            overrides=overrides, overwrite=args.overwrite,
+                                            description=args.description)
         validation = record["validation"]
         print(f"{args.name}: validation accuracy {validation['accuracy']:.3f}, sensitivity "
               f"{validation['sensitivity']:.3f}, specificity {validation['specificity']:.3f}, ROC-AUC "
@@ -74,13 +71,8 @@ def _command_experiments(args: argparse.Namespace) -> int:
         name, separator, model_path = item.partition("=")
         if not separator or not name or "/" in name or name.startswith("."):
             raise UsageError(f"--score-on-test-dev expects NAME=MODEL_PATH with a plain NAME, got {item!r}")
-        from pneumo_utils import data, model
-
-        try:
-            record = experiments.record_saved_model_on_test_dev(name, model_path, args.root,
-                                                                config_module.resolve_data_dir(args.data_dir))
-        except (model.ModelLoadError, data.DatasetLayoutError) as error:
-            raise UsageError(str(error)) from None
+        record = experiments.record_saved_model_on_test_dev(name, model_path, args.root,
+                                                            config_module.resolve_data_dir(args.data_dir))
         print(f"{name}: test-dev (used for selection) ROC-AUC {record['roc_auc']:.3f}, accuracy "
               f"{record['accuracy']:.3f}, sensitivity {record['sensitivity']:.3f}, specificity "
               f"{record['specificity']:.3f}", file=sys.stderr)

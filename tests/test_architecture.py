@@ -1,0 +1,68 @@
+"""The package's dependency picture: no import cycles (imports inside functions included), and every module
+imports only its own layer or lower ones, so the design can be read from the layers below."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pneumo_utils"
+
+# lowest first: a module may import its own layer or any layer below it, never one above
+LAYERS = {
+    "base": ["config", "outputs", "_quiet", "kernels", "voila_kernels", "records"],
+    "inputs": ["images", "synthetic", "data", "audit"],
+    "model and measures": ["model", "evaluate", "calibrate", "train", "robustness"],
+    "explanations, figures and answers": ["cam", "cam_checks", "plots", "predict"],
+    "runs": ["notebook", "pipeline", "sweep", "experiments", "report", "results_page", "bench", "download",
+             "explore", "serve"],
+    "command line": ["cli"],
+}
+
+
+def _module_graph() -> dict[str, set[str]]:
+    names = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+             for path in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in names.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[name] = {target for target in targets if target in names and target not in (name, "pneumo_utils")}
+    return graph
+
+
+def _layer_of(module: str) -> int:
+    short = module.removeprefix("pneumo_utils.").split(".")[0]
+    for rank, members in enumerate(LAYERS.values()):
+        if short in members:
+            return rank
+    raise AssertionError(f"{module}: in no layer of tests/test_architecture.py; place it")
+
+
+def test_there_is_no_import_cycle():
+    graph = _module_graph()
+    state: dict[str, str] = {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycle = path[path.index(target):] + [target] if target in path else [module, target]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_every_module_imports_only_its_layer_or_lower_ones():
+    graph = _module_graph()
+    wrong = [f"{module} ({list(LAYERS)[_layer_of(module)]}) imports {target} ({list(LAYERS)[_layer_of(target)]})"
+             for module, targets in sorted(graph.items()) for target in sorted(targets)
+             if _layer_of(target) > _layer_of(module)]
+    assert not wrong, "\n".join(wrong)
