@@ -317,12 +317,7 @@ def cam_statistics(cam: np.ndarray, border_fraction: float = 0.15) -> dict[str, 
             "peak_y": round(peak_y / cam.shape[0], 3), "mean": float(cam.mean())}
 
 
-OUTCOMES = {
-    "PNEUMONIA, correct": (1, 1),
-    "PNEUMONIA, missed": (1, 0),
-    "NORMAL, correct": (0, 0),
-    "NORMAL, false alarm": (0, 1),
-}
+OUTCOMES = ("PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct", "NORMAL, false alarm")  # grid order
 
 
 def pick_examples(frame, threshold: float, per_group: int, seed: int = 0):
@@ -330,10 +325,15 @@ def pick_examples(frame, threshold: float, per_group: int, seed: int = 0):
     ``target`` and ``probability`` columns; the rows get an ``outcome`` column."""
     import pandas as pd
 
-    predicted = (frame["probability"] >= threshold).astype(int)
+    from pneumo_utils.config import CLASS_NAMES
+    from pneumo_utils.evaluate import outcome_of
+
+    labels = [CLASS_NAMES[int(target)] for target in frame["target"]]
+    outcomes = pd.Series([f"{label}, {outcome_of(label, probability, threshold)}"
+                          for label, probability in zip(labels, frame["probability"], strict=True)], index=frame.index)
     picked = []
-    for outcome, (target, prediction) in OUTCOMES.items():
-        rows = frame[(frame["target"] == target) & (predicted == prediction)]
+    for outcome in OUTCOMES:
+        rows = frame[outcomes == outcome]
         if len(rows):
             picked.append(rows.sample(min(per_group, len(rows)), random_state=seed).assign(outcome=outcome))
     return pd.concat(picked, ignore_index=True) if picked else frame.iloc[:0].assign(outcome=[])

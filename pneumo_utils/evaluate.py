@@ -45,6 +45,15 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 64, sourc
     return check_scores(scores, source)
 
 
+def outcome_of(label: str, probability: float, threshold: float) -> str:
+    """How one image came out at ``threshold``: ``correct``, ``false alarm`` (NORMAL called PNEUMONIA) or
+    ``missed`` (PNEUMONIA called NORMAL). The one labeller of outcomes (explorer, Grad-CAM examples)."""
+    predicted_pneumonia = probability >= threshold
+    if (label == "PNEUMONIA") == predicted_pneumonia:
+        return "correct"
+    return "false alarm" if predicted_pneumonia else "missed"
+
+
 def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensitivity: float = 0.95,
                      sample: str = "the validation split") -> dict:
     """The highest threshold that keeps sensitivity >= ``min_sensitivity`` on these (validation) data.

@@ -29,6 +29,7 @@ from pneumo_utils.config import (
     SettingsError,
     user_path,
 )
+from pneumo_utils.evaluate import outcome_of
 from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
 
 RUN_ENV = "PNEUMO_EXPLORE_RUN"
@@ -227,13 +228,6 @@ class RocPlot:
 
 
 # --- choosing images ---------------------------------------------------------------------------------------
-
-
-def outcome_of(label: str, probability: float, threshold: float) -> str:
-    predicted_pneumonia = probability >= threshold
-    if (label == "PNEUMONIA") == predicted_pneumonia:
-        return "correct"
-    return "false alarm" if predicted_pneumonia else "missed"
 
 
 def select_images(frame: pd.DataFrame, threshold: float, label: str = "all", outcome: str = "all") -> pd.DataFrame:

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pneumo_utils.outputs import first_line
+
 logger = logging.getLogger(__name__)
 
 # One list everywhere: a file type read when named is also found inside folders, and the reverse.
@@ -109,7 +111,7 @@ def _read_dicom(path: Path) -> np.ndarray:
     try:
         dataset = pydicom.dcmread(path)
     except Exception as error:  # noqa: BLE001 - pydicom raises several types for a bad file
-        raise ImageReadError(f"{path}: not a readable DICOM file ({str(error).splitlines()[0][:200]})") from None
+        raise ImageReadError(f"{path}: not a readable DICOM file ({first_line(error, 200)})") from None
     if "PixelData" not in dataset:
         raise ImageReadError(f"{path}: DICOM file has no pixel data")
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
@@ -125,7 +127,7 @@ def _read_dicom(path: Path) -> np.ndarray:
         compressed = syntax is not None and getattr(syntax, "is_compressed", False)
         hint = (" (compressed; install a pydicom decoder: pip install pylibjpeg pylibjpeg-libjpeg "
                 "pylibjpeg-openjpeg, or python-gdcm)") if compressed else ""
-        detail = "" if compressed else f": {str(error).splitlines()[0]}"
+        detail = "" if compressed else f": {first_line(error)}"
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data, transfer syntax {name}{hint}{detail}") from None
     if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
         raise ImageReadError(f"{path}: multi-frame DICOM ({dataset.NumberOfFrames} frames) is not supported")
@@ -144,7 +146,7 @@ def _read_dicom(path: Path) -> np.ndarray:
         pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float32)
     except Exception as error:  # noqa: BLE001 - a malformed LUT or window in the header
         raise ImageReadError(f"{path}: DICOM LUT or windowing cannot be applied "
-                             f"({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+                             f"({type(error).__name__}: {first_line(error, 200)})") from None
     if photometric == "MONOCHROME1":  # bright means low attenuation here: invert to the usual look
         pixels = pixels.max() + pixels.min() - pixels
     return pixels

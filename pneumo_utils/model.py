@@ -22,6 +22,7 @@ from keras import layers
 
 from pneumo_utils.config import recorded_settings
 from pneumo_utils.data import CLASS_NAMES
+from pneumo_utils.outputs import first_line
 from pneumo_utils.records import write_json_atomic
 
 CARD_SUFFIX = ".json"
@@ -472,7 +473,7 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
         raise ModelLoadError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
-                             f"{_first_line(error)})") from None
+                             f"{first_line(error)})") from None
     check_model(model, card, path)
     _SOURCES[model] = str(path)
     return model, card
@@ -487,15 +488,6 @@ def source_of(network) -> str:
         return _SOURCES.get(network) or f"model {network.name!r}"
     except TypeError:
         return f"model {getattr(network, 'name', '?')!r}"
-
-
-def _first_line(error: Exception) -> str:
-    """The first meaningful line of an error message, without terminal colour codes."""
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__
 
 
 MAX_IMAGE_SIZE = 1024  # the largest input side a card may ask for (memory grows with its square)

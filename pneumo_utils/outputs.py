@@ -108,6 +108,16 @@ def finite(value: Any) -> Any:
     return value
 
 
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first meaningful line of an error (or text), without terminal colour codes, at most ``limit``
+    characters; the error's type name when it has no message. Every one-line error message uses this."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines:
+        return lines[0][:limit]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
 def describe(error: OSError) -> str:
     """A short phrase for an OS error: "no space left on the device", "permission denied", ..."""
     if isinstance(error, UnicodeError):

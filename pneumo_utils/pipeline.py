@@ -27,6 +27,7 @@ from pneumo_utils.config import (
     resolve_profile_path,
 )
 from pneumo_utils.kernels import PoliteKernelManager
+from pneumo_utils.outputs import first_line
 from pneumo_utils.records import provenance
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
@@ -79,7 +80,7 @@ def _relative_paths(text: str) -> str:
 def _failure_message(notebook_name: str, output_path: Path, error: Exception) -> str:
     cell = getattr(error, "exec_count", None)
     name = getattr(error, "ename", type(error).__name__)
-    value = str(getattr(error, "evalue", str(error))).splitlines()[0] if str(getattr(error, "evalue", "")) else ""
+    value = first_line(str(getattr(error, "evalue", "")))
     where = f"cell [{cell}]" if cell is not None else "a cell"
     return f"{notebook_name} failed in {where}: {name}: {value} (partial output kept in {portable_path(output_path)})"
 
@@ -435,7 +436,7 @@ def read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = str(error).splitlines()[0] if str(error) else "empty"
+        reason = first_line(error) if str(error) else "empty"
         raise SettingsError(f"{portable_path(path)}: unreadable ({type(error).__name__}: {reason}); "
                             "delete it or run again") from None
     if not isinstance(record, dict):

@@ -33,6 +33,7 @@ import yaml
 
 from pneumo_utils import pipeline
 from pneumo_utils.config import RUNS_DIR, SettingsError, available_profiles, load_config, portable_path
+from pneumo_utils.outputs import first_line
 
 MAX_RETRIES = 2
 TABLE_NAME = "sweep"
@@ -103,7 +104,7 @@ def load_grid(path: str | os.PathLike, max_runs: int = MAX_RUNS) -> Sweep:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        problem = getattr(error, "problem", None) or first_line(error)
         raise _fail(path, f"not valid YAML{where}: {problem}") from None
     if not isinstance(document, dict):
         raise _fail(path, "a grid file must be a mapping with 'profile' and 'grid' or 'runs'")
@@ -249,7 +250,7 @@ def execute_run(run_id: str, settings: dict[str, Any], profile: str, notebooks: 
                                    overwrite=True, notebooks=tuple(notebooks), progress_bar=False,
                                    lock_purpose=f"pneumo sweep {sweep_started} run {run_id}", echo=False)
         except Exception as failure:  # noqa: BLE001 - every failure becomes the run's recorded error
-            error = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+            error = first_line(failure)
             if not isinstance(failure, pipeline.NotebookFailed | SettingsError):
                 error = f"{type(failure).__name__}: {error}"
         finally:
@@ -321,7 +322,7 @@ def _connect_to(address: str, timeout: float):
     if "client" in outcome:
         return outcome["client"]
     error = outcome.get("error")
-    reason = (str(error).splitlines()[0] if error and str(error) else type(error).__name__) if error else \
+    reason = first_line(error) if error else \
         f"no answer within {timeout:g} s; is it the scheduler's port (not the dashboard's)?"
     raise SettingsError(f"{address}: cannot reach the Dask scheduler ({reason})")
 
@@ -406,7 +407,7 @@ def _run_on_dask(sweep: Sweep, todo: list[SweepRun], rows: dict[str, dict[str, A
             try:
                 row = future.result()
             except Exception as error:  # noqa: BLE001 - KilledWorker: lost its worker more than MAX_RETRIES times
-                message = str(error).splitlines()[0] if str(error) else ""
+                message = first_line(error) if str(error) else ""
                 row = row_of(run.id, output / run.id, status="failed", error=f"{type(error).__name__}: {message}")
             rows[run.id] = row
             done += 1
