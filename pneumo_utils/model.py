@@ -220,11 +220,16 @@ def build_model(
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     logit = layers.Dense(1, name="logit")(x)
-    probability = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
-    return keras.Model(inputs, probability, name=name)
+    return keras.Model(inputs, probability_head(logit), name=name)
 
 
 MEMBER_PREFIX = "member"
+
+
+def probability_head(logit, name: str = "probability"):
+    """The one head of every model here: the sigmoid of the ``logit`` layer, in float32 (also under mixed
+    precision), so Grad-CAM and temperature scaling can always reach the logit just before it."""
+    return layers.Activation("sigmoid", name=name, dtype="float32")(logit)
 
 
 def build_ensemble(members: list[keras.Model], name: str = "pneumonia_ensemble") -> keras.Model:
@@ -246,8 +251,7 @@ def build_ensemble(members: list[keras.Model], name: str = "pneumonia_ensemble")
         member_logit = keras.Model(member.inputs, member.get_layer("logit").output, name=f"{MEMBER_PREFIX}{number}")
         logits.append(member_logit(x))
     logit = layers.Average(name="logit")(logits) if len(logits) > 1 else layers.Identity(name="logit")(logits[0])
-    probability = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
-    return keras.Model(inputs, probability, name=name)
+    return keras.Model(inputs, probability_head(logit), name=name)
 
 
 def ensemble_members(network: keras.Model) -> list[keras.Model]:
@@ -257,7 +261,7 @@ def ensemble_members(network: keras.Model) -> list[keras.Model]:
               if isinstance(layer, keras.Model) and layer.name.startswith(MEMBER_PREFIX)]
     members = []
     for member in nested:
-        probability = layers.Activation("sigmoid", name=f"{member.name}_probability")(member.outputs[0])
+        probability = probability_head(member.outputs[0], name=f"{member.name}_probability")
         members.append(keras.Model(member.inputs, probability, name=f"{member.name}_explained"))
     return members
 
@@ -272,8 +276,7 @@ def with_temperature(network: keras.Model, temperature: float) -> keras.Model:
         raise ValueError(f"temperature must be positive, got {temperature}")
     logit = network.get_layer("logit").output
     scaled = layers.Rescaling(1.0 / float(temperature), name="temperature")(logit)
-    probability = layers.Activation("sigmoid", name="probability", dtype="float32")(scaled)
-    return keras.Model(network.inputs, probability, name=network.name)
+    return keras.Model(network.inputs, probability_head(scaled), name=network.name)
 
 
 @keras.saving.register_keras_serializable(package="pneumo")
@@ -379,8 +382,7 @@ def build_backbone_model(image_size: int, backbone: str, weights: str | None = N
     x = layers.Dropout(dropout, name="dropout")(x)
     regularizer = keras.regularizers.L2(head_l2) if head_l2 else None
     logit = layers.Dense(1, kernel_regularizer=regularizer, name="logit")(x)
-    probability = layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
-    return keras.Model(inputs, probability, name=name)
+    return keras.Model(inputs, probability_head(logit), name=name)
 
 
 def card_path(model_path: str | os.PathLike) -> Path:
@@ -399,8 +401,13 @@ def make_card(
     """The model card: everything downstream needs to use the model as it was trained, and provenance."""
     from pneumo_utils.records import provenance
 
+    members = config.get("members") or []
+    kind = (f"ensemble of {len(members)} members (the mean of their logits)" if members else
+            f"{config['backbone']} backbone with a trained head" if config.get("backbone") else
+            "CNN trained from scratch")
     return {
-        "name": "pneumonia_cnn",
+        "name": Path(config.get("model_path") or "pneumonia_cnn").stem,
+        "kind": kind,
         "task": "binary classification of pediatric chest X-rays: NORMAL (0) vs PNEUMONIA (1)",
         "input": {"shape": [preprocessing["image_size"], preprocessing["image_size"], 1], "dtype": "float32",
                   "range": "0-255 (the model rescales itself)"},
@@ -509,6 +516,7 @@ CARD_FIELDS: dict[str, tuple[str, Any, bool]] = {
     "threshold.min_sensitivity": ("a number in (0, 1]", lambda v: _number(v) and 0.0 < v <= 1.0, False),
     "classes": ("['NORMAL', 'PNEUMONIA']", lambda v: v == ["NORMAL", "PNEUMONIA"], False),
     "name": ("a string", lambda v: isinstance(v, str), False),
+    "kind": ("a string", lambda v: isinstance(v, str), False),
     "validation_metrics.calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
     "site_calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
 }

@@ -74,3 +74,8 @@ def test_a_model_that_takes_any_size_is_refused(tmp_path):
                  minimal_card(64))
     with pytest.raises(model.ModelLoadError, match="takes NonexNone images but its card says 64"):
         model.load_model(path)
+
+
+def test_the_card_says_what_kind_of_model_it_describes(tiny_model_path):
+    card = model.load_model(tiny_model_path)[1]
+    assert card["kind"] == "CNN trained from scratch" and card["name"] == "tiny"
