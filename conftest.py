@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(session, config, items):
         notebook = Path(str(item.fspath)).name
         expected = reference.get(notebook, {}).get(cell.get("id"))
         if expected is None:
-            raise LookupError(f"{notebook}: no reference output for checked cell {cell.get('id')!r} "
-                              f"in {REFERENCE_FILE}")
+            raise LookupError(
+                f"{notebook}: no reference output for checked cell {cell.get('id')!r} in {REFERENCE_FILE}"
+            )
         cell["outputs"] = [new_output("stream", name="stdout", text=expected)]
         cell["execution_count"] = 1

@@ -15,9 +15,9 @@ import pandas as pd
 from pneumo_utils.data import load_split, normal_batch
 from pneumo_utils.images import Preprocessing
 
-AUDIT_SIZE = 224          # the data set's own size: band widths below are in its pixels
-BAND_PIXELS = 12          # outer band width, at AUDIT_SIZE
-DARK_LEVEL = 20           # "near-black": below this grey level (0-255)
+AUDIT_SIZE = 224  # the data set's own size: band widths below are in its pixels
+BAND_PIXELS = 12  # outer band width, at AUDIT_SIZE
+DARK_LEVEL = 20  # "near-black": below this grey level (0-255)
 CUES = {
     "side_band_dark_share": "share of near-black pixels in the outer left and right bands",
     "top_bottom_dark_share": "share of near-black pixels in the outer top and bottom bands",
@@ -26,7 +26,7 @@ CUES = {
     "centre_std": "contrast (standard deviation) of the central half",
     "sharpness": "fine detail: mean absolute difference between the image and its Gaussian blur (sigma 1.5 px)",
 }
-SHARPNESS_SIGMA = 1.5     # Gaussian blur of the sharpness cue, in pixels at AUDIT_SIZE
+SHARPNESS_SIGMA = 1.5  # Gaussian blur of the sharpness cue, in pixels at AUDIT_SIZE
 
 
 def cue_values(images: np.ndarray) -> pd.DataFrame:
@@ -36,15 +36,17 @@ def cue_values(images: np.ndarray) -> pd.DataFrame:
     quarter = size // 4
     sides = np.concatenate([images[:, :, :band], images[:, :, -band:]], axis=2).reshape(len(images), -1)
     top_bottom = np.concatenate([images[:, :band], images[:, -band:]], axis=1).reshape(len(images), -1)
-    centre = images[:, quarter:size - quarter, quarter:size - quarter].reshape(len(images), -1)
-    return pd.DataFrame({
-        "side_band_dark_share": (sides < DARK_LEVEL).mean(axis=1),
-        "top_bottom_dark_share": (top_bottom < DARK_LEVEL).mean(axis=1),
-        "side_band_mean": sides.mean(axis=1),
-        "centre_mean": centre.mean(axis=1),
-        "centre_std": centre.std(axis=1),
-        "sharpness": _sharpness(images),
-    })
+    centre = images[:, quarter : size - quarter, quarter : size - quarter].reshape(len(images), -1)
+    return pd.DataFrame(
+        {
+            "side_band_dark_share": (sides < DARK_LEVEL).mean(axis=1),
+            "top_bottom_dark_share": (top_bottom < DARK_LEVEL).mean(axis=1),
+            "side_band_mean": sides.mean(axis=1),
+            "centre_mean": centre.mean(axis=1),
+            "centre_std": centre.std(axis=1),
+            "sharpness": _sharpness(images),
+        }
+    )
 
 
 def _sharpness(images: np.ndarray) -> np.ndarray:
@@ -52,8 +54,12 @@ def _sharpness(images: np.ndarray) -> np.ndarray:
     import cv2
 
     sigma = SHARPNESS_SIGMA * images.shape[1] / AUDIT_SIZE
-    return np.array([np.abs(image.astype(np.float32) - cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)).mean()
-                     for image in images])
+    return np.array(
+        [
+            np.abs(image.astype(np.float32) - cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)).mean()
+            for image in images
+        ]
+    )
 
 
 def acquisition_group(row) -> str:
@@ -83,8 +89,10 @@ def shortcut_audit(rows: pd.DataFrame, image_size: int = AUDIT_SIZE) -> tuple[pd
     separation = []
     for cue, meaning in CUES.items():
         entry = {"cue": cue, "meaning": meaning}
-        for name, truth, scores in (("PNEUMONIA vs NORMAL", targets, values[cue]),
-                                    ("NORMAL2 vs IM normals", batches, values.loc[normal, cue])):
+        for name, truth, scores in (
+            ("PNEUMONIA vs NORMAL", targets, values[cue]),
+            ("NORMAL2 vs IM normals", batches, values.loc[normal, cue]),
+        ):
             if len(np.unique(truth)) == 2:
                 auc = roc_auc_score(truth, scores)
                 entry[f"AUC {name}"] = round(max(auc, 1 - auc), 3)

@@ -53,8 +53,11 @@ def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str,
     pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
     targets = (np.arange(images) % 2).astype(np.float32)
     train.set_seed(settings["seed"])
-    network = train.compile_from_config(train.build_from_config(settings), settings,
-                                        total_steps=int(np.ceil(images / settings["batch_size"])) * (repeats + 1))
+    network = train.compile_from_config(
+        train.build_from_config(settings),
+        settings,
+        total_steps=int(np.ceil(images / settings["batch_size"])) * (repeats + 1),
+    )
     dataset = data.make_dataset(pictures, targets, settings["batch_size"], shuffle=True, seed=settings["seed"])
     network.fit(dataset, epochs=1, verbose=0, shuffle=False)  # the tf.data pipeline shuffles, seeded
     started = time.perf_counter()
@@ -67,11 +70,16 @@ def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str,
     inference_seconds = time.perf_counter() - started
     flops = forward_flops(network)
     train_rate = images * repeats / train_seconds
-    return {"image_size": size, "filters": settings["filters"], "backbone": settings.backbone,
-            "parameters": int(network.count_params()), "forward_flops_per_image": flops,
-            "train_images_per_s": round(train_rate, 1),
-            "train_gflops_per_s": round(3 * flops * train_rate / 1e9, 1),
-            "inference_images_per_s": round(images / inference_seconds, 1)}
+    return {
+        "image_size": size,
+        "filters": settings["filters"],
+        "backbone": settings.backbone,
+        "parameters": int(network.count_params()),
+        "forward_flops_per_image": flops,
+        "train_images_per_s": round(train_rate, 1),
+        "train_gflops_per_s": round(3 * flops * train_rate / 1e9, 1),
+        "inference_images_per_s": round(images / inference_seconds, 1),
+    }
 
 
 # The real data set's patient-grouped split at val_fraction 0.15, seed 42 (the committed card's training record).
@@ -86,20 +94,31 @@ def _training_estimate(settings, members: list[dict[str, Any]]) -> dict[str, Any
     from pneumo_utils import train
 
     epochs = [member["epochs"] for member in (train.member_settings(settings) or [settings])]
-    seconds = sum(count * (FULL_TRAIN_IMAGES / member["train_images_per_s"]
-                           + FULL_VAL_IMAGES / member["inference_images_per_s"])
-                  for count, member in zip(epochs, members, strict=True))
+    seconds = sum(
+        count * (FULL_TRAIN_IMAGES / member["train_images_per_s"] + FULL_VAL_IMAGES / member["inference_images_per_s"])
+        for count, member in zip(epochs, members, strict=True)
+    )
     model_mb = sum(member["parameters"] for member in members) * 4 / 2**20
-    return {"train_images": FULL_TRAIN_IMAGES, "val_images": FULL_VAL_IMAGES, "epochs_per_member": epochs,
-            "training_minutes": round(seconds / 60, 1), "model_mb_float32": round(model_mb, 1), "budget": BUDGET,
-            "within_budget": bool(seconds / 60 <= BUDGET["training_minutes"] and model_mb <= BUDGET["model_mb"]
-                                  and peak_rss_mb() <= BUDGET["peak_rss_mb"]),
-            "note": "at most epochs x (training images / measured rate + validation images / inference rate); "
-                    "early stopping can end sooner"}
+    return {
+        "train_images": FULL_TRAIN_IMAGES,
+        "val_images": FULL_VAL_IMAGES,
+        "epochs_per_member": epochs,
+        "training_minutes": round(seconds / 60, 1),
+        "model_mb_float32": round(model_mb, 1),
+        "budget": BUDGET,
+        "within_budget": bool(
+            seconds / 60 <= BUDGET["training_minutes"]
+            and model_mb <= BUDGET["model_mb"]
+            and peak_rss_mb() <= BUDGET["peak_rss_mb"]
+        ),
+        "note": "at most epochs x (training images / measured rate + validation images / inference rate); "
+        "early stopping can end sooner",
+    }
 
 
-def bench_train(profile: str | None = "full", images: int = 512, overrides: dict[str, Any] | None = None,
-                repeats: int = 2) -> dict[str, Any]:
+def bench_train(
+    profile: str | None = "full", images: int = 512, overrides: dict[str, Any] | None = None, repeats: int = 2
+) -> dict[str, Any]:
     """Training and inference throughput of the profile's model on synthetic X-rays of its input size.
 
     One warm-up epoch (graph tracing) is not timed; then ``repeats`` epochs over ``images`` images are.
@@ -125,20 +144,29 @@ def bench_train(profile: str | None = "full", images: int = 512, overrides: dict
         "members": members,
         "full_run_estimate": _training_estimate(settings, members),
         "settings": {
-            "profile": settings["profile"], "image_size": max(member["image_size"] for member in members),
-            "batch_size": settings["batch_size"], "inference_batch_size": 64, "images": images,
-            "timed_epochs": repeats, "parameters": sum(member["parameters"] for member in members),
+            "profile": settings["profile"],
+            "image_size": max(member["image_size"] for member in members),
+            "batch_size": settings["batch_size"],
+            "inference_batch_size": 64,
+            "images": images,
+            "timed_epochs": repeats,
+            "parameters": sum(member["parameters"] for member in members),
             "flops_convention": "2 x multiply-adds of convolution and dense layers; training step = 3 forward",
-            "tensorflow_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                                   "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-            "cpu_count": os.cpu_count(), "machine": platform.platform(), "processor": platform.processor(),
+            "tensorflow_threads": {
+                "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            },
+            "cpu_count": os.cpu_count(),
+            "machine": platform.platform(),
+            "processor": platform.processor(),
         },
     }
     return result
 
 
-def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: int = 3,
-                  data_dir=None, seed: int = 0) -> dict[str, Any]:
+def bench_gradcam(
+    model_path, images: int = 32, batch_size: int = 32, repeats: int = 3, data_dir=None, seed: int = 0
+) -> dict[str, Any]:
     """The batched Grad-CAM against the per-image keras.io recipe, same model, same images, one run.
 
     Images come from ``data_dir``'s ``train/`` split when given (read with the model card's
@@ -163,8 +191,9 @@ def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: i
         rng = np.random.default_rng(seed)
         pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
     explained = ensemble_members(network)  # each member as a model of its own, as the batched explainer sees it
-    nested = [layer for layer in network.layers if isinstance(layer, type(network)) and layer.name.startswith(
-        MEMBER_PREFIX)]  # the same member inside the ensemble: the keras.io recipe's model
+    nested = [
+        layer for layer in network.layers if isinstance(layer, type(network)) and layer.name.startswith(MEMBER_PREFIX)
+    ]  # the same member inside the ensemble: the keras.io recipe's model
     pairs = list(zip(explained, nested, strict=True)) if explained else [(network, network)]
     measured = [_bench_cam_one(member, reference, pictures, batch_size, repeats) for member, reference in pairs]
     members = explained
@@ -176,19 +205,25 @@ def bench_gradcam(model_path, images: int = 32, batch_size: int = 32, repeats: i
         "speedup": round(reference_ms / batched_ms, 2),
         "max_abs_diff": max(member["max_abs_diff"] for member in measured),
         "members": measured if members else [],
-        "settings": {"model": portable_path(model_path), "target_layer": measured[0]["target_layer"],
-                     "images": int(len(pictures)), "image_source": source, "batch_size": batch_size,
-                     "repeats": repeats, "timing": "best of repeats, after one warm-up call",
-                     "reference": "keras.io make_gradcam_heatmap, one image per call, gradient model built per call",
-                     "compared": "normalized maps at the target layer's resolution; for an ensemble each member "
-                                 "against the reference on that member (its own input size and target layer), "
-                                 "times summed over members, max_abs_diff the largest over members",
-                     "cpu_count": os.cpu_count(), "machine": platform.platform()},
+        "settings": {
+            "model": portable_path(model_path),
+            "target_layer": measured[0]["target_layer"],
+            "images": int(len(pictures)),
+            "image_source": source,
+            "batch_size": batch_size,
+            "repeats": repeats,
+            "timing": "best of repeats, after one warm-up call",
+            "reference": "keras.io make_gradcam_heatmap, one image per call, gradient model built per call",
+            "compared": "normalized maps at the target layer's resolution; for an ensemble each member "
+            "against the reference on that member (its own input size and target layer), "
+            "times summed over members, max_abs_diff the largest over members",
+            "cpu_count": os.cpu_count(),
+            "machine": platform.platform(),
+        },
     }
 
 
-def _bench_cam_one(network, reference_model, pictures: np.ndarray, batch_size: int, repeats: int
-                   ) -> dict[str, Any]:
+def _bench_cam_one(network, reference_model, pictures: np.ndarray, batch_size: int, repeats: int) -> dict[str, Any]:
     """Batched Grad-CAM of one single (non-ensemble) model against the keras.io recipe on the same network
     (``reference_model``: the model itself, or the member as it sits inside an ensemble)."""
     from pneumo_utils import cam
@@ -203,8 +238,9 @@ def _bench_cam_one(network, reference_model, pictures: np.ndarray, batch_size: i
         return explainer.explain(pictures, batch_size=batch_size, upsample=False)[0]
 
     def reference():
-        return np.stack([cam.keras_io_gradcam(picture[None, ..., None], reference_model, layer)
-                         for picture in pictures])
+        return np.stack(
+            [cam.keras_io_gradcam(picture[None, ..., None], reference_model, layer) for picture in pictures]
+        )
 
     timings, outputs = {}, {}
     for name, function in (("batched", batched), ("reference", reference)):
@@ -215,10 +251,14 @@ def _bench_cam_one(network, reference_model, pictures: np.ndarray, batch_size: i
             function()
             best = min(best, time.perf_counter() - started)
         timings[name] = best * 1000.0 / len(pictures)
-    return {"name": network.name, "image_size": size, "target_layer": layer,
-            "per_image_ms_reference": round(timings["reference"], 3),
-            "per_image_ms_batched": round(timings["batched"], 3),
-            "max_abs_diff": float(np.abs(outputs["batched"] - outputs["reference"]).max())}
+    return {
+        "name": network.name,
+        "image_size": size,
+        "target_layer": layer,
+        "per_image_ms_reference": round(timings["reference"], 3),
+        "per_image_ms_batched": round(timings["batched"], 3),
+        "max_abs_diff": float(np.abs(outputs["batched"] - outputs["reference"]).max()),
+    }
 
 
 BENCH_SWEEP_GRID = """# pneumo bench sweep: a 2x2 smoke grid, four notebooks, one epoch, 16 synthetic images per class
@@ -259,11 +299,17 @@ def bench_sweep(workers: int | None = None, grid_text: str = BENCH_SWEEP_GRID) -
     cores = os.cpu_count() or 1
     used = workers or min(cores, len(grid.runs))
     return {
-        "runs": len(grid.runs), "notebooks": list(grid.notebooks), "grid": grid_text,
-        "serial_s": round(serial_s, 1), "parallel_s": round(parallel_s, 1),
-        "speedup": round(serial_s / parallel_s, 2), "workers": used,
-        "tf_threads_per_worker": max(1, cores // used), "cores": cores,
-        "serial_run_s": [row["seconds"] for row in serial], "parallel_run_s": [row["seconds"] for row in parallel],
+        "runs": len(grid.runs),
+        "notebooks": list(grid.notebooks),
+        "grid": grid_text,
+        "serial_s": round(serial_s, 1),
+        "parallel_s": round(parallel_s, 1),
+        "speedup": round(serial_s / parallel_s, 2),
+        "workers": used,
+        "tf_threads_per_worker": max(1, cores // used),
+        "cores": cores,
+        "serial_run_s": [row["seconds"] for row in serial],
+        "parallel_run_s": [row["seconds"] for row in parallel],
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores},
         "note": "parallel_s includes starting and stopping the local cluster",
     }

@@ -41,8 +41,9 @@ def check_sample(targets: np.ndarray, where: str, minimum: int = MIN_IMAGES_PER_
     counts = {"NORMAL": int((targets == 0).sum()), "PNEUMONIA": int((targets == 1).sum())}
     small = [f"{count} {label}" for label, count in counts.items() if count < minimum]
     if small:
-        raise CalibrationSampleError(f"{where}: {' and '.join(small)} image(s); a threshold needs at least "
-                                     f"{minimum} images of each class")
+        raise CalibrationSampleError(
+            f"{where}: {' and '.join(small)} image(s); a threshold needs at least {minimum} images of each class"
+        )
     return counts
 
 
@@ -64,8 +65,7 @@ def current_temperature(card: dict[str, Any]) -> float:
     return float(site.get("temperature") or calibration.get("temperature") or 1.0)
 
 
-def calibrate_logits(targets: np.ndarray, logits: np.ndarray, min_sensitivity: float, sample: str
-                     ) -> dict[str, Any]:
+def calibrate_logits(targets: np.ndarray, logits: np.ndarray, min_sensitivity: float, sample: str) -> dict[str, Any]:
     """The temperature and threshold for these labelled logits, and the calibrated probabilities."""
     temperature = evaluate.fit_temperature_to_logits(targets, logits)
     probabilities = evaluate.apply_temperature_to_logits(logits, temperature)
@@ -73,9 +73,15 @@ def calibrate_logits(targets: np.ndarray, logits: np.ndarray, min_sensitivity: f
     return {"temperature": temperature, "threshold": threshold, "probabilities": probabilities}
 
 
-def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarray, rows: pd.DataFrame,
-                    sample: dict[str, Any], min_sensitivity: float = 0.95,
-                    minimum_per_class: int = MIN_IMAGES_PER_CLASS) -> tuple[keras.Model, dict[str, Any]]:
+def calibrate_model(
+    network: keras.Model,
+    card: dict[str, Any],
+    images: np.ndarray,
+    rows: pd.DataFrame,
+    sample: dict[str, Any],
+    min_sensitivity: float = 0.95,
+    minimum_per_class: int = MIN_IMAGES_PER_CLASS,
+) -> tuple[keras.Model, dict[str, Any]]:
     """Refit temperature and threshold on a labelled sample; the new model and its card.
 
     ``rows`` are the index rows of ``images`` (``target`` column); ``sample`` describes where they come from
@@ -93,16 +99,20 @@ def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarr
     previous_temperature = current_temperature(card)
     before_probabilities = evaluate.apply_temperature_to_logits(logits, previous_temperature)
     before = evaluate.evaluate_probabilities(targets, before_probabilities, card["threshold"]["value"])
-    fitted = calibrate_logits(targets, logits, min_sensitivity, sample=f"{sample.get('split', 'the sample')} "
-                                                                        "(site calibration)")
+    fitted = calibrate_logits(
+        targets, logits, min_sensitivity, sample=f"{sample.get('split', 'the sample')} (site calibration)"
+    )
     after = evaluate.evaluate_probabilities(targets, fitted["probabilities"], fitted["threshold"]["threshold"])
     calibrated = model_module.with_temperature(network, fitted["temperature"])
     new_card = copy.deepcopy(card)
-    new_card["threshold"] = {"value": fitted["threshold"]["threshold"], "rule": fitted["threshold"]["rule"],
-                             "min_sensitivity": min_sensitivity}
+    new_card["threshold"] = {
+        "value": fitted["threshold"]["threshold"],
+        "rule": fitted["threshold"]["rule"],
+        "min_sensitivity": min_sensitivity,
+    }
     new_card["site_calibration"] = {
         "method": "temperature scaling of the logit (log loss), then the highest threshold with sensitivity "
-                  f">= {min_sensitivity:g}, both fitted on the sample below; the weights are unchanged",
+        f">= {min_sensitivity:g}, both fitted on the sample below; the weights are unchanged",
         "temperature": fitted["temperature"],
         "previous_temperature": previous_temperature,
         "previous_threshold": card["threshold"],
@@ -112,14 +122,15 @@ def calibrate_model(network: keras.Model, card: dict[str, Any], images: np.ndarr
         "ece_before": evaluate.expected_calibration_error(targets, before_probabilities),
         "ece_after": evaluate.expected_calibration_error(targets, fitted["probabilities"]),
         "note": "the 'after' figures are measured on the sample the temperature and threshold were fitted on: "
-                "optimistic by construction (used for selection)",
+        "optimistic by construction (used for selection)",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return calibrated, new_card
 
 
-def threshold_transfer(targets, probabilities, card: dict[str, Any], sample: str = "test-dev",
-                       min_sensitivity: float | None = None) -> pd.DataFrame:
+def threshold_transfer(
+    targets, probabilities, card: dict[str, Any], sample: str = "test-dev", min_sensitivity: float | None = None
+) -> pd.DataFrame:
     """The same images at the threshold chosen on validation (the ``train/`` period) and at the one chosen on
     ``sample`` itself: why a threshold fixed in one period does not carry to another.
 
@@ -139,11 +150,18 @@ def threshold_transfer(targets, probabilities, card: dict[str, Any], sample: str
         validation_threshold = float(card["threshold"]["value"])
         sample_threshold = evaluate.choose_threshold(targets, probabilities, target, sample=sample)["threshold"]
     rows = {}
-    for name, threshold in ((f"chosen on validation (train/ period), sensitivity >= {target:g}", validation_threshold),
-                            (f"chosen on {sample} itself, sensitivity >= {target:g}", sample_threshold)):
+    for name, threshold in (
+        (f"chosen on validation (train/ period), sensitivity >= {target:g}", validation_threshold),
+        (f"chosen on {sample} itself, sensitivity >= {target:g}", sample_threshold),
+    ):
         result = evaluate.compute_metrics(targets, probabilities, threshold)
         (tn, fp), (fn, tp) = result["confusion_matrix"]
-        rows[name] = {"threshold": round(threshold, 4), "sensitivity": round(result["sensitivity"], 3),
-                      "specificity": round(result["specificity"], 3), "accuracy": round(result["accuracy"], 3),
-                      "false alarms": fp, "missed": fn}
+        rows[name] = {
+            "threshold": round(threshold, 4),
+            "sensitivity": round(result["sensitivity"], 3),
+            "specificity": round(result["specificity"], 3),
+            "accuracy": round(result["accuracy"], 3),
+            "false alarms": fp,
+            "missed": fn,
+        }
     return pd.DataFrame(rows).T

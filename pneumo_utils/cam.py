@@ -151,8 +151,9 @@ class CamExplainer:
         # One graph per method, for any batch size and image size: no retracing between batches.
         signature = [tf.TensorSpec([None, None, None, 1], tf.float32), tf.TensorSpec([], tf.float32)]
         self._compiled = {
-            plus_plus: tf.function(lambda images, sign, plus_plus=plus_plus: self._maps(images, sign, plus_plus),
-                                   input_signature=signature)
+            plus_plus: tf.function(
+                lambda images, sign, plus_plus=plus_plus: self._maps(images, sign, plus_plus), input_signature=signature
+            )
             for plus_plus in (False, True)
         }
 
@@ -188,8 +189,14 @@ class CamExplainer:
         peaks = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
         return cams / tf.maximum(peaks, EPSILON), tf.sigmoid(tf.reshape(logits, [-1]))
 
-    def explain(self, images: np.ndarray, target_class: int = 1, method: str = "gradcam", batch_size: int = 32,
-                upsample: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def explain(
+        self,
+        images: np.ndarray,
+        target_class: int = 1,
+        method: str = "gradcam",
+        batch_size: int = 32,
+        upsample: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Maps in [0, 1] (``(n, s, s)`` when upsampled, else the layer's grid) and P(PNEUMONIA) per image.
 
         ``images`` are uint8-range arrays ``(n, s, s)`` as ``read_image`` returns them. A map with no
@@ -204,7 +211,7 @@ class CamExplainer:
         sign = tf.constant(1.0 if target_class == 1 else -1.0)
         maps, probabilities = [], []
         for start in range(0, len(images), batch_size):
-            batch = tf.convert_to_tensor(np.asarray(images[start:start + batch_size], np.float32)[..., None])
+            batch = tf.convert_to_tensor(np.asarray(images[start : start + batch_size], np.float32)[..., None])
             cams, probability = self._compiled[method == "gradcam++"](batch, sign)
             maps.append(cams.numpy())
             probabilities.append(probability.numpy())
@@ -226,17 +233,26 @@ class CamExplainer:
             member_images = resize_all(images.astype(np.float32), explainer.model.input_shape[1])
             maps.append(explainer.explain(member_images, target_class, method, batch_size, upsample)[0])
         grid = (height, width) if upsample else max(cam.shape[1:3] for cam in maps)
-        resized = [cams if cams.shape[1:3] == grid else
-                   np.stack([cv2.resize(cam, grid[::-1], interpolation=cv2.INTER_LINEAR) for cam in cams])
-                   for cams in maps]
+        resized = [
+            cams
+            if cams.shape[1:3] == grid
+            else np.stack([cv2.resize(cam, grid[::-1], interpolation=cv2.INTER_LINEAR) for cam in cams])
+            for cams in maps
+        ]
         from pneumo_utils.evaluate import predict_probabilities
 
         probabilities = predict_probabilities(self.model, images.astype(np.float32), batch_size)
         return np.clip(np.mean(resized, axis=0), 0.0, 1.0).astype(np.float32), probabilities
 
 
-def gradcam(model: keras.Model, images: np.ndarray, layer_name: str | None = None, target_class: int = 1,
-            batch_size: int = 32, method: str = "gradcam") -> np.ndarray:
+def gradcam(
+    model: keras.Model,
+    images: np.ndarray,
+    layer_name: str | None = None,
+    target_class: int = 1,
+    batch_size: int = 32,
+    method: str = "gradcam",
+) -> np.ndarray:
     """Grad-CAM (or Grad-CAM++) maps in [0, 1], one per image, upsampled to the image size."""
     return CamExplainer(model, layer_name).explain(images, target_class, method, batch_size)[0]
 
@@ -285,8 +301,10 @@ def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_
 def correct_by_class(frame, threshold: float, per_class: int, seed: int = 0) -> dict:
     """Up to ``per_class`` random correctly classified rows of each class: ``{label: rows}``."""
     correct = frame[(frame["probability"] >= threshold) == (frame["target"] == 1)]
-    return {label: rows.sample(min(per_class, len(rows)), random_state=seed).reset_index(drop=True)
-            for label, rows in correct.groupby("label")}
+    return {
+        label: rows.sample(min(per_class, len(rows)), random_state=seed).reset_index(drop=True)
+        for label, rows in correct.groupby("label")
+    }
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
@@ -312,9 +330,14 @@ def cam_statistics(cam: np.ndarray, border_fraction: float = 0.15) -> dict[str, 
     """Where one map's mass lies (central field, border band, corners) and where its peak is (0-1)."""
     shares = mass_shares(cam[None], border_fraction)
     peak_y, peak_x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return {"central_share": float(shares["central"][0]), "border_share": float(shares["border"][0]),
-            "corner_share": float(shares["corners"][0]), "peak_x": round(peak_x / cam.shape[1], 3),
-            "peak_y": round(peak_y / cam.shape[0], 3), "mean": float(cam.mean())}
+    return {
+        "central_share": float(shares["central"][0]),
+        "border_share": float(shares["border"][0]),
+        "corner_share": float(shares["corners"][0]),
+        "peak_x": round(peak_x / cam.shape[1], 3),
+        "peak_y": round(peak_y / cam.shape[0], 3),
+        "mean": float(cam.mean()),
+    }
 
 
 OUTCOMES = ("PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct", "NORMAL, false alarm")  # grid order
@@ -329,8 +352,13 @@ def pick_examples(frame, threshold: float, per_group: int, seed: int = 0):
     from pneumo_utils.evaluate import outcome_of
 
     labels = [CLASS_NAMES[int(target)] for target in frame["target"]]
-    outcomes = pd.Series([f"{label}, {outcome_of(label, probability, threshold)}"
-                          for label, probability in zip(labels, frame["probability"], strict=True)], index=frame.index)
+    outcomes = pd.Series(
+        [
+            f"{label}, {outcome_of(label, probability, threshold)}"
+            for label, probability in zip(labels, frame["probability"], strict=True)
+        ],
+        index=frame.index,
+    )
     picked = []
     for outcome in OUTCOMES:
         rows = frame[outcomes == outcome]
@@ -346,7 +374,7 @@ def region_masks(height: int, width: int, border_fraction: float = 0.15) -> dict
     """
     dy, dx = int(round(height * border_fraction)), int(round(width * border_fraction))
     central = np.zeros((height, width), dtype=bool)
-    central[dy:height - dy, dx:width - dx] = True
+    central[dy : height - dy, dx : width - dx] = True
     corners = np.zeros((height, width), dtype=bool)
     for rows in (slice(0, dy), slice(height - dy, height)):
         for columns in (slice(0, dx), slice(width - dx, width)):
@@ -354,8 +382,9 @@ def region_masks(height: int, width: int, border_fraction: float = 0.15) -> dict
     return {"central": central, "border": ~central, "corners": corners}
 
 
-def predicted_class_maps(explainer: CamExplainer, images: np.ndarray, probabilities: np.ndarray, threshold: float,
-                         method: str = "gradcam") -> np.ndarray:
+def predicted_class_maps(
+    explainer: CamExplainer, images: np.ndarray, probabilities: np.ndarray, threshold: float, method: str = "gradcam"
+) -> np.ndarray:
     """For each image, the map of the class the model predicted at ``threshold``."""
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
     cams = np.zeros(images.shape[:3], dtype=np.float32)

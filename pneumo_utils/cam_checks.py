@@ -31,8 +31,14 @@ def spearman_per_image(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def randomization_check(model: keras.Model, images: np.ndarray, target_class: int = 1, seed: int = 0,
-                        method: str = "gradcam", explainer: CamExplainer | None = None) -> dict:
+def randomization_check(
+    model: keras.Model,
+    images: np.ndarray,
+    target_class: int = 1,
+    seed: int = 0,
+    method: str = "gradcam",
+    explainer: CamExplainer | None = None,
+) -> dict:
     """Spearman correlation between the trained model's maps and a randomly re-initialized copy's.
 
     A faithful explanation depends on the learned weights: the correlation should be low. A map that
@@ -42,13 +48,17 @@ def randomization_check(model: keras.Model, images: np.ndarray, target_class: in
     random_model = randomized_copy(model, seed)
     randomized = CamExplainer(random_model).explain(images, target_class, method)[0]
     correlations = spearman_per_image(trained, randomized)
-    return {"spearman_mean": float(np.nanmean(correlations)) if np.isfinite(correlations).any() else float("nan"),
-            "spearman_median": float(np.nanmedian(correlations)) if np.isfinite(correlations).any() else float("nan"),
-            "images": int(len(images)), "constant_maps": int(np.isnan(correlations).sum())}
+    return {
+        "spearman_mean": float(np.nanmean(correlations)) if np.isfinite(correlations).any() else float("nan"),
+        "spearman_median": float(np.nanmedian(correlations)) if np.isfinite(correlations).any() else float("nan"),
+        "images": int(len(images)),
+        "constant_maps": int(np.isnan(correlations).sum()),
+    }
 
 
-def _perturbation_curve(model, image: np.ndarray, order: np.ndarray, baseline: np.ndarray, target_class: int,
-                        steps: int, insert: bool) -> np.ndarray:
+def _perturbation_curve(
+    model, image: np.ndarray, order: np.ndarray, baseline: np.ndarray, target_class: int, steps: int, insert: bool
+) -> np.ndarray:
     """P(target class) as pixels are deleted (or inserted) in ``order``, ``steps`` + 1 points."""
     flat_image, flat_baseline = image.reshape(-1), baseline.reshape(-1)
     counts = np.linspace(0, flat_image.size, steps + 1).astype(int)
@@ -61,8 +71,9 @@ def _perturbation_curve(model, image: np.ndarray, order: np.ndarray, baseline: n
     return probabilities if target_class == 1 else 1.0 - probabilities
 
 
-def deletion_insertion(model: keras.Model, images: np.ndarray, cams: np.ndarray, target_class: int = 1,
-                       steps: int = 16, seed: int = 0) -> dict:
+def deletion_insertion(
+    model: keras.Model, images: np.ndarray, cams: np.ndarray, target_class: int = 1, steps: int = 16, seed: int = 0
+) -> dict:
     """Deletion and insertion AUC (Petsiuk et al. 2018) for the maps and for random maps.
 
     Deletion replaces the most important pixels first with a blurred copy of the image; a faithful map
@@ -80,21 +91,37 @@ def deletion_insertion(model: keras.Model, images: np.ndarray, cams: np.ndarray,
                 curve = _perturbation_curve(model, image, order, blurred, target_class, steps, insert)
                 results[f"{kind}_auc{suffix}"].append(float(np.trapezoid(curve, dx=1.0 / steps)))
     return {key: float(np.mean(values)) if values else float("nan") for key, values in results.items()} | {
-        "images": int(len(images)), "steps": steps, "baseline": "Gaussian-blurred image"}
+        "images": int(len(images)),
+        "steps": steps,
+        "baseline": "Gaussian-blurred image",
+    }
 
 
-def run_checks(model: keras.Model, images_by_class: dict[str, np.ndarray], method: str = "gradcam",
-               border_fraction: float = 0.15, deletion_images: int = 16, seed: int = 0) -> dict:
+def run_checks(
+    model: keras.Model,
+    images_by_class: dict[str, np.ndarray],
+    method: str = "gradcam",
+    border_fraction: float = 0.15,
+    deletion_images: int = 16,
+    seed: int = 0,
+) -> dict:
     """The three quantitative checks, per class, on correctly classified images.
 
     ``images_by_class`` maps "NORMAL"/"PNEUMONIA" to images of that class the model got right; each is
     explained for its own class. Returns randomization, deletion/insertion and mass-share results.
     """
     explainer = CamExplainer(model)
-    area = {name: float(mask.mean()) for name, mask in region_masks(*next(iter(images_by_class.values())).shape[1:3],
-                                                                         border_fraction).items()}
-    results = {"method": method, "target_layer": explainer.layer_name, "border_fraction": border_fraction,
-               "area_share": area, "by_class": {}}
+    area = {
+        name: float(mask.mean())
+        for name, mask in region_masks(*next(iter(images_by_class.values())).shape[1:3], border_fraction).items()
+    }
+    results = {
+        "method": method,
+        "target_layer": explainer.layer_name,
+        "border_fraction": border_fraction,
+        "area_share": area,
+        "by_class": {},
+    }
     for name, images in images_by_class.items():
         target_class = 1 if name == "PNEUMONIA" else 0
         if len(images) == 0:
@@ -124,14 +151,19 @@ def describe_checks(results: dict) -> list[str]:
     area = results["area_share"]
     for name, result in results["by_class"].items():
         if result["randomization"]["constant_maps"] == result["images"]:
-            lines.append(f"{name}: every map is empty (no positive evidence for the class at this layer); "
-                         "the checks cannot be read.")
+            lines.append(
+                f"{name}: every map is empty (no positive evidence for the class at this layer); "
+                "the checks cannot be read."
+            )
             continue
         randomization = result["randomization"]["spearman_mean"]
-        verdict = ("low: the maps depend on the learned weights" if randomization < 0.3 else
-                   "moderate: part of the map survives random weights (image structure, not only learning)"
-                   if randomization < 0.6 else
-                   "HIGH: the maps look alike with random weights, so they show image structure, not the model")
+        verdict = (
+            "low: the maps depend on the learned weights"
+            if randomization < 0.3
+            else "moderate: part of the map survives random weights (image structure, not only learning)"
+            if randomization < 0.6
+            else "HIGH: the maps look alike with random weights, so they show image structure, not the model"
+        )
         lines.append(f"{name}: randomization Spearman {randomization:.2f} ({verdict}).")
         scores = result["deletion_insertion"]
         deletion_better = scores["deletion_auc"] < scores["deletion_auc_random"]
@@ -139,14 +171,20 @@ def describe_checks(results: dict) -> list[str]:
         lines.append(
             f"{name}: deletion AUC {scores['deletion_auc']:.3f} vs random {scores['deletion_auc_random']:.3f}, "
             f"insertion AUC {scores['insertion_auc']:.3f} vs random {scores['insertion_auc_random']:.3f} "
-            + ("(better than random on both: the highlighted pixels carry the evidence)."
-               if deletion_better and insertion_better else
-               "(NOT better than random on both: the maps do not reliably point at the evidence).")
+            + (
+                "(better than random on both: the highlighted pixels carry the evidence)."
+                if deletion_better and insertion_better
+                else "(NOT better than random on both: the maps do not reliably point at the evidence)."
+            )
         )
         border, corners = result["mass_share"]["border"], result["mass_share"]["corners"]
-        where = ("mostly in the central field" if border < area["border"] - 0.1 else
-                 "spread like the image area itself" if border < area["border"] + 0.1 else
-                 "CONCENTRATED ON THE BORDER, where markers and text sit")
+        where = (
+            "mostly in the central field"
+            if border < area["border"] - 0.1
+            else "spread like the image area itself"
+            if border < area["border"] + 0.1
+            else "CONCENTRATED ON THE BORDER, where markers and text sit"
+        )
         lines.append(
             f"{name}: {border:.0%} of the map's mass lies in the border band ({area['border']:.0%} of the area), "
             f"{corners:.0%} in the corners ({area['corners']:.0%} of the area): {where}."

@@ -106,8 +106,9 @@ class Settings(Mapping):
         for item in fields(self):
             value = getattr(self, item.name)
             expected = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(str(item.type))
-            if expected and (not isinstance(value, expected) or (expected in (int, (int, float)) and
-                                                                  isinstance(value, bool))):
+            if expected and (
+                not isinstance(value, expected) or (expected in (int, (int, float)) and isinstance(value, bool))
+            ):
                 problems.append(f"{item.name} must be {item.type}, got {value!r}")
         if not 0.0 < self.val_fraction < 0.5:
             problems.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
@@ -120,21 +121,30 @@ class Settings(Mapping):
         for name in ("image_size", "epochs", "batch_size", "patience"):
             if isinstance(getattr(self, name), int) and getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        choices = {"normalization": ("rescale", "standardize"), "optimizer": ("adam", "adamw"),
-                   "lr_schedule": ("constant", "cosine"), "precision": ("float32", "mixed_bfloat16"),
-                   "calibration_split": ("val", "test-dev"), "selection_split": ("val", "test-dev")}
+        choices = {
+            "normalization": ("rescale", "standardize"),
+            "optimizer": ("adam", "adamw"),
+            "lr_schedule": ("constant", "cosine"),
+            "precision": ("float32", "mixed_bfloat16"),
+            "calibration_split": ("val", "test-dev"),
+            "selection_split": ("val", "test-dev"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if not isinstance(self.filters, list | tuple) or not self.filters or not all(
-                isinstance(width, int) and not isinstance(width, bool) and width > 0 for width in self.filters):
+        if (
+            not isinstance(self.filters, list | tuple)
+            or not self.filters
+            or not all(isinstance(width, int) and not isinstance(width, bool) and width > 0 for width in self.filters)
+        ):
             problems.append(f"filters must be a non-empty list of positive integers, got {self.filters!r}")
         if isinstance(self.image_size, int) and not 32 <= self.image_size <= 1024:
             problems.append(f"image_size must be from 32 to 1024, got {self.image_size}")
         if isinstance(self.alpha, int | float) and not 0.0 < self.alpha <= 1.4:
             problems.append(f"alpha must be in (0, 1.4], got {self.alpha}")
-        if self.weights_sha256 is not None and not (isinstance(self.weights_sha256, str) and re.fullmatch(
-                r"[0-9a-f]{64}", self.weights_sha256)):
+        if self.weights_sha256 is not None and not (
+            isinstance(self.weights_sha256, str) and re.fullmatch(r"[0-9a-f]{64}", self.weights_sha256)
+        ):
             problems.append(f"weights_sha256 must be 64 lowercase hexadecimal digits, got {self.weights_sha256!r}")
         if not isinstance(self.members, list) or not all(isinstance(entry, dict) for entry in self.members):
             problems.append(f"members must be a list of setting mappings, got {self.members!r}")
@@ -269,8 +279,11 @@ def load_config(profile: str | None = None, **overrides: Any) -> Settings:
         config["output_dir"] = str(user_path(given.get("output_dir") or os.environ[OUTPUT_DIR_ENV]))
     else:
         config["output_dir"] = str(_resolve_path(config.get("output_dir", f"runs/{name}")))
-    config["model_path"] = str(user_path(given["model_path"]) if given.get("model_path") else
-                               _resolve_path(config["model_path"], output_dir=config["output_dir"]))
+    config["model_path"] = str(
+        user_path(given["model_path"])
+        if given.get("model_path")
+        else _resolve_path(config["model_path"], output_dir=config["output_dir"])
+    )
     weights = config.get("weights")
     if weights not in (None, "imagenet") and isinstance(weights, str):
         # a weights file: taken from the current directory when given, from the project root in a profile

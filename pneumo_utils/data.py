@@ -49,6 +49,8 @@ def scored_splits(index: pd.DataFrame) -> dict[str, str]:
         splits["test"] = "test"
     splits.update({half: half for half in present})
     return splits
+
+
 EXPECTED_LAYOUT = (
     "expected layout: <root>/train/{NORMAL,PNEUMONIA}/ with images (.jpeg .jpg .png .tif .tiff .webp .dcm), "
     "with optional <root>/val/... and <root>/test/... in the same shape"
@@ -135,25 +137,39 @@ def layout_warnings(root: str | os.PathLike, layout: dict[str, dict[str, list[Pa
     for split, classes in layout.items():
         for class_name in CLASS_NAMES:
             class_dir = root / split / class_name
-            nested = [path for path in class_dir.rglob("*") if path.parent != class_dir and path.is_file()
-                      and is_image_file(path) and not any(part.startswith(".") for part in path.parts)]
+            nested = [
+                path
+                for path in class_dir.rglob("*")
+                if path.parent != class_dir
+                and path.is_file()
+                and is_image_file(path)
+                and not any(part.startswith(".") for part in path.parts)
+            ]
             if nested:
                 folders = sorted({str(path.parent.relative_to(root)) for path in nested})
                 shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
-                lines.append(f"{len(nested)} image(s) in sub-folders of {split}/{class_name} are not read "
-                             f"({shown}); move them up to use them")
+                lines.append(
+                    f"{len(nested)} image(s) in sub-folders of {split}/{class_name} are not read "
+                    f"({shown}); move them up to use them"
+                )
         sizes = {name: {} for name in CLASS_NAMES}
         for class_name, files in classes.items():
             for path in files:
                 sizes[class_name].setdefault(path.stat().st_size, []).append(path)
         shared = set(sizes["NORMAL"]) & set(sizes["PNEUMONIA"])
         normal_hashes = {file_hash(path): path for size in shared for path in sizes["NORMAL"][size]}
-        conflicts = [(normal_hashes[digest], path) for size in shared for path in sizes["PNEUMONIA"][size]
-                     if (digest := file_hash(path)) in normal_hashes]
+        conflicts = [
+            (normal_hashes[digest], path)
+            for size in shared
+            for path in sizes["PNEUMONIA"][size]
+            if (digest := file_hash(path)) in normal_hashes
+        ]
         if conflicts:
             first = conflicts[0]
-            lines.append(f"{len(conflicts)} label conflict(s) in {split}/: the same file under NORMAL and PNEUMONIA "
-                         f"(e.g. {first[0].name} and {first[1].name}); see pneumo index")
+            lines.append(
+                f"{len(conflicts)} label conflict(s) in {split}/: the same file under NORMAL and PNEUMONIA "
+                f"(e.g. {first[0].name} and {first[1].name}); see pneumo index"
+            )
     return lines
 
 
@@ -214,8 +230,10 @@ def test_half_counts(index: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Images per class in each half of ``test/`` (:func:`test_half`): ``{"test-dev": {"NORMAL": n, ...}}``."""
     test = index[index["split"] == "test"]
     halves = test["patient"].map(test_half)
-    return {half: {label: int(((halves == half) & (test["label"] == label)).sum()) for label in CLASS_NAMES}
-            for half in TEST_HALVES}
+    return {
+        half: {label: int(((halves == half) & (test["label"] == label)).sum()) for label in CLASS_NAMES}
+        for half in TEST_HALVES
+    }
 
 
 def summary(index: pd.DataFrame, data_dir: str | os.PathLike) -> dict:
@@ -224,9 +242,10 @@ def summary(index: pd.DataFrame, data_dir: str | os.PathLike) -> dict:
     return {
         "data_dir": portable_path(data_dir),
         "fingerprint": dataset_fingerprint(index),
-        "counts": {f"{split}/{label}": {key: int(value) if key != "share" else float(value)
-                                        for key, value in row.items()}
-                   for (split, label), row in counts_table(index).to_dict("index").items()},
+        "counts": {
+            f"{split}/{label}": {key: int(value) if key != "share" else float(value) for key, value in row.items()}
+            for (split, label), row in counts_table(index).to_dict("index").items()
+        },
         "test_halves": test_half_counts(index),
         "duplicate_groups": int(len(duplicates)),
         "cross_split_duplicate_groups": int(duplicates["cross_split"].sum()) if len(duplicates) else 0,
@@ -257,9 +276,7 @@ def _connected_groups(index: pd.DataFrame) -> np.ndarray:
     return pd.factorize(pd.Series(roots))[0]
 
 
-def grouped_split(
-    index: pd.DataFrame, val_fraction: float = 0.15, seed: int = 42
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def grouped_split(index: pd.DataFrame, val_fraction: float = 0.15, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Carve a validation split from ``train/``: seeded, stratified by class, grouped by patient.
 
     No patient and no byte-identical image ends up on both sides. The validation share is close to
@@ -324,13 +341,16 @@ def select_split(index: pd.DataFrame, split: str, val_fraction: float, seed: int
         rows = rows[rows["patient"].map(test_half) == split].reset_index(drop=True)
         if rows.empty:
             others = "the test-dev half only" if split == "test-final" else "the test-final half only"
-            raise DatasetLayoutError(f"no {split} images here: {portable_path(Path(index['path'].iloc[0]).parents[2])}"
-                                     f"/test holds {others} (rule: sha256(patient id) % 5 < 2 is test-dev)")
+            raise DatasetLayoutError(
+                f"no {split} images here: {portable_path(Path(index['path'].iloc[0]).parents[2])}"
+                f"/test holds {others} (rule: sha256(patient id) % 5 < 2 is test-dev)"
+            )
     return rows
 
 
-def load_split(frame: pd.DataFrame, preprocessing: Preprocessing, population: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def load_split(
+    frame: pd.DataFrame, preprocessing: Preprocessing, population: int | None = None
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Read the images of an index slice: ``(images uint8 (n, s, s), targets, rows kept)``.
 
     Unreadable files are skipped with a warning naming each; more than 1% of ``population`` (the whole
@@ -356,8 +376,10 @@ def make_dataset(
     import tensorflow as tf
 
     features = tf.data.Dataset.from_tensor_slices(images)
-    dataset = features if targets is None else tf.data.Dataset.zip(
-        (features, tf.data.Dataset.from_tensor_slices(np.asarray(targets, dtype=np.float32)))
+    dataset = (
+        features
+        if targets is None
+        else tf.data.Dataset.zip((features, tf.data.Dataset.from_tensor_slices(np.asarray(targets, dtype=np.float32))))
     )
     dataset = dataset.cache()
     if shuffle:
@@ -403,8 +425,9 @@ def _without_shared(train: pd.DataFrame, held_out: pd.DataFrame) -> pd.DataFrame
     return train[~shared].reset_index(drop=True)
 
 
-def shift_view(index: pd.DataFrame, view: str, val_fraction: float = 0.15, seed: int = 42
-               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def shift_view(
+    index: pd.DataFrame, view: str, val_fraction: float = 0.15, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One validation view of ``train/``: ``(train, inner_val, shifted_val)``.
 
     ``inner_val`` is patient-grouped from the same distribution as ``train`` (it chooses the epoch and
@@ -459,10 +482,14 @@ def shift_view_counts(index: pd.DataFrame, val_fraction: float = 0.15, seed: int
     for view in SHIFT_VIEWS:
         train, inner, shifted = shift_view(index, view, val_fraction, seed)
         overlap = split_overlap(pd.concat([train, inner]), shifted) if view != "random" else split_overlap(train, inner)
-        rows[view] = {"train": len(train), "inner validation": len(inner),
-                      "held-out NORMAL": int((shifted["target"] == 0).sum()),
-                      "held-out PNEUMONIA": int((shifted["target"] == 1).sum()),
-                      "shared patients": overlap["patients"], "shared identical images": overlap["identical_images"]}
+        rows[view] = {
+            "train": len(train),
+            "inner validation": len(inner),
+            "held-out NORMAL": int((shifted["target"] == 0).sum()),
+            "held-out PNEUMONIA": int((shifted["target"] == 1).sum()),
+            "shared patients": overlap["patients"],
+            "shared identical images": overlap["identical_images"],
+        }
     return pd.DataFrame(rows).T.rename_axis("view")
 
 
@@ -473,5 +500,7 @@ def problems(index: pd.DataFrame) -> dict:
     _, _, errors = load_images(list(index["path"]), Preprocessing(image_size=32), max_unreadable_fraction=1.0)
     duplicates = duplicate_report(index)
     conflicts = duplicates[duplicates["label_conflict"]] if len(duplicates) else duplicates
-    return {"unreadable": errors,
-            "label_conflicts": conflicts[["files", "labels", "splits"]].to_dict("records") if len(conflicts) else []}
+    return {
+        "unreadable": errors,
+        "label_conflicts": conflicts[["files", "labels", "splits"]].to_dict("records") if len(conflicts) else [],
+    }

@@ -6,7 +6,15 @@ import numpy as np
 from sklearn import metrics as skm
 
 METRIC_NAMES = (
-    "accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc", "brier",
+    "accuracy",
+    "precision",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
 )
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -22,9 +30,11 @@ def check_scores(probabilities: np.ndarray, source: str) -> np.ndarray:
     bad = ~np.isfinite(probabilities) | (probabilities < 0.0) | (probabilities > 1.0)
     if bad.any():
         example = probabilities[bad][0]
-        raise InvalidScores(f"{source}: gave {int(bad.sum())} of {len(probabilities)} scores that are not "
-                            f"probabilities (e.g. {example:.4g}); the model is broken or its output is not a "
-                            "sigmoid, so no label is given")
+        raise InvalidScores(
+            f"{source}: gave {int(bad.sum())} of {len(probabilities)} scores that are not "
+            f"probabilities (e.g. {example:.4g}); the model is broken or its output is not a "
+            "sigmoid, so no label is given"
+        )
     return probabilities
 
 
@@ -54,8 +64,9 @@ def outcome_of(label: str, probability: float, threshold: float) -> str:
     return "false alarm" if predicted_pneumonia else "missed"
 
 
-def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensitivity: float = 0.95,
-                     sample: str = "the validation split") -> dict:
+def choose_threshold(
+    targets: np.ndarray, probabilities: np.ndarray, min_sensitivity: float = 0.95, sample: str = "the validation split"
+) -> dict:
     """The highest threshold that keeps sensitivity >= ``min_sensitivity`` on these (validation) data.
 
     Missing pneumonia costs more than a false alarm, so the rule fixes sensitivity first and then
@@ -73,7 +84,7 @@ def choose_threshold(targets: np.ndarray, probabilities: np.ndarray, min_sensiti
     return {
         "threshold": (score + lower) / 2.0,
         "rule": f"highest threshold with sensitivity >= {min_sensitivity:g} on {sample} "
-                "(midway between neighbouring scores)",
+        "(midway between neighbouring scores)",
         "min_sensitivity": min_sensitivity,
     }
 
@@ -183,8 +194,12 @@ def fast_metrics(targets: np.ndarray, probabilities: np.ndarray, threshold: floa
     precision = true_positives / (true_positives + false_positives)
     sensitivity = ratio(tp, tp + fn)
     return {
-        "accuracy": ratio(tp + tn, len(targets)), "precision": ratio(tp, tp + fp), "recall": sensitivity,
-        "sensitivity": sensitivity, "specificity": ratio(tn, tn + fp), "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "accuracy": ratio(tp + tn, len(targets)),
+        "precision": ratio(tp, tp + fp),
+        "recall": sensitivity,
+        "sensitivity": sensitivity,
+        "specificity": ratio(tn, tn + fp),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
         "roc_auc": float(np.trapezoid(np.r_[0.0, recall], np.r_[0.0, fall_out])),
         "pr_auc": float(np.sum(np.diff(np.r_[0.0, recall]) * precision)),
         "brier": float(np.mean((probabilities - targets) ** 2)),
@@ -219,7 +234,10 @@ def bootstrap_ci(
 
 
 def evaluate_probabilities(
-    targets: np.ndarray, probabilities: np.ndarray, threshold: float, n_resamples: int = BOOTSTRAP_RESAMPLES,
+    targets: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict:
     """Metrics plus their ``ci95`` intervals: the shape of every metrics JSON the project writes."""
@@ -228,9 +246,16 @@ def evaluate_probabilities(
     return result
 
 
-def paired_bootstrap_difference(targets: np.ndarray, first: np.ndarray, second: np.ndarray, metric: str = "roc_auc",
-                                threshold: float = 0.5, n_resamples: int = 2000, seed: int = BOOTSTRAP_SEED,
-                                level: float = 0.95) -> dict[str, float | list[float]]:
+def paired_bootstrap_difference(
+    targets: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    metric: str = "roc_auc",
+    threshold: float = 0.5,
+    n_resamples: int = 2000,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> dict[str, float | list[float]]:
     """``metric(first) - metric(second)`` on the same images, with a percentile bootstrap interval that
     resamples images once for both models (paired), so what they share does not count as a difference.
 
@@ -248,13 +273,19 @@ def paired_bootstrap_difference(targets: np.ndarray, first: np.ndarray, second: 
         picks = rng.integers(0, len(targets), len(targets))
         if len(np.unique(targets[picks])) < 2:
             continue
-        differences.append(fast_metrics(targets[picks], first[picks], threshold)[metric]
-                           - fast_metrics(targets[picks], second[picks], threshold)[metric])
+        differences.append(
+            fast_metrics(targets[picks], first[picks], threshold)[metric]
+            - fast_metrics(targets[picks], second[picks], threshold)[metric]
+        )
     tail = (1.0 - level) / 2.0 * 100
     observed = fast_metrics(targets, first, threshold)[metric] - fast_metrics(targets, second, threshold)[metric]
-    return {"metric": metric, "difference": float(observed),
-            "ci95": [float(np.nanpercentile(differences, tail)), float(np.nanpercentile(differences, 100 - tail))],
-            "resamples": n_resamples, "seed": seed}
+    return {
+        "metric": metric,
+        "difference": float(observed),
+        "ci95": [float(np.nanpercentile(differences, tail)), float(np.nanpercentile(differences, 100 - tail))],
+        "resamples": n_resamples,
+        "seed": seed,
+    }
 
 
 def with_ci(result: dict, metric: str) -> str:
@@ -267,8 +298,12 @@ def metrics_table(results: dict[str, dict]):
     """One column per named result (split or experiment), one row per metric with its interval, and n."""
     import pandas as pd
 
-    return pd.DataFrame({name: {metric: with_ci(result, metric) for metric in METRIC_NAMES} | {"n": result["n"]}
-                         for name, result in results.items()})
+    return pd.DataFrame(
+        {
+            name: {metric: with_ci(result, metric) for metric in METRIC_NAMES} | {"n": result["n"]}
+            for name, result in results.items()
+        }
+    )
 
 
 def score_split(network, card: dict, index, split: str, batch_size: int = 64):
@@ -289,13 +324,20 @@ def evaluation_record(model_path, card: dict, index, data_dir, scored: dict) -> 
     from pneumo_utils.config import portable_path
     from pneumo_utils.records import provenance
 
-    return {"model": portable_path(model_path), "model_git_commit": card.get("git_commit"),
-            "model_trained": card.get("date"),
-            "data_dir": portable_path(data_dir), "data_fingerprint": data.dataset_fingerprint(index),
-            "splits": {name: {"images_in_split": total, "scored": int(len(rows)),
-                              "unreadable_skipped": int(total - len(rows))} for name, (rows, total) in scored.items()},
-            "threshold": card["threshold"], "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
-            "evaluation": provenance()}
+    return {
+        "model": portable_path(model_path),
+        "model_git_commit": card.get("git_commit"),
+        "model_trained": card.get("date"),
+        "data_dir": portable_path(data_dir),
+        "data_fingerprint": data.dataset_fingerprint(index),
+        "splits": {
+            name: {"images_in_split": total, "scored": int(len(rows)), "unreadable_skipped": int(total - len(rows))}
+            for name, (rows, total) in scored.items()
+        },
+        "threshold": card["threshold"],
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
+        "evaluation": provenance(),
+    }
 
 
 def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: int = 64) -> tuple[dict, dict]:
@@ -314,10 +356,13 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
     present = set(rows["target"].astype(int))
     if present != {0, 1}:
         missing = [name for number, name in enumerate(data.CLASS_NAMES) if number not in present]
-        raise data.DatasetLayoutError(f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
-                                      f"({total - len(rows)} of {total} unreadable); its figures need both classes")
-    metrics = evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(),
-                                     card["threshold"]["value"])
+        raise data.DatasetLayoutError(
+            f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
+            f"({total - len(rows)} of {total} unreadable); its figures need both classes"
+        )
+    metrics = evaluate_probabilities(
+        rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]
+    )
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
 
 
@@ -347,5 +392,9 @@ def write_scores(folder, name: str, rows, data_root):
 def confident_mistakes(frame, threshold: float, count: int = 8):
     """The ``count`` wrong predictions farthest from the threshold, with a ``confidence`` column."""
     wrong = frame[(frame["probability"] >= threshold) != (frame["target"] == 1)]
-    return (wrong.assign(confidence=(wrong["probability"] - threshold).abs())
-            .sort_values("confidence", ascending=False).head(count).reset_index(drop=True))
+    return (
+        wrong.assign(confidence=(wrong["probability"] - threshold).abs())
+        .sort_values("confidence", ascending=False)
+        .head(count)
+        .reset_index(drop=True)
+    )

@@ -24,9 +24,15 @@ RECORD_NAME = "experiment.json"
 TABLE_COLUMNS = ("accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier")
 
 
-def run_experiment(name: str, root: str | os.PathLike, profile: str | None = None, data_dir: str | None = None,
-                   overrides: dict[str, Any] | None = None, overwrite: bool = False,
-                   description: str = "") -> dict[str, Any]:
+def run_experiment(
+    name: str,
+    root: str | os.PathLike,
+    profile: str | None = None,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    description: str = "",
+) -> dict[str, Any]:
     """Train one configuration and record its validation figures; the model stays in ``<root>/<name>``."""
     from pneumo_utils import evaluate, train
 
@@ -35,8 +41,9 @@ def run_experiment(name: str, root: str | os.PathLike, profile: str | None = Non
     if record_path.exists() and not overwrite:
         raise FileExistsError(f"{record_path}: experiment {name!r} already recorded; pass --overwrite to redo it")
     overrides = dict(overrides or {})
-    settings = config_module.load_config(profile, data_dir=data_dir, output_dir=str(folder),
-                                         model_path=str(folder / "model.keras"), **overrides)
+    settings = config_module.load_config(
+        profile, data_dir=data_dir, output_dir=str(folder), model_path=str(folder / "model.keras"), **overrides
+    )
     data_root = notebook.prepare_data_dir(settings)
     run = train.prepare(settings, data_root)
     train.fit(run, checkpoint_dir=folder / "checkpoints")
@@ -70,8 +77,9 @@ TEST_DEV_NAME = "test_dev.json"
 TEST_DEV_NOTE = "test-dev: half of the official test split, used for selection"
 
 
-def score_test_dev(network, card: dict[str, Any], index: pd.DataFrame, folder: str | os.PathLike
-                   ) -> dict[str, Any] | None:
+def score_test_dev(
+    network, card: dict[str, Any], index: pd.DataFrame, folder: str | os.PathLike
+) -> dict[str, Any] | None:
     """The trained model's figures on test-dev (at the validation threshold, and ROC-AUC), with its per-image
     scores in ``folder/test_dev_scores.csv`` for paired comparisons; ``None`` where the data has no test-dev.
 
@@ -105,13 +113,22 @@ def score_view(targets, probabilities, threshold: float) -> dict[str, Any]:
     from pneumo_utils import evaluate
 
     result = evaluate.evaluate_probabilities(targets, probabilities, threshold)
-    return {"n": result["n"], "threshold": threshold, "confusion_matrix": result["confusion_matrix"],
-            **{metric: result[metric] for metric in VIEW_METRICS},
-            "ci95": {metric: result["ci95"][metric] for metric in VIEW_METRICS}}
+    return {
+        "n": result["n"],
+        "threshold": threshold,
+        "confusion_matrix": result["confusion_matrix"],
+        **{metric: result[metric] for metric in VIEW_METRICS},
+        "ci95": {metric: result["ci95"][metric] for metric in VIEW_METRICS},
+    }
 
 
-def train_view(view: str, folder: str | os.PathLike, settings: dict[str, Any], data_root: str | os.PathLike,
-               index: pd.DataFrame | None = None) -> dict[str, Any]:
+def train_view(
+    view: str,
+    folder: str | os.PathLike,
+    settings: dict[str, Any],
+    data_root: str | os.PathLike,
+    index: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """Train the recipe on one shift view (``pneumo_utils.data.shift_view``) and score its shifted rows.
 
     The epoch and the threshold are chosen on the view's in-distribution validation, exactly as the
@@ -136,9 +153,11 @@ def train_view(view: str, folder: str | os.PathLike, settings: dict[str, Any], d
     shutil.rmtree(folder / "checkpoints", ignore_errors=True)
     return {
         "view": view,
-        "train_images": len(run.train_images), "inner_val_images": len(run.val_images),
+        "train_images": len(run.train_images),
+        "inner_val_images": len(run.val_images),
         "shifted_images": {label: int((kept["label"] == label).sum()) for label in data.CLASS_NAMES},
-        "kept_epoch": train.best_epoch(run.history), "epochs_run": len(run.history),
+        "kept_epoch": train.best_epoch(run.history),
+        "epochs_run": len(run.history),
         "seconds": round(run.seconds, 1),
         "shifted": score_view(targets, probabilities, threshold["threshold"]),
         "inner_validation": score_view(run.val_targets, inner_probabilities, threshold["threshold"]),
@@ -149,13 +168,25 @@ def write_scores(path: str | os.PathLike, rows: pd.DataFrame, probabilities) -> 
     """Per-image probabilities of a scored view (file name, label, target, probability)."""
     from pneumo_utils.records import write_text_atomic
 
-    frame = pd.DataFrame({"file": rows["path"].map(lambda value: Path(value).name), "label": rows["label"],
-                          "target": rows["target"], "probability": probabilities})
+    frame = pd.DataFrame(
+        {
+            "file": rows["path"].map(lambda value: Path(value).name),
+            "label": rows["label"],
+            "target": rows["target"],
+            "probability": probabilities,
+        }
+    )
     return write_text_atomic(path, frame.to_csv(index=False))
 
 
-def run_views(name: str, root: str | os.PathLike, views: list[str], profile: str | None = None,
-              data_dir: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_views(
+    name: str,
+    root: str | os.PathLike,
+    views: list[str],
+    profile: str | None = None,
+    data_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train and score an experiment's recipe on each shift view; views already recorded are kept.
 
     The ``random`` view is the experiment's own model (trained by :func:`run_experiment`); its
@@ -166,8 +197,13 @@ def run_views(name: str, root: str | os.PathLike, views: list[str], profile: str
     folder = Path(root) / name
     record_path = folder / VIEWS_NAME
     record = json.loads(record_path.read_text()) if record_path.exists() else {"name": name, "views": {}}
-    settings = config_module.load_config(profile, data_dir=data_dir, output_dir=str(folder),
-                                         model_path=str(folder / "model.keras"), **dict(overrides or {}))
+    settings = config_module.load_config(
+        profile,
+        data_dir=data_dir,
+        output_dir=str(folder),
+        model_path=str(folder / "model.keras"),
+        **dict(overrides or {}),
+    )
     data_root = notebook.prepare_data_dir(settings)
     index = data.index_dataset(data_root)
     for view in views:
@@ -182,8 +218,9 @@ def run_views(name: str, root: str | os.PathLike, views: list[str], profile: str
     return record
 
 
-def score_saved_model_view(model_path: str | os.PathLike, index: pd.DataFrame, folder: str | os.PathLike
-                           ) -> dict[str, Any]:
+def score_saved_model_view(
+    model_path: str | os.PathLike, index: pd.DataFrame, folder: str | os.PathLike
+) -> dict[str, Any]:
     """The random view of an already trained model: its validation split at its card's threshold."""
     from pneumo_utils import evaluate
     from pneumo_utils.data import CLASS_NAMES
@@ -193,12 +230,15 @@ def score_saved_model_view(model_path: str | os.PathLike, index: pd.DataFrame, f
     rows, _ = evaluate.score_split(network, card, index, "val")
     for name in ("scores.csv", "inner_scores.csv"):  # in the random view the scored rows are the inner validation
         write_scores(Path(folder) / name, rows, rows["probability"].to_numpy())
-    return {"view": "random", "train_images": card["training"]["train_images"],
-            "shifted_images": {label: int((rows["label"] == label).sum()) for label in CLASS_NAMES},
-            "kept_epoch": card["training"]["kept_epoch"], "epochs_run": card["training"]["epochs_run"],
-            "seconds": card["training"]["seconds"],
-            "shifted": score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(),
-                                  card["threshold"]["value"])}
+    return {
+        "view": "random",
+        "train_images": card["training"]["train_images"],
+        "shifted_images": {label: int((rows["label"] == label).sum()) for label in CLASS_NAMES},
+        "kept_epoch": card["training"]["kept_epoch"],
+        "epochs_run": card["training"]["epochs_run"],
+        "seconds": card["training"]["seconds"],
+        "shifted": score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]),
+    }
 
 
 def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
@@ -207,8 +247,11 @@ def experiments_table(root: str | os.PathLike) -> pd.DataFrame:
     for record_path in sorted(Path(root).glob(f"*/{RECORD_NAME}")):
         record = json.loads(record_path.read_text())
         validation = record["validation"]
-        row = {"experiment": record["name"], "description": record.get("description", ""),
-               "changes": ", ".join(f"{key}={value}" for key, value in record["overrides"].items()) or "(profile)"}
+        row = {
+            "experiment": record["name"],
+            "description": record.get("description", ""),
+            "changes": ", ".join(f"{key}={value}" for key, value in record["overrides"].items()) or "(profile)",
+        }
         stress_path = record_path.with_name("robustness.json")
         row.update(figure_columns(validation, json.loads(stress_path.read_text()) if stress_path.exists() else None))
         row["threshold"] = round(record["threshold"]["value"], 4)
@@ -271,17 +314,24 @@ def ensemble_views(root: str | os.PathLike, names: list[str], min_sensitivity: f
     records = [json.loads((root / name / VIEWS_NAME).read_text()) for name in names]
     # a view counts when every member recorded it and its per-image scores are still here (they are not
     # committed: a view recorded on another machine has figures but no scores to average)
-    views = [view for view in records[0]["views"]
-             if all(view in record["views"] for record in records)
-             and all((root / name / "views" / view_slug(view) / which).exists()
-                     for name in names for which in ("inner_scores.csv", "scores.csv"))]
+    views = [
+        view
+        for view in records[0]["views"]
+        if all(view in record["views"] for record in records)
+        and all(
+            (root / name / "views" / view_slug(view) / which).exists()
+            for name in names
+            for which in ("inner_scores.csv", "scores.csv")
+        )
+    ]
     result: dict[str, Any] = {"name": " + ".join(names), "members": names, "views": {}}
     for view in views:
         mean_logits = {}
         for which in ("inner_scores.csv", "scores.csv"):
-            mean_logits[which] = mean_logit_scores([_view_scores(root, name, view, which) for name in names],
-                                                   f"{view}: the members scored different images; retrain them "
-                                                   "on the same view")
+            mean_logits[which] = mean_logit_scores(
+                [_view_scores(root, name, view, which) for name in names],
+                f"{view}: the members scored different images; retrain them on the same view",
+            )
         inner_targets, inner_probabilities = mean_logits["inner_scores.csv"]
         threshold = evaluate.choose_threshold(inner_targets, inner_probabilities, min_sensitivity)["threshold"]
         result["views"][view] = {"view": view, "shifted": score_view(*mean_logits["scores.csv"], threshold)}
@@ -313,8 +363,11 @@ def views_table(root: str | os.PathLike, ensembles: list[list[str]] | None = Non
             row[f"worst {short}"] = round(worst[metric], 3) if complete else None
         rows.append(row)
     metrics = ("AUC", "sens", "spec")
-    order = ["recipe", *(f"{view} {short}" for view in _all_views() for short in metrics),
-             *(f"worst {short}" for short in metrics)]  # the same columns in the same order, whoever comes first
+    order = [
+        "recipe",
+        *(f"{view} {short}" for view in _all_views() for short in metrics),
+        *(f"worst {short}" for short in metrics),
+    ]  # the same columns in the same order, whoever comes first
     present = {column for row in rows for column in row}
     return pd.DataFrame(rows, columns=[column for column in order if column in present]).fillna("not trained")
 
@@ -324,8 +377,9 @@ TEST_DEV_TABLE = config_module.REFERENCE_RESULTS / "experiments_test_dev.csv"
 TEST_DEV_METRICS = (("roc_auc", "AUC"), ("accuracy", "acc"), ("sensitivity", "sens"), ("specificity", "spec"))
 
 
-def record_saved_model_on_test_dev(name: str, model_path: str | os.PathLike, root: str | os.PathLike,
-                                   data_dir: str | os.PathLike) -> dict[str, Any]:
+def record_saved_model_on_test_dev(
+    name: str, model_path: str | os.PathLike, root: str | os.PathLike, data_dir: str | os.PathLike
+) -> dict[str, Any]:
     """Score an already saved model (e.g. the committed one) on test-dev and record it as ``name`` beside
     the trained experiments, so that it joins the test-dev table and its paired comparisons."""
     from pneumo_utils import data
@@ -358,8 +412,9 @@ def mean_logit_scores(frames: list[pd.DataFrame], mismatch: str) -> tuple[np.nda
     return frames[0]["target"].to_numpy(), evaluate.apply_temperature_to_logits(logits, 1.0)
 
 
-def test_dev_table(root: str | os.PathLike | None = None, recipes: list[list[str]] | None = None
-                   ) -> pd.DataFrame | None:
+def test_dev_table(
+    root: str | os.PathLike | None = None, recipes: list[list[str]] | None = None
+) -> pd.DataFrame | None:
     """Every experiment scored on test-dev (used for selection): ROC-AUC, accuracy, sensitivity and
     specificity with CIs at its own validation threshold; then, per recipe (a list of its seeds' experiment
     names), the mean over the seeds and the seeds' ensemble (mean logit, as a saved ensemble) with its
@@ -389,12 +444,15 @@ def test_dev_table(root: str | os.PathLike | None = None, recipes: list[list[str
         for metric, short in TEST_DEV_METRICS:
             mean_row[f"test-dev {short}"] = f"{np.mean([records[name][metric] for name in names]):.3f}"
         rows.append(mean_row)
-        ensembles[" + ".join(names)] = mean_logit_scores([_test_dev_scores(root, name) for name in names],
-                                                         f"{' + '.join(names)}: the members scored different "
-                                                         "test-dev images")
+        ensembles[" + ".join(names)] = mean_logit_scores(
+            [_test_dev_scores(root, name) for name in names],
+            f"{' + '.join(names)}: the members scored different test-dev images",
+        )
     if ensembles:
-        aucs = {name: evaluate.compute_metrics(targets, scores, 0.5)["roc_auc"]
-                for name, (targets, scores) in ensembles.items()}
+        aucs = {
+            name: evaluate.compute_metrics(targets, scores, 0.5)["roc_auc"]
+            for name, (targets, scores) in ensembles.items()
+        }
         best = max(aucs, key=aucs.get)
         for name, (targets, scores) in ensembles.items():
             row = {"recipe / seed": f"ensemble {name}", "test-dev AUC": f"{aucs[name]:.3f}"}
@@ -517,8 +575,9 @@ def recorded_rows(csv_path: str | os.PathLike) -> int:
         return 0
 
 
-def write_table(root: str | os.PathLike, output: str | os.PathLike, notes: str = "",
-                ensembles: list[list[str]] | None = None) -> Path:
+def write_table(
+    root: str | os.PathLike, output: str | os.PathLike, notes: str = "", ensembles: list[list[str]] | None = None
+) -> Path:
     """The experiments table, and the shift-views table where views were recorded, as Markdown (and CSV)."""
     from pneumo_utils.records import write_text_atomic
 

@@ -54,8 +54,11 @@ class Session:
     data_problem: str | None = None  # one line when the run's images are not where it looked for them
 
 
-def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathLike | None = None,
-            data_dir: str | os.PathLike | None = None) -> Session:
+def resolve(
+    run_dir: str | os.PathLike | None = None,
+    model_path: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> Session:
     """Find the model, the run's per-image scores and the data they refer to.
 
     ``run_dir`` (or ``$PNEUMO_EXPLORE_RUN``) is a run folder (``runs/full-...``, or ``results/`` for the
@@ -102,10 +105,10 @@ def resolve(run_dir: str | os.PathLike | None = None, model_path: str | os.PathL
     first = next((frame["path"].iloc[0] for frame in scores.values() if len(frame)), None)
     if scores and (root is None or not Path(first).is_file()):
         where = root or recorded or "the folder the run used"
-        problem = (f"images of this run not found at {where}; start with --data-dir DIR "
-                   f"(or set ${DATA_DIR_ENV})")
-    return Session(model_path=model, run_dir=run, data_root=root, scores=scores, scored_now=scored_now,
-                   data_problem=problem)
+        problem = f"images of this run not found at {where}; start with --data-dir DIR (or set ${DATA_DIR_ENV})"
+    return Session(
+        model_path=model, run_dir=run, data_root=root, scores=scores, scored_now=scored_now, data_problem=problem
+    )
 
 
 def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike) -> pd.DataFrame:
@@ -118,8 +121,14 @@ def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike
     return rows.assign(file=evaluate.relative_files(rows["path"], data_root))
 
 
-def notebook_session(profile: str | None, data_dir: str | None, output_dir: str | None, overrides: dict | None,
-                     run_dir: str | None, model_path: str | None) -> Session:
+def notebook_session(
+    profile: str | None,
+    data_dir: str | None,
+    output_dir: str | None,
+    overrides: dict | None,
+    run_dir: str | None,
+    model_path: str | None,
+) -> Session:
     """What notebook 05 explores: the run or model named (parameters, then ``$PNEUMO_EXPLORE_*``, which
     ``pneumo explore`` sets), else the profile's own output folder when notebooks 01-04 left a model there
     (how nbval and ``pneumo run`` use it), else the committed run (``results/`` and ``saved_models/``)."""
@@ -158,18 +167,36 @@ def operating_point(targets, probabilities, threshold: float, prevalence: float 
         raise ValueError(f"prevalence must be between 0 and 1, got {prevalence}")
     true_positive_rate, false_positive_rate = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
     true_negative_rate, false_negative_rate = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
-    ppv = true_positive_rate / (true_positive_rate + false_positive_rate) \
-        if true_positive_rate + false_positive_rate > 0 else float("nan")
-    npv = true_negative_rate / (true_negative_rate + false_negative_rate) \
-        if true_negative_rate + false_negative_rate > 0 else float("nan")
-    return {"threshold": float(threshold), "tn": tn, "fp": fp, "fn": fn, "tp": tp,
-            "sensitivity": sensitivity, "specificity": specificity, "prevalence": prevalence,
-            "ppv": ppv, "npv": npv, "accuracy": (tp + tn) / len(targets) if len(targets) else float("nan"),
-            "fpr": 1 - specificity, "tpr": sensitivity}
+    ppv = (
+        true_positive_rate / (true_positive_rate + false_positive_rate)
+        if true_positive_rate + false_positive_rate > 0
+        else float("nan")
+    )
+    npv = (
+        true_negative_rate / (true_negative_rate + false_negative_rate)
+        if true_negative_rate + false_negative_rate > 0
+        else float("nan")
+    )
+    return {
+        "threshold": float(threshold),
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+        "prevalence": prevalence,
+        "ppv": ppv,
+        "npv": npv,
+        "accuracy": (tp + tn) / len(targets) if len(targets) else float("nan"),
+        "fpr": 1 - specificity,
+        "tpr": sensitivity,
+    }
 
 
 def lab_html(point: dict[str, Any], card_threshold: float | None = None) -> str:
     """The threshold lab's readout: the confusion matrix and the rates, as one small HTML table."""
+
     def rate(value):
         return "n/a" if value != value else f"{value:.3f}"  # NaN: no positive (or negative) calls at all
 
@@ -178,20 +205,24 @@ def lab_html(point: dict[str, Any], card_threshold: float | None = None) -> str:
 
     marker = ""
     if card_threshold is not None:
-        marker = (f"<p>Card threshold {card_threshold:.4f}" +
-                  (" (this is it)" if abs(point["threshold"] - card_threshold) < 5e-4 else "") + "</p>")
+        marker = (
+            f"<p>Card threshold {card_threshold:.4f}"
+            + (" (this is it)" if abs(point["threshold"] - card_threshold) < 5e-4 else "")
+            + "</p>"
+        )
     return (
         '<div class="pneumo-lab">'
         f'<p>Threshold <b class="pneumo-threshold">{point["threshold"]:.3f}</b></p>{marker}'
         '<table style="border-collapse:collapse">'
-        '<tr><th></th><th>predicted NORMAL</th><th>predicted PNEUMONIA</th></tr>'
-        f'<tr><th>NORMAL</th>{cell(point["tn"], "tn")}{cell(point["fp"], "fp")}</tr>'
-        f'<tr><th>PNEUMONIA</th>{cell(point["fn"], "fn")}{cell(point["tp"], "tp")}</tr></table>'
+        "<tr><th></th><th>predicted NORMAL</th><th>predicted PNEUMONIA</th></tr>"
+        f"<tr><th>NORMAL</th>{cell(point['tn'], 'tn')}{cell(point['fp'], 'fp')}</tr>"
+        f"<tr><th>PNEUMONIA</th>{cell(point['fn'], 'fn')}{cell(point['tp'], 'tp')}</tr></table>"
         f'<p>sensitivity <b class="pneumo-sensitivity">{rate(point["sensitivity"])}</b> &middot; '
         f'specificity <b class="pneumo-specificity">{rate(point["specificity"])}</b> &middot; '
-        f'accuracy {rate(point["accuracy"])}</p>'
+        f"accuracy {rate(point['accuracy'])}</p>"
         f'<p>at a prevalence of {point["prevalence"]:.0%}: PPV <b class="pneumo-ppv">{rate(point["ppv"])}</b> '
-        f'&middot; NPV <b class="pneumo-npv">{rate(point["npv"])}</b></p></div>')
+        f'&middot; NPV <b class="pneumo-npv">{rate(point["npv"])}</b></p></div>'
+    )
 
 
 class RocPlot:
@@ -236,8 +267,10 @@ def select_images(frame: pd.DataFrame, threshold: float, label: str = "all", out
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r}")
-    outcomes = [outcome_of(row_label, probability, threshold)
-                for row_label, probability in zip(frame["label"], frame["probability"], strict=True)]
+    outcomes = [
+        outcome_of(row_label, probability, threshold)
+        for row_label, probability in zip(frame["label"], frame["probability"], strict=True)
+    ]
     chosen = frame.assign(outcome=outcomes)
     if label != "all":
         chosen = chosen[chosen["label"] == label]
@@ -262,8 +295,9 @@ def read_upload(name: str, content: bytes, preprocessing: Preprocessing) -> np.n
 # --- what changes a prediction -----------------------------------------------------------------------------
 
 
-def stressed(raw: np.ndarray, preprocessing: Preprocessing, gamma: float = 1.0, contrast: float = 1.0,
-             blur: float = 0.0) -> np.ndarray:
+def stressed(
+    raw: np.ndarray, preprocessing: Preprocessing, gamma: float = 1.0, contrast: float = 1.0, blur: float = 0.0
+) -> np.ndarray:
     """One resized uint8 image after an exposure (gamma), a contrast factor around mid-grey and a Gaussian
     blur (sigma in pixels), then the model's own finishing steps; 1, 1, 0 leave it unchanged."""
     if gamma <= 0 or contrast < 0 or blur < 0:
@@ -293,14 +327,16 @@ class Explorer:
         self.threshold = float(self.card["threshold"]["value"])
         self.threshold_rule = self.card["threshold"].get("rule", "")
         self.layers = conv_layer_names(self.network) or (
-            [MEMBERS_LAST_LAYER] if model.ensemble_members(self.network) else [cam.last_conv_layer_name(self.network)])
+            [MEMBERS_LAST_LAYER] if model.ensemble_members(self.network) else [cam.last_conv_layer_name(self.network)]
+        )
         self._explainers: dict[str, Any] = {}
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         return read_image(path, self.preprocessing)
 
-    def explain(self, image: np.ndarray, method: str = "gradcam", layer: str | None = None,
-                opacity: float = 0.4) -> dict[str, Any]:
+    def explain(
+        self, image: np.ndarray, method: str = "gradcam", layer: str | None = None, opacity: float = 0.4
+    ) -> dict[str, Any]:
         """Probability of pneumonia, label at the card's threshold, the map and the overlay (RGB)."""
         from pneumo_utils import cam
 
@@ -310,8 +346,14 @@ class Explorer:
         maps, probabilities = self._explainers[layer].explain(image[None], method=method)
         probability = float(probabilities[0])
         overlay = cam.overlay(image, maps[0], alpha=opacity)
-        return {"probability": probability, "label": "PNEUMONIA" if probability >= self.threshold else "NORMAL",
-                "map": maps[0], "overlay": overlay, "layer": layer, "method": method}
+        return {
+            "probability": probability,
+            "label": "PNEUMONIA" if probability >= self.threshold else "NORMAL",
+            "map": maps[0],
+            "overlay": overlay,
+            "layer": layer,
+            "method": method,
+        }
 
 
 MEMBERS_LAST_LAYER = "each member's last convolution"  # the one layer choice of an ensemble
@@ -338,9 +380,11 @@ def verdict_html(name: str, result: dict[str, Any], threshold: float, css_class:
     """One line under a heatmap: the file, P(pneumonia), the label at the card's threshold, method and layer."""
     import html
 
-    return (f"<b>{html.escape(name)}</b>: P(pneumonia) = <b class='{css_class}'>{result['probability']:.3f}</b> "
-            f"&rarr; <b>{result['label']}</b> at the card's threshold {threshold:.3f} "
-            f"({result['method']}, layer {result['layer']})")
+    return (
+        f"<b>{html.escape(name)}</b>: P(pneumonia) = <b class='{css_class}'>{result['probability']:.3f}</b> "
+        f"&rarr; <b>{result['label']}</b> at the card's threshold {threshold:.3f} "
+        f"({result['method']}, layer {result['layer']})"
+    )
 
 
 def png_bytes(image: np.ndarray, scale: int = 1) -> bytes:

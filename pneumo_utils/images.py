@@ -85,8 +85,7 @@ def _to_grayscale_uint8(array: np.ndarray, path: Path) -> np.ndarray:
         return array
     # 16-bit PNGs and windowed DICOM rarely use their full range: stretch the used range to 0-255.
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise ImageReadError(f"{path}: {int((~np.isfinite(array)).sum())} pixel(s) are not numbers (NaN or "
-                             "infinite)")
+        raise ImageReadError(f"{path}: {int((~np.isfinite(array)).sum())} pixel(s) are not numbers (NaN or infinite)")
     array = array.astype(np.float32)
     low, high = float(array.min()), float(array.max())
     if high <= low:
@@ -117,16 +116,24 @@ def _read_dicom(path: Path) -> np.ndarray:
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if rows * columns * max(frames, 1) > MAX_PIXELS:  # from the header, before the pixels are decoded
-        raise ImageReadError(f"{path}: image too large ({columns}x{rows} px x {frames} frame(s) in the DICOM "
-                             f"header; the limit is {MAX_PIXELS / 1e6:.0f} megapixels)")
+        raise ImageReadError(
+            f"{path}: image too large ({columns}x{rows} px x {frames} frame(s) in the DICOM "
+            f"header; the limit is {MAX_PIXELS / 1e6:.0f} megapixels)"
+        )
     syntax = dataset.file_meta.get("TransferSyntaxUID") if hasattr(dataset, "file_meta") else None
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # noqa: BLE001
         name = getattr(syntax, "name", syntax)
         compressed = syntax is not None and getattr(syntax, "is_compressed", False)
-        hint = (" (compressed; install a pydicom decoder: pip install pylibjpeg pylibjpeg-libjpeg "
-                "pylibjpeg-openjpeg, or python-gdcm)") if compressed else ""
+        hint = (
+            (
+                " (compressed; install a pydicom decoder: pip install pylibjpeg pylibjpeg-libjpeg "
+                "pylibjpeg-openjpeg, or python-gdcm)"
+            )
+            if compressed
+            else ""
+        )
         detail = "" if compressed else f": {first_line(error)}"
         raise ImageReadError(f"{path}: cannot decode DICOM pixel data, transfer syntax {name}{hint}{detail}") from None
     if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
@@ -145,8 +152,9 @@ def _read_dicom(path: Path) -> np.ndarray:
     try:
         pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float32)
     except Exception as error:  # noqa: BLE001 - a malformed LUT or window in the header
-        raise ImageReadError(f"{path}: DICOM LUT or windowing cannot be applied "
-                             f"({type(error).__name__}: {first_line(error, 200)})") from None
+        raise ImageReadError(
+            f"{path}: DICOM LUT or windowing cannot be applied ({type(error).__name__}: {first_line(error, 200)})"
+        ) from None
     if photometric == "MONOCHROME1":  # bright means low attenuation here: invert to the usual look
         pixels = pixels.max() + pixels.min() - pixels
     return pixels
@@ -179,8 +187,10 @@ def _check_deflated_dicom(path: Path) -> None:
     except zlib.error as error:
         raise ImageReadError(f"{path}: deflated DICOM data set cannot be inflated ({error})") from None
     if inflater.unconsumed_tail:
-        raise ImageReadError(f"{path}: deflated DICOM inflates beyond {limit / 1e6:.0f} MB (more than "
-                             f"{MAX_PIXELS / 1e6:.0f} megapixels); refused before decoding")
+        raise ImageReadError(
+            f"{path}: deflated DICOM inflates beyond {limit / 1e6:.0f} MB (more than "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels); refused before decoding"
+        )
 
 
 def _check_complete(path: Path, data: bytes) -> None:
@@ -197,13 +207,13 @@ def _check_complete(path: Path, data: bytes) -> None:
 
 
 _EXIF_TURNS = {  # EXIF orientation tag -> the turn that brings the stored pixels upright (as PIL's exif_transpose)
-    2: lambda a: a[:, ::-1],                        # mirrored left-right
-    3: lambda a: a[::-1, ::-1],                     # upside down
-    4: lambda a: a[::-1],                           # mirrored top-bottom
-    5: lambda a: a.swapaxes(0, 1),                  # transposed
-    6: lambda a: np.rot90(a, k=-1),                 # stored turned left: turn right
-    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],      # transversed
-    8: lambda a: np.rot90(a, k=1),                  # stored turned right: turn left
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: np.rot90(a, k=-1),  # stored turned left: turn right
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],  # transversed
+    8: lambda a: np.rot90(a, k=1),  # stored turned right: turn left
 }
 
 
@@ -237,8 +247,9 @@ def _check_size(path: Path) -> None:
     except Exception:  # noqa: BLE001 - the decoder below reports unreadable files
         return
     if width * height > MAX_PIXELS:
-        raise ImageReadError(f"{path}: image too large ({width}x{height} px; the limit is "
-                             f"{MAX_PIXELS / 1e6:.0f} megapixels)")
+        raise ImageReadError(
+            f"{path}: image too large ({width}x{height} px; the limit is {MAX_PIXELS / 1e6:.0f} megapixels)"
+        )
 
 
 def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndarray:
@@ -326,7 +337,9 @@ def load_images(
             f"{len(errors)} of {total} images are unreadable (more than {max_unreadable_fraction:.0%}); "
             f"first: {errors[0]}"
         )
-    images = np.stack([image for image, _ in results if image is not None]) if mask.any() else np.zeros(
-        (0, size, size), dtype=np.uint8
+    images = (
+        np.stack([image for image, _ in results if image is not None])
+        if mask.any()
+        else np.zeros((0, size, size), dtype=np.uint8)
     )
     return images, mask, errors

@@ -121,8 +121,9 @@ class RandomSharpness(_TrainingOnlyChange):
         self.kernel_line = (line / line.sum()).astype("float32")
 
     def change(self, inputs):
-        padded = keras.ops.pad(inputs, [[0, 0], [self.RADIUS, self.RADIUS], [self.RADIUS, self.RADIUS], [0, 0]],
-                               mode="symmetric")  # mirrored edges: no dark rim from zero padding
+        padded = keras.ops.pad(
+            inputs, [[0, 0], [self.RADIUS, self.RADIUS], [self.RADIUS, self.RADIUS], [0, 0]], mode="symmetric"
+        )  # mirrored edges: no dark rim from zero padding
         line = keras.ops.convert_to_tensor(self.kernel_line)
         blurred = keras.ops.conv(padded, keras.ops.reshape(line, (-1, 1, 1, 1)), padding="valid")
         blurred = keras.ops.conv(blurred, keras.ops.reshape(line, (1, -1, 1, 1)), padding="valid")
@@ -144,8 +145,16 @@ class PerImageStandardization(layers.Layer):
         return input_shape
 
 
-def augmentation_block(rotation: float = 0.05, zoom: float = 0.1, shift: float = 0.05, contrast: float = 0.1,
-                       brightness: float = 0.0, gamma: float = 0.0, border: float = 0.0, sharpness: float = 0.0):
+def augmentation_block(
+    rotation: float = 0.05,
+    zoom: float = 0.1,
+    shift: float = 0.05,
+    contrast: float = 0.1,
+    brightness: float = 0.0,
+    gamma: float = 0.0,
+    border: float = 0.0,
+    sharpness: float = 0.0,
+):
     """Random geometric and intensity changes, active only while training (Keras preprocessing layers).
 
     rotation is a fraction of a full turn, zoom and shift fractions of the image side, contrast and
@@ -246,8 +255,13 @@ def build_ensemble(members: list[keras.Model], name: str = "pneumonia_ensemble")
     logits = []
     for number, member in enumerate(members, start=1):
         member_size = int(member.input_shape[1])
-        x = inputs if member_size == size else layers.Resizing(
-            member_size, member_size, interpolation="area", name=f"{MEMBER_PREFIX}{number}_resize")(inputs)
+        x = (
+            inputs
+            if member_size == size
+            else layers.Resizing(
+                member_size, member_size, interpolation="area", name=f"{MEMBER_PREFIX}{number}_resize"
+            )(inputs)
+        )
         member_logit = keras.Model(member.inputs, member.get_layer("logit").output, name=f"{MEMBER_PREFIX}{number}")
         logits.append(member_logit(x))
     logit = layers.Average(name="logit")(logits) if len(logits) > 1 else layers.Identity(name="logit")(logits[0])
@@ -257,8 +271,9 @@ def build_ensemble(members: list[keras.Model], name: str = "pneumonia_ensemble")
 def ensemble_members(network: keras.Model) -> list[keras.Model]:
     """The members of an ensemble from :func:`build_ensemble`, each as a model ending in its own sigmoid
     (so it can be explained alone); an empty list for a single model."""
-    nested = [layer for layer in network.layers
-              if isinstance(layer, keras.Model) and layer.name.startswith(MEMBER_PREFIX)]
+    nested = [
+        layer for layer in network.layers if isinstance(layer, keras.Model) and layer.name.startswith(MEMBER_PREFIX)
+    ]
     members = []
     for member in nested:
         probability = probability_head(member.outputs[0], name=f"{member.name}_probability")
@@ -292,11 +307,11 @@ class GrayscaleToRGB(layers.Layer):
 
 # name: (constructor, the input scaling its ImageNet weights expect, as layers applied to a 0-255 image)
 BACKBONES = {
-    "efficientnetv2b0": ("EfficientNetV2B0", "own"),     # rescales inside itself (include_preprocessing)
-    "densenet121": ("DenseNet121", "torch"),            # /255, then ImageNet mean and standard deviation
-    "resnet50v2": ("ResNet50V2", "tf"),                 # to [-1, 1]
+    "efficientnetv2b0": ("EfficientNetV2B0", "own"),  # rescales inside itself (include_preprocessing)
+    "densenet121": ("DenseNet121", "torch"),  # /255, then ImageNet mean and standard deviation
+    "resnet50v2": ("ResNet50V2", "tf"),  # to [-1, 1]
     "mobilenetv3small": ("MobileNetV3Small", "own"),
-    "mobilenetv2": ("MobileNetV2", "tf"),               # to [-1, 1]; width set by alpha (0.35, 0.5, ...)
+    "mobilenetv2": ("MobileNetV2", "tf"),  # to [-1, 1]; width set by alpha (0.35, 0.5, ...)
 }
 WIDTH_BACKBONES = ("mobilenetv2", "mobilenetv3small")  # the ones whose constructor takes alpha
 
@@ -326,15 +341,25 @@ def check_weights_file(weights: str | os.PathLike, expected_sha256: str | None =
     if expected_sha256 and digest != expected_sha256.lower():
         raise WeightsFileError(f"{path}: SHA-256 is {digest}, not the expected {expected_sha256}")
     return digest
+
+
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_backbone_model(image_size: int, backbone: str, weights: str | None = None, dropout: float = 0.3,
-                         augment: bool = True, augmentation: dict[str, float] | None = None,
-                         name: str = "pneumonia_cnn", alpha: float = 1.0,
-                         weights_sha256: str | None = None, trainable: bool = True,
-                         head_l2: float = 0.0) -> keras.Model:
+def build_backbone_model(
+    image_size: int,
+    backbone: str,
+    weights: str | None = None,
+    dropout: float = 0.3,
+    augment: bool = True,
+    augmentation: dict[str, float] | None = None,
+    name: str = "pneumonia_cnn",
+    alpha: float = 1.0,
+    weights_sha256: str | None = None,
+    trainable: bool = True,
+    head_l2: float = 0.0,
+) -> keras.Model:
     """A ``keras.applications`` backbone with the project's head: augmentation, grayscale to three
     channels, the backbone's own input scaling, global pooling, dropout, ``logit``, sigmoid.
 
@@ -362,8 +387,9 @@ def build_backbone_model(image_size: int, backbone: str, weights: str | None = N
         extra["alpha"] = float(alpha)
     elif alpha != 1.0:
         raise ValueError(f"alpha (a width multiplier) applies to {', '.join(WIDTH_BACKBONES)}, not {backbone}")
-    network = constructor(include_top=False, weights=weights, input_shape=(image_size, image_size, 3),
-                          pooling=None, **extra)
+    network = constructor(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling=None, **extra
+    )
     inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
     x = augmentation_block(**(augmentation or {}))(inputs) if augment else inputs
     x = GrayscaleToRGB(name="to_rgb")(x)
@@ -371,8 +397,9 @@ def build_backbone_model(image_size: int, backbone: str, weights: str | None = N
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="backbone_scaling")(x)
     elif scaling == "torch":
         x = layers.Rescaling(1.0 / 255.0, name="backbone_rescale")(x)
-        x = layers.Normalization(mean=_IMAGENET_MEAN, variance=[value**2 for value in _IMAGENET_STD],
-                                 name="backbone_scaling")(x)
+        x = layers.Normalization(
+            mean=_IMAGENET_MEAN, variance=[value**2 for value in _IMAGENET_STD], name="backbone_scaling"
+        )(x)
     if not trainable:
         network.trainable = False
     x = network(x, training=False) if not trainable else network(x)
@@ -402,21 +429,31 @@ def make_card(
     from pneumo_utils.records import provenance
 
     members = config.get("members") or []
-    kind = (f"ensemble of {len(members)} members (the mean of their logits)" if members else
-            f"{config['backbone']} backbone with a trained head" if config.get("backbone") else
-            "CNN trained from scratch")
+    kind = (
+        f"ensemble of {len(members)} members (the mean of their logits)"
+        if members
+        else f"{config['backbone']} backbone with a trained head"
+        if config.get("backbone")
+        else "CNN trained from scratch"
+    )
     return {
         "name": Path(config.get("model_path") or "pneumonia_cnn").stem,
         "kind": kind,
         "task": "binary classification of pediatric chest X-rays: NORMAL (0) vs PNEUMONIA (1)",
-        "input": {"shape": [preprocessing["image_size"], preprocessing["image_size"], 1], "dtype": "float32",
-                  "range": "0-255 (the model rescales itself)"},
+        "input": {
+            "shape": [preprocessing["image_size"], preprocessing["image_size"], 1],
+            "dtype": "float32",
+            "range": "0-255 (the model rescales itself)",
+        },
         "preprocessing": preprocessing,
         "classes": list(CLASS_NAMES),
         "output": "probability of PNEUMONIA (sigmoid); the 'logit' layer precedes it",
         "threshold": threshold,
-        "split": {"method": "patient-grouped stratified split of train/", "val_fraction": config["val_fraction"],
-                  "seed": config["seed"]},
+        "split": {
+            "method": "patient-grouped stratified split of train/",
+            "val_fraction": config["val_fraction"],
+            "seed": config["seed"],
+        },
         "validation_metrics": validation_metrics,
         "training": training,
         "data": data,
@@ -479,8 +516,9 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise ModelLoadError(f"{path}: cannot load as a Keras model ({type(error).__name__}: "
-                             f"{first_line(error)})") from None
+        raise ModelLoadError(
+            f"{path}: cannot load as a Keras model ({type(error).__name__}: {first_line(error)})"
+        ) from None
     check_model(model, card, path)
     _SOURCES[model] = str(path)
     return model, card
@@ -506,8 +544,11 @@ def _number(value: Any) -> bool:
 
 # card field -> (what it must be, the check); a field that is present must pass, a required one must be present
 CARD_FIELDS: dict[str, tuple[str, Any, bool]] = {
-    "preprocessing.image_size": (f"an integer from 16 to {MAX_IMAGE_SIZE}", lambda v: isinstance(v, int) and
-                                 not isinstance(v, bool) and 16 <= v <= MAX_IMAGE_SIZE, True),
+    "preprocessing.image_size": (
+        f"an integer from 16 to {MAX_IMAGE_SIZE}",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= MAX_IMAGE_SIZE,
+        True,
+    ),
     "preprocessing.clahe": ("true or false", lambda v: isinstance(v, bool), False),
     "preprocessing.color_mode": ("'grayscale'", lambda v: v == "grayscale", False),
     "preprocessing.interpolation": ("'area'", lambda v: v == "area", False),
@@ -551,15 +592,21 @@ def check_card(card: Any, card_file: str | os.PathLike) -> None:
 def check_model(network: keras.Model, card: dict[str, Any], path: str | os.PathLike) -> None:
     """The model must take one grayscale image of the card's size and give one probability."""
     if len(network.inputs) != 1 or len(network.outputs) != 1:
-        raise ModelLoadError(f"{path}: the model must have one input and one output "
-                             f"(it has {len(network.inputs)} and {len(network.outputs)})")
+        raise ModelLoadError(
+            f"{path}: the model must have one input and one output "
+            f"(it has {len(network.inputs)} and {len(network.outputs)})"
+        )
     shape = tuple(network.inputs[0].shape)
     size = card["preprocessing"]["image_size"]
     if len(shape) != 4 or shape[-1] != 1:
-        raise ModelLoadError(f"{path}: the model takes input of shape {shape[1:]}; this project feeds grayscale "
-                             f"images ({size}, {size}, 1)")
+        raise ModelLoadError(
+            f"{path}: the model takes input of shape {shape[1:]}; this project feeds grayscale "
+            f"images ({size}, {size}, 1)"
+        )
     if shape[1:3] != (size, size):  # also a model that takes any size: the card alone must not decide memory
         raise ModelLoadError(f"{path}: the model takes {shape[1]}x{shape[2]} images but its card says {size}")
     if tuple(network.outputs[0].shape)[-1] != 1:
-        raise ModelLoadError(f"{path}: the model gives {tuple(network.outputs[0].shape)[-1]} outputs per image; "
-                             "this project expects one probability of pneumonia")
+        raise ModelLoadError(
+            f"{path}: the model gives {tuple(network.outputs[0].shape)[-1]} outputs per image; "
+            "this project expects one probability of pneumonia"
+        )

@@ -64,9 +64,13 @@ class CommittedOutput(OutputError):
 _PROJECT = Path(__file__).resolve().parents[1]
 COMMITTED = (_PROJECT / "saved_models", _PROJECT / "results")
 # the lab notebook's own records: `pneumo train` adds an experiment, `pneumo experiments` writes its tables
-EXPERIMENT_RECORDS = (_PROJECT / "results" / "experiments", _PROJECT / "results" / "experiments.md",
-                      _PROJECT / "results" / "experiments.csv", _PROJECT / "results" / "experiments_views.csv",
-                      _PROJECT / "results" / "experiments_test_dev.csv")
+EXPERIMENT_RECORDS = (
+    _PROJECT / "results" / "experiments",
+    _PROJECT / "results" / "experiments.md",
+    _PROJECT / "results" / "experiments.csv",
+    _PROJECT / "results" / "experiments_views.csv",
+    _PROJECT / "results" / "experiments_test_dev.csv",
+)
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -82,16 +86,20 @@ def refuse_committed(path: str | os.PathLike, flag: str, allowed: tuple[Path, ..
         if target == folder or target.is_relative_to(folder):
             if any(target == place or target.is_relative_to(place) for place in allowed):
                 return
-            raise CommittedOutput(f"{display(path)}: {flag} points inside {folder.name}/, which holds the committed "
-                                  "model and results; only `pneumo promote RUN_DIR` changes it (write to runs/ "
-                                  "or elsewhere)")
+            raise CommittedOutput(
+                f"{display(path)}: {flag} points inside {folder.name}/, which holds the committed "
+                "model and results; only `pneumo promote RUN_DIR` changes it (write to runs/ "
+                "or elsewhere)"
+            )
 
 
 def check_name(name: str, flag: str = "--name") -> str:
     """A name given on the command line is a name, not a path: letters, digits, ``.``, ``_``, ``-``."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or "") or ".." in name:
-        raise CommittedOutput(f"{flag} {name!r}: must be a plain name (letters, digits, '.', '_', '-'; no '/' "
-                              "or '..', at most 100 characters)")
+        raise CommittedOutput(
+            f"{flag} {name!r}: must be a plain name (letters, digits, '.', '_', '-'; no '/' "
+            "or '..', at most 100 characters)"
+        )
     return name
 
 
@@ -162,8 +170,10 @@ def write_bytes(path: str | os.PathLike, payload: bytes, overwrite: bool = True)
             try:
                 os.link(temporary, path)  # fails if the name exists: the no-replace check at write time
             except FileExistsError:
-                raise OutputExists(f"{display(path)}: already exists (written by another process meanwhile); "
-                                   "nothing was replaced; pass --overwrite to replace it") from None
+                raise OutputExists(
+                    f"{display(path)}: already exists (written by another process meanwhile); "
+                    "nothing was replaced; pass --overwrite to replace it"
+                ) from None
             os.unlink(temporary)
         temporary = None
     except OutputError:
@@ -225,25 +235,35 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"{display(self.folder)}: cannot create the output folder ({describe(error)})") from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "purpose": self.purpose,
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "purpose": self.purpose,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         for _ in range(2):
             try:
                 handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                same_host_gone = holder and holder.get("host") == record["host"] and \
-                    not _pid_alive(int(holder.get("pid", -1)))
+                same_host_gone = (
+                    holder and holder.get("host") == record["host"] and not _pid_alive(int(holder.get("pid", -1)))
+                )
                 reclaimed = holder and self.reclaim_same_purpose and holder.get("purpose") == self.purpose
                 if same_host_gone or reclaimed or (holder is None and self._age() > UNREADABLE_LOCK_AGE_S):
                     # an unreadable lock older than a writer needs to fill it in was left by a killed process
                     self.path.unlink(missing_ok=True)  # stale: its process is gone
                     self.taken_over = holder
                     continue
-                who = f"pid {holder.get('pid')}, {holder.get('purpose')}, since {holder.get('started')}" if holder \
+                who = (
+                    f"pid {holder.get('pid')}, {holder.get('purpose')}, since {holder.get('started')}"
+                    if holder
                     else f"a lock being written or unreadable; if no pneumo command uses it, delete {LOCK_NAME}"
-                raise FolderBusy(f"{display(self.folder)}: in use by another process ({who}); wait for it to "
-                                 f"finish or choose another output folder") from None
+                )
+                raise FolderBusy(
+                    f"{display(self.folder)}: in use by another process ({who}); wait for it to "
+                    f"finish or choose another output folder"
+                ) from None
             except OSError as error:
                 raise OutputError(f"{display(self.path)}: cannot create the lock ({describe(error)})") from None
             with os.fdopen(handle, "w") as stream:

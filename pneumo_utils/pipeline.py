@@ -105,8 +105,9 @@ def notebook_parameters(notebooks: tuple[str, ...], notebooks_dir: str | Path) -
 NOTEBOOK_PARAMETER_CHOICES = {"method": ("gradcam", "gradcam++")}
 
 
-def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: dict[str, set[str]]
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_settings(
+    overrides: dict[str, Any], profile_keys: set[str], declared: dict[str, set[str]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``-p`` values into profile settings and notebook parameters (``method`` of notebook 04, ...).
 
     A name that is neither is refused before anything starts.
@@ -114,8 +115,10 @@ def split_settings(overrides: dict[str, Any], profile_keys: set[str], declared: 
     notebook_keys = set().union(*declared.values()) if declared else set()
     unknown = sorted(set(overrides) - profile_keys - notebook_keys - {"data_dir", "output_dir", "model_path"})
     if unknown:
-        raise SettingsError(f"unknown setting(s) {unknown}; profile settings: {sorted(profile_keys)}; "
-                         f"notebook parameters: {sorted(notebook_keys)}")
+        raise SettingsError(
+            f"unknown setting(s) {unknown}; profile settings: {sorted(profile_keys)}; "
+            f"notebook parameters: {sorted(notebook_keys)}"
+        )
     settings = {key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys}
     extra = {key: value for key, value in overrides.items() if key in notebook_keys and key not in profile_keys}
     for key, value in extra.items():
@@ -134,8 +137,10 @@ def check_data(config: dict[str, Any]) -> None:
             weights = resolve_profile_path(weights)  # a member's path is written in the profile
         if weights not in (None, "imagenet") and not Path(weights).is_file():
             where = f"member {number}: " if config.members else ""
-            raise SettingsError(f"{where}weights file {portable_path(weights)} does not exist; give a weights file, "
-                                "imagenet (downloaded by Keras, needs internet) or null")
+            raise SettingsError(
+                f"{where}weights file {portable_path(weights)} does not exist; give a weights file, "
+                "imagenet (downloaded by Keras, needs internet) or null"
+            )
     if config.synthetic:
         return
     from pneumo_utils.data import check_layout, layout_warnings
@@ -244,17 +249,42 @@ def run_notebooks(
         previous = read_record(summary_path) if summary_path.exists() else None
         resuming = bool(settings.get("resume")) and previous is not None and previous.get("status") != "ok"
         if previous is not None and not overwrite and not resuming:
-            raise OutputExists(f"{portable_path(output)}: already holds a run ({SUMMARY_NAME}); pass --overwrite "
-                               "to replace it or --output-dir to write elsewhere")
-        return _execute(papermill, config, settings, notebook_only, declared, data_dir, notebooks, notebooks_dir,
-                        progress_bar, summary_path, echo)
+            raise OutputExists(
+                f"{portable_path(output)}: already holds a run ({SUMMARY_NAME}); pass --overwrite "
+                "to replace it or --output-dir to write elsewhere"
+            )
+        return _execute(
+            papermill,
+            config,
+            settings,
+            notebook_only,
+            declared,
+            data_dir,
+            notebooks,
+            notebooks_dir,
+            progress_bar,
+            summary_path,
+            echo,
+        )
 
 
-def _execute(papermill, config, settings, notebook_only, declared, data_dir, notebooks, notebooks_dir, progress_bar,
-             summary_path, echo=True) -> dict[str, Any]:
+def _execute(
+    papermill,
+    config,
+    settings,
+    notebook_only,
+    declared,
+    data_dir,
+    notebooks,
+    notebooks_dir,
+    progress_bar,
+    summary_path,
+    echo=True,
+) -> dict[str, Any]:
     output = Path(config["output_dir"])
     executed = output / "executed"
     executed.mkdir(parents=True, exist_ok=True)
+
     # Paths inside the project reach the kernels relative to the notebooks' folder (their working
     # directory), so that the executed notebooks record no absolute path of the project.
     def for_kernel(path):  # inside the project (or beside it): relative; elsewhere as the user typed it
@@ -267,11 +297,16 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
     parameters = {"profile": config["profile"], **relative, "overrides": settings}
     summary: dict[str, Any] = {
         "profile": config["profile"],
-        "parameters": {**parameters, "output_dir": portable_path(output),
-                       **({"data_dir": portable_path(config["data_dir"])} if "data_dir" in relative else {}),
-                       "notebook_parameters": notebook_only},
-        "config": {key: (portable_path(value) if key in ("output_dir", "data_dir", "model_path") else value)
-                   for key, value in config.items()},
+        "parameters": {
+            **parameters,
+            "output_dir": portable_path(output),
+            **({"data_dir": portable_path(config["data_dir"])} if "data_dir" in relative else {}),
+            "notebook_parameters": notebook_only,
+        },
+        "config": {
+            key: (portable_path(value) if key in ("output_dir", "data_dir", "model_path") else value)
+            for key, value in config.items()
+        },
         "data_dir": portable_path(config["data_dir"]),
         "notebooks": [],
         "status": "running",
@@ -292,13 +327,18 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
             notebook_started = time.perf_counter()
             own = {key: value for key, value in notebook_only.items() if key in declared.get(name, set())}
             try:
-                papermill.execute_notebook(str(Path(notebooks_dir) / name), str(output_path),
-                                           parameters={**parameters, **own}, cwd=str(notebooks_dir),
-                                           progress_bar=progress_bar, kernel_name="python3",
-                                           stdout_file=_ProgressEcho() if echo else None,
-                                           kernel_manager_class=PoliteKernelManager,  # no false alarm in the log
-                                           # the kernel's own start-up warnings (TCP transport) are noise here
-                                           extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                papermill.execute_notebook(
+                    str(Path(notebooks_dir) / name),
+                    str(output_path),
+                    parameters={**parameters, **own},
+                    cwd=str(notebooks_dir),
+                    progress_bar=progress_bar,
+                    kernel_name="python3",
+                    stdout_file=_ProgressEcho() if echo else None,
+                    kernel_manager_class=PoliteKernelManager,  # no false alarm in the log
+                    # the kernel's own start-up warnings (TCP transport) are noise here
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
             except Exception as error:
                 if interrupt.raised:  # Ctrl-C also reaches the kernel and the client; whatever they raise is it
                     raise KeyboardInterrupt from None
@@ -320,8 +360,9 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
         summary["status"] = "interrupted"
         if current is not None:
             summary["notebooks"].append({**current, "status": "interrupted"})
-        raise RunInterrupted(f"interrupted; partial output kept in {portable_path(output)} "
-                             f"(status 'interrupted' in {SUMMARY_NAME})") from None
+        raise RunInterrupted(
+            f"interrupted; partial output kept in {portable_path(output)} (status 'interrupted' in {SUMMARY_NAME})"
+        ) from None
     finally:
         kernels_log.restore()
         interrupt.restore()
@@ -335,8 +376,11 @@ def _execute(papermill, config, settings, notebook_only, declared, data_dir, not
     return summary
 
 
-def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = None,
-            results_dir: str | os.PathLike | None = None) -> list[Path]:
+def promote(
+    run_dir: str | os.PathLike,
+    saved_model: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+) -> list[Path]:
     """Make a finished run the project's reference: its model and card become ``saved_models/``'s, and its
     executed notebooks, figures, metrics and summary replace those in ``results/``. Only on request
     (``pneumo promote RUN_DIR``).
@@ -356,8 +400,9 @@ def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = 
         raise SettingsError(f"{run_dir}: not a run folder (no {SUMMARY_NAME})")
     summary = read_record(summary_path)
     if summary.get("status") != "ok":
-        raise SettingsError(f"{run_dir}: the run did not finish (status {summary.get('status')!r}); "
-                            "only a finished run can be promoted")
+        raise SettingsError(
+            f"{run_dir}: the run did not finish (status {summary.get('status')!r}); only a finished run can be promoted"
+        )
     model_path = run_dir / "model" / saved_model.name
     if not model_path.is_file() or not card_path(model_path).is_file():
         raise SettingsError(f"{model_path}: the run has no model with a card to promote")
@@ -365,8 +410,11 @@ def promote(run_dir: str | os.PathLike, saved_model: str | os.PathLike | None = 
         pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
         for folder in ("executed", "figures", "metrics"):
             if (run_dir / folder).is_dir():
-                pairs += [(source, results_dir / folder / source.relative_to(run_dir / folder))
-                          for source in sorted((run_dir / folder).rglob("*")) if source.is_file()]
+                pairs += [
+                    (source, results_dir / folder / source.relative_to(run_dir / folder))
+                    for source in sorted((run_dir / folder).rglob("*"))
+                    if source.is_file()
+                ]
         pairs.append((summary_path, results_dir / SUMMARY_NAME))
         return replace_all(pairs)
 
@@ -379,8 +427,10 @@ def write_pages(results_dir: str | os.PathLike | None = None, readme: str | os.P
 
     results_dir = Path(results_dir or REFERENCE_RESULTS)
     readme = Path(readme or PROJECT_ROOT / "README.md")
-    written = [outputs.write_text(results_dir / "README.md", results_page.results_markdown(results_dir)),
-               outputs.write_text(results_dir / "report.html", report.build_report(results_dir))]
+    written = [
+        outputs.write_text(results_dir / "README.md", results_page.results_markdown(results_dir)),
+        outputs.write_text(results_dir / "report.html", report.build_report(results_dir)),
+    ]
     if readme.is_file() and results_page.readme_brief(readme.read_text(encoding="utf-8")) is not None:
         text = results_page.with_readme_brief(readme.read_text(encoding="utf-8"), results_dir)
         written.append(outputs.write_text(readme, text))
@@ -397,8 +447,10 @@ def replace_all(pairs: list[tuple[Path, Path]]) -> list[Path]:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise outputs.OutputError(f"{outputs.display(target.parent)}: cannot be made a folder "
-                                          f"({outputs.describe(error)}); nothing was promoted") from None
+                raise outputs.OutputError(
+                    f"{outputs.display(target.parent)}: cannot be made a folder "
+                    f"({outputs.describe(error)}); nothing was promoted"
+                ) from None
             staged.append(stage)
             try:
                 outputs.write_bytes(stage, source.read_bytes())
@@ -413,8 +465,9 @@ def replace_all(pairs: list[tuple[Path, Path]]) -> list[Path]:
             except OSError as error:
                 if old is not None and old.exists() and not target.exists():
                     os.replace(old, target)
-                raise outputs.OutputError(f"{outputs.display(target)}: cannot be replaced "
-                                          f"({outputs.describe(error)}); nothing was promoted") from None
+                raise outputs.OutputError(
+                    f"{outputs.display(target)}: cannot be replaced ({outputs.describe(error)}); nothing was promoted"
+                ) from None
             swapped.append((target, old))
     except BaseException:
         for target, old in reversed(swapped):
@@ -437,17 +490,21 @@ def read_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         reason = first_line(error) if str(error) else "empty"
-        raise SettingsError(f"{portable_path(path)}: unreadable ({type(error).__name__}: {reason}); "
-                            "delete it or run again") from None
+        raise SettingsError(
+            f"{portable_path(path)}: unreadable ({type(error).__name__}: {reason}); delete it or run again"
+        ) from None
     if not isinstance(record, dict):
-        raise SettingsError(f"{portable_path(path)}: not a JSON object (a {type(record).__name__}); "
-                            "delete it or run again")
+        raise SettingsError(
+            f"{portable_path(path)}: not a JSON object (a {type(record).__name__}); delete it or run again"
+        )
     return record
 
 
 def summary_text(summary: dict[str, Any]) -> str:
     lines = [f"profile {summary['profile']}, data {summary['data_dir']}, output {summary['parameters']['output_dir']}"]
-    lines += [f"  {item['notebook']:<20} {item['status']:<7} {item.get('seconds', 0):>7.1f} s"
-              for item in summary["notebooks"]]
+    lines += [
+        f"  {item['notebook']:<20} {item['status']:<7} {item.get('seconds', 0):>7.1f} s"
+        for item in summary["notebooks"]
+    ]
     lines.append(f"  total {summary['total_seconds']:.1f} s, status {summary['status']}")
     return "\n".join(lines)

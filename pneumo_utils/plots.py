@@ -42,16 +42,16 @@ def intensity_histograms(images: np.ndarray, targets: np.ndarray) -> plt.Figure:
     fig, axis = plt.subplots(figsize=(6, 3.8))
     for target, name in enumerate(CLASS_NAMES):
         pixels = images[np.asarray(targets) == target].reshape(-1)
-        axis.hist(pixels, bins=64, range=(0, 255), density=True, histtype="step", lw=2, label=name,
-                  color=PALETTE[name])
+        axis.hist(pixels, bins=64, range=(0, 255), density=True, histtype="step", lw=2, label=name, color=PALETTE[name])
     axis.set(xlabel="pixel intensity (0-255)", ylabel="density", title="Intensity histograms")
     axis.legend()
     fig.tight_layout()
     return fig
 
 
-def sample_grid(images: np.ndarray, titles: list[str], columns: int = 6, cams: np.ndarray | None = None,
-                title: str | None = None) -> plt.Figure:
+def sample_grid(
+    images: np.ndarray, titles: list[str], columns: int = 6, cams: np.ndarray | None = None, title: str | None = None
+) -> plt.Figure:
     """A grid of X-rays with titles, optionally with Grad-CAM maps overlaid."""
     from pneumo_utils.cam import overlay
 
@@ -72,8 +72,9 @@ def sample_grid(images: np.ndarray, titles: list[str], columns: int = 6, cams: n
     return fig
 
 
-def training_curves(history: pd.DataFrame, best_epoch: int | list[int] | None = None,
-                    monitored: str = "validation") -> plt.Figure:
+def training_curves(
+    history: pd.DataFrame, best_epoch: int | list[int] | None = None, monitored: str = "validation"
+) -> plt.Figure:
     """Loss, accuracy and AUC per epoch, training against the set early stopping watched (``monitored``:
     the validation split, or ``test-dev (used for selection)``); one row of panels per ensemble member when
     the history has a ``member`` column (``best_epoch`` then lists one kept epoch per member)."""
@@ -100,11 +101,25 @@ def confusion_matrix(matrix: list[list[int]], title: str = "Confusion matrix") -
     """Counts with row-normalized shares: rows are the true class."""
     matrix = np.asarray(matrix)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    labels = np.array([[f"{count}\n({share:.1%})" for count, share in zip(row, share_row, strict=True)]
-                       for row, share_row in zip(matrix, shares, strict=True)])
+    labels = np.array(
+        [
+            [f"{count}\n({share:.1%})" for count, share in zip(row, share_row, strict=True)]
+            for row, share_row in zip(matrix, shares, strict=True)
+        ]
+    )
     fig, axis = plt.subplots(figsize=(4.2, 3.8))
-    sns.heatmap(shares, annot=labels, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False,
-                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, ax=axis)
+    sns.heatmap(
+        shares,
+        annot=labels,
+        fmt="",
+        cmap="Blues",
+        vmin=0,
+        vmax=1,
+        cbar=False,
+        xticklabels=CLASS_NAMES,
+        yticklabels=CLASS_NAMES,
+        ax=axis,
+    )
     axis.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     return fig
@@ -142,15 +157,24 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]], bins: 
     for name, (targets, probabilities) in curves.items():
         observed, predicted = calibration_curve(targets, probabilities, n_bins=bins, strategy="quantile")
         axis.plot(predicted, observed, marker="o", label=name)
-    axis.set(xlabel="predicted probability of pneumonia", ylabel="observed share with pneumonia",
-             title="Reliability diagram", xlim=(0, 1), ylim=(0, 1))
+    axis.set(
+        xlabel="predicted probability of pneumonia",
+        ylabel="observed share with pneumonia",
+        title="Reliability diagram",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     axis.legend(loc="upper left")
     fig.tight_layout()
     return fig
 
 
-def threshold_tradeoff(targets: np.ndarray, probabilities: np.ndarray, threshold: float,
-                       title: str = "Sensitivity and specificity against threshold") -> plt.Figure:
+def threshold_tradeoff(
+    targets: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    title: str = "Sensitivity and specificity against threshold",
+) -> plt.Figure:
     """Sensitivity and specificity for every threshold, with the chosen one marked."""
     targets = np.asarray(targets).astype(bool)
     probabilities = np.asarray(probabilities)

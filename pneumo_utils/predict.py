@@ -78,8 +78,9 @@ def score(network, records: list[Scored], threshold: float, batch_size: int = 64
     return records
 
 
-def predict_files(network, card: dict, files: list[Path], batch_size: int = 64, progress: bool = True,
-                  on_batch=None) -> list[Scored]:
+def predict_files(
+    network, card: dict, files: list[Path], batch_size: int = 64, progress: bool = True, on_batch=None
+) -> list[Scored]:
     """Read and score ``files`` a batch at a time (memory stays flat for long lists).
 
     ``on_batch(records)`` is called with each scored batch while its images are still in memory (to
@@ -90,11 +91,11 @@ def predict_files(network, card: dict, files: list[Path], batch_size: int = 64, 
     preprocessing = Preprocessing.from_dict(card["preprocessing"])
     threshold = card["threshold"]["value"]
     results = []
-    with tqdm(total=len(files), unit="image", disable=not progress or len(files) <= batch_size,
-              file=sys.stderr) as bar:
+    with tqdm(total=len(files), unit="image", disable=not progress or len(files) <= batch_size, file=sys.stderr) as bar:
         for start in range(0, len(files), batch_size):
-            records = score(network, read_inputs(files[start:start + batch_size], preprocessing), threshold,
-                            batch_size)
+            records = score(
+                network, read_inputs(files[start : start + batch_size], preprocessing), threshold, batch_size
+            )
             if on_batch is not None:
                 on_batch(records)
             for record in records:
@@ -119,7 +120,7 @@ def overlay_name(path: str | os.PathLike, suffix: str = "_gradcam.png") -> tuple
     raw = os.fsencode(Path(path).stem)
     stem = raw.decode("utf-8", "backslashreplace").replace("\\x", "x")
     reason = None if stem.encode("utf-8", "surrogateescape") == raw else "name not valid UTF-8: bytes written as xNN"
-    stem = "".join(character if character.isprintable() and character not in '/\\' else "_" for character in stem)
+    stem = "".join(character if character.isprintable() and character not in "/\\" else "_" for character in stem)
     if len(stem) > MAX_STEM:
         stem = f"{stem[:MAX_STEM]}-{hashlib.sha256(raw).hexdigest()[:8]}"
         reason = (reason + "; " if reason else "") + f"name longer than {MAX_STEM} characters: shortened"
@@ -134,8 +135,15 @@ class OverlayWriter:
     does not stop the others, nor the predictions. :attr:`statistics` lists only overlays that were written.
     """
 
-    def __init__(self, network, threshold: float, out: str | os.PathLike, method: str = "gradcam",
-                 layer_name: str | None = None, overwrite: bool = False):
+    def __init__(
+        self,
+        network,
+        threshold: float,
+        out: str | os.PathLike,
+        method: str = "gradcam",
+        layer_name: str | None = None,
+        overwrite: bool = False,
+    ):
         from pneumo_utils.cam import CamExplainer
 
         self.explainer = CamExplainer(network, layer_name)
@@ -161,8 +169,10 @@ class OverlayWriter:
                 name = f"{Path(name).stem}_2.png"
             self.used_names.add(name)
             shown = outputs.display(Path(record.path).name)
-            caption = [f"{shown}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
-                       f"threshold {self.threshold:.3f}; {self.method} heatmap of {record.label}"]
+            caption = [
+                f"{shown}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
+                f"threshold {self.threshold:.3f}; {self.method} heatmap of {record.label}",
+            ]
             picture = cam.side_by_side(record.image, heatmap, caption)
             encoded, payload = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             try:
@@ -172,6 +182,9 @@ class OverlayWriter:
             except outputs.OutputError as error:
                 self.failures[record.path] = str(error)
                 continue
-            self.statistics[record.path] = {"overlay": name, "explained_class": record.label,
-                                            "cam": cam.cam_statistics(heatmap),
-                                            **({"overlay_name_note": renamed} if renamed else {})}
+            self.statistics[record.path] = {
+                "overlay": name,
+                "explained_class": record.label,
+                "cam": cam.cam_statistics(heatmap),
+                **({"overlay_name_note": renamed} if renamed else {}),
+            }

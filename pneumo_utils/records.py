@@ -28,9 +28,14 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for name, distribution in (("tensorflow", "tensorflow"), ("keras", "keras"), ("numpy", "numpy"),
-                               ("opencv", "opencv-python-headless"), ("scikit-learn", "scikit-learn"),
-                               ("pneumo-utils", "pneumo-utils")):
+    for name, distribution in (
+        ("tensorflow", "tensorflow"),
+        ("keras", "keras"),
+        ("numpy", "numpy"),
+        ("opencv", "opencv-python-headless"),
+        ("scikit-learn", "scikit-learn"),
+        ("pneumo-utils", "pneumo-utils"),
+    ):
         try:
             versions[name] = version(distribution)
         except PackageNotFoundError:

@@ -24,10 +24,10 @@ from pneumo_utils.data import split_label
 
 SPLIT_NOTES = {
     "validation": "patient-grouped split carved from train/ (the epoch; the threshold unless the model was "
-                  "calibrated on test-dev)",
+    "calibrated on test-dev)",
     "test": "the data set's whole test/ folder (both halves), scored once with the stored threshold",
     "test-dev": "used for selection: half of the official test split (sha256(patient id) % 5 < 2) on which the "
-                "recipe, the temperature and the threshold were chosen; optimistic by construction",
+    "recipe, the temperature and the threshold were chosen; optimistic by construction",
     "test-final": "the other half of the official test split, never used for a choice: the honest figure",
 }
 FIGURES = (  # (file stem, section, caption); any other figure of the run goes to "Other figures"
@@ -42,8 +42,11 @@ FIGURES = (  # (file stem, section, caption); any other figure of the run goes t
     ("confusion_matrix_test-final", "metrics", "Confusion matrix, test-final (held out)"),
     ("roc_pr_curves", "metrics", "ROC and precision-recall curves (the dot: the stored threshold)"),
     ("threshold_tradeoff", "metrics", "Sensitivity and specificity against the threshold (validation split)"),
-    ("threshold_tradeoff_test-dev", "metrics", "Sensitivity and specificity against the threshold, test-dev "
-                                               "(used for selection)"),
+    (
+        "threshold_tradeoff_test-dev",
+        "metrics",
+        "Sensitivity and specificity against the threshold, test-dev (used for selection)",
+    ),
     ("reliability_diagram", "calibration", "Reliability diagram before and after temperature scaling"),
     ("confident_mistakes", "metrics", "The most confident mistakes (validation split)"),
     ("gradcam_grid", "gradcam", "Grad-CAM examples: where the evidence came from"),
@@ -86,15 +89,20 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -
 
 def _figure(path: Path, caption: str) -> str:
     encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _metrics_section(metrics: Path) -> str:
     from pneumo_utils.evaluate import METRIC_NAMES, with_ci
 
-    results = {path.stem.removeprefix("metrics_"): _read_json(path)
-               for path in sorted(metrics.glob("metrics_*.json")) if path.stem != "metrics_provenance"}
+    results = {
+        path.stem.removeprefix("metrics_"): _read_json(path)
+        for path in sorted(metrics.glob("metrics_*.json"))
+        if path.stem != "metrics_provenance"
+    }
     results = {name: result for name, result in results.items() if result and "ci95" in result}
     if not results:
         return "<p>This run scored no split.</p>"
@@ -103,27 +111,36 @@ def _metrics_section(metrics: Path) -> str:
     rows = [(metric, *(with_ci(results[name], metric) for name in names)) for metric in METRIC_NAMES]
     rows.append(("images (n)", *(results[name]["n"] for name in names)))
     rows.append(("threshold", *(f"{results[name]['threshold']:.4f}" for name in names)))
-    notes = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(SPLIT_NOTES.get(name, 'as named by the run'))}"
-                    "</li>" for name in names)
-    return (f"<p>Each figure with its seeded bootstrap 95% interval (over images).</p><ul>{notes}</ul>"
-            + _table(rows, ("metric", *(split_label(name) for name in names))))
+    notes = "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape(SPLIT_NOTES.get(name, 'as named by the run'))}</li>"
+        for name in names
+    )
+    return f"<p>Each figure with its seeded bootstrap 95% interval (over images).</p><ul>{notes}</ul>" + _table(
+        rows, ("metric", *(split_label(name) for name in names))
+    )
 
 
 def _data_section(eda: dict | None) -> str:
     if not eda:
         return "<p>The run has no data summary (notebook 01 did not run).</p>"
-    rows = [(group, values["images"], values["patients"], f"{values['share']:.1%}")
-            for group, values in eda.get("counts", {}).items()]
-    text = f"<p>Data folder <code>{html.escape(str(eda.get('data_dir')))}</code>, fingerprint " \
-           f"<code>{html.escape(str(eda.get('fingerprint')))}</code>.</p>" + _table(rows, ("folder", "images",
-                                                                                          "patients", "share"))
+    rows = [
+        (group, values["images"], values["patients"], f"{values['share']:.1%}")
+        for group, values in eda.get("counts", {}).items()
+    ]
+    text = (
+        f"<p>Data folder <code>{html.escape(str(eda.get('data_dir')))}</code>, fingerprint "
+        f"<code>{html.escape(str(eda.get('fingerprint')))}</code>.</p>"
+        + _table(rows, ("folder", "images", "patients", "share"))
+    )
     split = eda.get("validation_split", {})
     if split:
         overlap = split.get("overlap", {})
-        text += (f"<p>Validation split: {split.get('val_images')} images held out from {split.get('train_images')}"
-                 f" + {split.get('val_images')} (seed {split.get('seed')}); shared patients: "
-                 f"{overlap.get('patients')}, identical images shared: {overlap.get('identical_images')}. "
-                 f"Groups of byte-identical images in the data: {eda.get('duplicate_groups')}.</p>")
+        text += (
+            f"<p>Validation split: {split.get('val_images')} images held out from {split.get('train_images')}"
+            f" + {split.get('val_images')} (seed {split.get('seed')}); shared patients: "
+            f"{overlap.get('patients')}, identical images shared: {overlap.get('identical_images')}. "
+            f"Groups of byte-identical images in the data: {eda.get('duplicate_groups')}.</p>"
+        )
     return text
 
 
@@ -131,8 +148,10 @@ def _epochs_text(training: dict) -> str:
     """Epochs run and kept; an ensemble's per member (its card holds ``members`` and ``kept_epochs``)."""
     kept = training.get("kept_epochs")
     if training.get("members") and kept:
-        return (f"an ensemble of {training['members']} members trained one after the other, "
-                f"{training.get('epochs_run')} epochs run in all, epochs {', '.join(map(str, kept))} kept")
+        return (
+            f"an ensemble of {training['members']} members trained one after the other, "
+            f"{training.get('epochs_run')} epochs run in all, epochs {', '.join(map(str, kept))} kept"
+        )
     return f"{training.get('epochs_run')} epochs run, epoch {training.get('kept_epoch')} kept"
 
 
@@ -141,34 +160,60 @@ def _model_section(card: dict | None, card_path: Path | None) -> str:
         return "<p>No model card was found for this run.</p>"
     training = card.get("training", {})
     parameters = card.get("parameters", {})
-    rows = [("task", card.get("task")), ("input", json.dumps(card.get("input"))),
-            ("threshold", f"{card['threshold']['value']:.4f}: {card['threshold'].get('rule', '')}"),
-            ("training", f"{_epochs_text(training)}, {training.get('train_images')} training images, "
-                         f"{training.get('seconds', 0) / 60:.1f} min"),
-            ("trained", f"{card.get('date')} at commit {card.get('git_commit')}"),
-            ("card", portable_path(card_path) if card_path else "")]
+    rows = [
+        ("task", card.get("task")),
+        ("input", json.dumps(card.get("input"))),
+        ("threshold", f"{card['threshold']['value']:.4f}: {card['threshold'].get('rule', '')}"),
+        (
+            "training",
+            f"{_epochs_text(training)}, {training.get('train_images')} training images, "
+            f"{training.get('seconds', 0) / 60:.1f} min",
+        ),
+        ("trained", f"{card.get('date')} at commit {card.get('git_commit')}"),
+        ("card", portable_path(card_path) if card_path else ""),
+    ]
     calibration = card.get("validation_metrics", {}).get("calibration")
     if calibration:
-        rows.append(("calibration", f"temperature {calibration['temperature']:.3f}; validation ECE "
-                                    f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after"))
+        rows.append(
+            (
+                "calibration",
+                f"temperature {calibration['temperature']:.3f}; validation ECE "
+                f"{calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after",
+            )
+        )
     site = card.get("site_calibration")
     if site:
         sample = site["sample"]
-        rows.append(("site calibration", f"temperature {site['temperature']:.3f} and threshold "
-                     f"{card['threshold']['value']:.4f} fitted on {split_label(sample['split'])}: {sample['n']} images "
-                     f"of {sample['data_dir']} (fingerprint {sample['fingerprint']}); the validation threshold "
-                     f"{site['previous_threshold']['value']:.4f} it replaced"))
+        rows.append(
+            (
+                "site calibration",
+                f"temperature {site['temperature']:.3f} and threshold "
+                f"{card['threshold']['value']:.4f} fitted on {split_label(sample['split'])}: {sample['n']} images "
+                f"of {sample['data_dir']} (fingerprint {sample['fingerprint']}); the validation threshold "
+                f"{site['previous_threshold']['value']:.4f} it replaced",
+            )
+        )
     pretrained = card.get("pretrained")
     if pretrained:
-        rows.append(("pretrained start", "; ".join(f"member {entry['member']}: {entry['backbone']} alpha "
-                                                   f"{entry['alpha']}, {entry['weights']}"
-                                                   + (f" (SHA-256 {entry['sha256']})" if entry.get("sha256") else "")
-                                                   for entry in pretrained)))
+        rows.append(
+            (
+                "pretrained start",
+                "; ".join(
+                    f"member {entry['member']}: {entry['backbone']} alpha "
+                    f"{entry['alpha']}, {entry['weights']}"
+                    + (f" (SHA-256 {entry['sha256']})" if entry.get("sha256") else "")
+                    for entry in pretrained
+                ),
+            )
+        )
     limits = "".join(f"<li>{html.escape(item)}</li>" for item in card.get("limitations", []))
     recipe = _table([(key, json.dumps(value)) for key, value in sorted(parameters.items())], ("setting", "value"))
-    return (_table(rows) + f"<p class='note'><b>Intended use.</b> {html.escape(card.get('intended_use', ''))}</p>"
-            + (f"<p><b>Limitations</b></p><ul>{limits}</ul>" if limits else "")
-            + f"<details><summary>Recipe: every training setting</summary>{recipe}</details>")
+    return (
+        _table(rows)
+        + f"<p class='note'><b>Intended use.</b> {html.escape(card.get('intended_use', ''))}</p>"
+        + (f"<p><b>Limitations</b></p><ul>{limits}</ul>" if limits else "")
+        + f"<details><summary>Recipe: every training setting</summary>{recipe}</details>"
+    )
 
 
 def _choice_section() -> str:
@@ -178,37 +223,46 @@ def _choice_section() -> str:
     selection = REFERENCE_RESULTS / "experiments_test_dev.csv"
     if selection.exists():
         table = pd.read_csv(selection).fillna("")
-        text += ("<p>Recipes are chosen on <b>test-dev</b> (used for selection): half of the official test split, "
-                 "from the test period, which is earlier than all of <code>train/</code>. Each recipe is trained "
-                 "on <code>train/</code> only with at least two seeds; one beats another only when the paired "
-                 "bootstrap interval of the difference in test-dev ROC-AUC excludes 0.</p>"
-                 + _table([tuple(row) for row in table.itertuples(index=False)], tuple(table.columns)))
+        text += (
+            "<p>Recipes are chosen on <b>test-dev</b> (used for selection): half of the official test split, "
+            "from the test period, which is earlier than all of <code>train/</code>. Each recipe is trained "
+            "on <code>train/</code> only with at least two seeds; one beats another only when the paired "
+            "bootstrap interval of the difference in test-dev ROC-AUC excludes 0.</p>"
+            + _table([tuple(row) for row in table.itertuples(index=False)], tuple(table.columns))
+        )
     views = REFERENCE_RESULTS / "experiments_views.csv"
     if not views.exists():
         return text or "<p>No experiments are recorded (<code>results/experiments.md</code>).</p>"
     table = pd.read_csv(views)
     columns = ["recipe"] + [column for column in table.columns if column.startswith("worst")]
     rows = [tuple(row) for row in table[columns].itertuples(index=False)]
-    return text + ("<p>Secondary: <b>shift views</b> carved from <code>train/</code> (the other NORMAL "
-                   "acquisition batch, both ways, and the earliest and latest acquisition ids), by their "
-                   "<i>worst</i> held-out view; the random validation split is saturated and cannot tell recipes "
-                   "apart. The full tables with intervals are in <code>results/experiments.md</code>.</p>"
-                   + _table(rows, tuple(columns)))
+    return text + (
+        "<p>Secondary: <b>shift views</b> carved from <code>train/</code> (the other NORMAL "
+        "acquisition batch, both ways, and the earliest and latest acquisition ids), by their "
+        "<i>worst</i> held-out view; the random validation split is saturated and cannot tell recipes "
+        "apart. The full tables with intervals are in <code>results/experiments.md</code>.</p>"
+        + _table(rows, tuple(columns))
+    )
 
 
 def _stress_section(stress: dict | None) -> str:
     if not stress:
         return "<p>No stress validation in this run.</p>"
-    rows = [(name, *(f"{values[metric]:.3f}" for metric in ("roc_auc", "sensitivity", "specificity")))
-            for name, values in stress["conditions"].items()]
-    return ("<p>The validation images scored again under acquisition-like changes, at the stored threshold "
-            f"(worst specificity {stress['worst_specificity']:.3f}).</p>"
-            + _table(rows, ("condition", "ROC-AUC", "sensitivity", "specificity")))
+    rows = [
+        (name, *(f"{values[metric]:.3f}" for metric in ("roc_auc", "sensitivity", "specificity")))
+        for name, values in stress["conditions"].items()
+    ]
+    return (
+        "<p>The validation images scored again under acquisition-like changes, at the stored threshold "
+        f"(worst specificity {stress['worst_specificity']:.3f}).</p>"
+        + _table(rows, ("condition", "ROC-AUC", "sensitivity", "specificity"))
+    )
 
 
 def _gradcam_section(checks: dict | None) -> str:
     if not checks:
         return ""
+
     def number(value, digits=2):
         return "n/a" if value is None else f"{value:.{digits}f}"  # None: every map of the class was constant
 
@@ -217,26 +271,45 @@ def _gradcam_section(checks: dict | None) -> str:
         shares = values.get("mass_share", {})
         randomization = values.get("randomization", {})
         deletion = values.get("deletion_insertion", {})
-        rows.append((label, values.get("images"), number(shares.get("central")), number(shares.get("border")),
-                     number(randomization.get("spearman_mean")),
-                     f"{number(deletion.get('deletion_auc'), 3)} vs {number(deletion.get('deletion_auc_random'), 3)}"))
-    return (f"<p>Method {html.escape(str(checks.get('method')))}, layer {html.escape(str(checks.get('target_layer')))}"
-            f". Mass share: where the map's weight lies (central area vs the outer "
-            f"{checks.get('border_fraction', 0.15):.0%} band); randomization: rank correlation with the maps of a "
-            "randomly re-initialized model (low is good); deletion: probability area as the most salient pixels "
-            "are removed, against random order (lower is better).</p>"
-            + _table(rows, ("class", "images", "central mass", "border mass", "randomization rho",
-                            "deletion AUC vs random")))
+        rows.append(
+            (
+                label,
+                values.get("images"),
+                number(shares.get("central")),
+                number(shares.get("border")),
+                number(randomization.get("spearman_mean")),
+                f"{number(deletion.get('deletion_auc'), 3)} vs {number(deletion.get('deletion_auc_random'), 3)}",
+            )
+        )
+    return (
+        f"<p>Method {html.escape(str(checks.get('method')))}, layer {html.escape(str(checks.get('target_layer')))}"
+        f". Mass share: where the map's weight lies (central area vs the outer "
+        f"{checks.get('border_fraction', 0.15):.0%} band); randomization: rank correlation with the maps of a "
+        "randomly re-initialized model (low is good); deletion: probability area as the most salient pixels "
+        "are removed, against random order (lower is better).</p>"
+        + _table(
+            rows, ("class", "images", "central mass", "border mass", "randomization rho", "deletion AUC vs random")
+        )
+    )
 
 
 def _provenance_section(summary: dict) -> str:
-    rows = [("status", summary.get("status")), ("profile", summary.get("profile")),
-            ("date", summary.get("date")), ("git commit", summary.get("git_commit")),
-            ("data", summary.get("data_dir")),
-            ("notebooks", ", ".join(f"{item['notebook']} {item['status']} ({item.get('seconds', 0):.0f} s)"
-                                    for item in summary.get("notebooks", []))),
-            ("versions", ", ".join(f"{key} {value}" for key, value in summary.get("versions", {}).items())),
-            ("machine", json.dumps(summary.get("machine")))]
+    rows = [
+        ("status", summary.get("status")),
+        ("profile", summary.get("profile")),
+        ("date", summary.get("date")),
+        ("git commit", summary.get("git_commit")),
+        ("data", summary.get("data_dir")),
+        (
+            "notebooks",
+            ", ".join(
+                f"{item['notebook']} {item['status']} ({item.get('seconds', 0):.0f} s)"
+                for item in summary.get("notebooks", [])
+            ),
+        ),
+        ("versions", ", ".join(f"{key} {value}" for key, value in summary.get("versions", {}).items())),
+        ("machine", json.dumps(summary.get("machine"))),
+    ]
     return _table(rows)
 
 
@@ -248,8 +321,10 @@ def build_report(run_dir: str | Path) -> str:
         raise SettingsError(f"{run_dir}: not a run folder (no readable run_summary.json)")
     metrics, figures = run_dir / "metrics", run_dir / "figures"
     if not any(path.stem != "metrics_provenance" for path in metrics.glob("metrics_*.json")):
-        raise SettingsError(f"{run_dir}: the run scored no split (no metrics/metrics_*.json); a report needs "
-                            f"notebook 03's figures (status of the run: {summary.get('status', 'unknown')})")
+        raise SettingsError(
+            f"{run_dir}: the run scored no split (no metrics/metrics_*.json); a report needs "
+            f"notebook 03's figures (status of the run: {summary.get('status', 'unknown')})"
+        )
     card, card_path = model_card(run_dir)
     available = {path.stem: path for path in sorted(figures.glob("*.png"))}
     placed: set[str] = set()
@@ -269,27 +344,41 @@ def build_report(run_dir: str | Path) -> str:
         ("Metrics", _metrics_section(metrics) + figures_of("metrics")),
         ("Calibration", figures_of("calibration") or "<p>No calibration figure in this run.</p>"),
         ("Stress validation", _stress_section(_read_json(metrics / "stress_validation.json"))),
-        ("Grad-CAM: where the network looked", _gradcam_section(_read_json(metrics / "gradcam_checks.json"))
-         + figures_of("gradcam")),
+        (
+            "Grad-CAM: where the network looked",
+            _gradcam_section(_read_json(metrics / "gradcam_checks.json")) + figures_of("gradcam"),
+        ),
     ]
     others = [stem for stem in available if stem not in placed]
     if others:
-        sections.append(("Other figures", "".join(_figure(available[stem], stem.replace("_", " "))
-                                                  for stem in others)))
+        sections.append(("Other figures", "".join(_figure(available[stem], stem.replace("_", " ")) for stem in others)))
     sections.append(("Provenance", _provenance_section(summary)))
     body = "".join(f"<section><h2>{html.escape(heading)}</h2>{content}</section>" for heading, content in sections)
-    warning = "" if summary.get("status") == "ok" else \
-        f"<p class='note'>This run did not finish (status {html.escape(str(summary.get('status')))}).</p>"
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{warning}"
-            "<p class='note'>A teaching and research model, not a medical device. Every figure below says which "
-            "split it comes from; none was chosen on the test split.</p>"
-            f"{body}</body></html>")
+    warning = (
+        ""
+        if summary.get("status") == "ok"
+        else f"<p class='note'>This run did not finish (status {html.escape(str(summary.get('status')))}).</p>"
+    )
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{warning}"
+        "<p class='note'>A teaching and research model, not a medical device. Every figure below says which "
+        "split it comes from; none was chosen on the test split.</p>"
+        f"{body}</body></html>"
+    )
 
 
 # Headless Chromium on a machine with no open network: no background connections, no sandbox (root in CI).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 class PdfError(RuntimeError):
@@ -300,8 +389,13 @@ def find_chromium() -> str | None:
     """Chromium or Chrome on this machine (``$PNEUMO_CHROMIUM`` first), or None."""
     import os
 
-    for candidate in (os.environ.get("PNEUMO_CHROMIUM"), "chromium", "chromium-browser", "google-chrome",
-                      "google-chrome-stable"):
+    for candidate in (
+        os.environ.get("PNEUMO_CHROMIUM"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ):
         if candidate and shutil.which(candidate):
             return shutil.which(candidate)
     return None
@@ -311,16 +405,24 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
     """The HTML page printed to PDF by headless Chromium; a clear error where there is none."""
     chromium = find_chromium()
     if chromium is None:
-        raise PdfError("--pdf needs Chromium, which is not installed here (Debian: apt-get install chromium); "
-                       "the HTML report was written")
+        raise PdfError(
+            "--pdf needs Chromium, which is not installed here (Debian: apt-get install chromium); "
+            "the HTML report was written"
+        )
     with tempfile.TemporaryDirectory(prefix="pneumo-pdf-") as folder:
         target = Path(folder) / "report.pdf"
-        command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={folder}/profile", "--no-pdf-header-footer",
-                   f"--print-to-pdf={target}",
-                   html_path.resolve().as_uri()]
+        command = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={folder}/profile",
+            "--no-pdf-header-footer",
+            f"--print-to-pdf={target}",
+            html_path.resolve().as_uri(),
+        ]
         # its own session: on a timeout (or Ctrl-C) Chromium and every helper process it started are killed
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         try:
             _, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

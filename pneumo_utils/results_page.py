@@ -17,10 +17,20 @@ from pneumo_utils.data import split_label
 
 README_BRIEF_START = "<!-- results brief: written by `pneumo promote`; do not edit -->"
 README_BRIEF_END = "<!-- end of results brief -->"
-_SPLIT_FILES = (("test-dev", "metrics_test-dev.json"), ("test-final", "metrics_test-final.json"),
-                ("test", "metrics_test.json"), ("validation", "metrics_validation.json"))
-_ROWS = (("accuracy", "accuracy"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
-         ("precision", "precision"), ("F1", "f1"), ("ROC-AUC", "roc_auc"))
+_SPLIT_FILES = (
+    ("test-dev", "metrics_test-dev.json"),
+    ("test-final", "metrics_test-final.json"),
+    ("test", "metrics_test.json"),
+    ("validation", "metrics_validation.json"),
+)
+_ROWS = (
+    ("accuracy", "accuracy"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+    ("precision", "precision"),
+    ("F1", "f1"),
+    ("ROC-AUC", "roc_auc"),
+)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -56,8 +66,10 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
 def brief_table(run_dir: str | os.PathLike, rows: tuple[tuple[str, str], ...] = _ROWS[:3] + _ROWS[5:]) -> str:
     """The metric table, one column per scored split, 95% bootstrap intervals in brackets."""
     scored = scored_metrics(run_dir)
-    lines = ["| metric | " + " | ".join(f"{_label(split)}, {metrics['n']} images" for split, metrics in scored) + " |",
-             "|---" * (len(scored) + 1) + "|"]
+    lines = [
+        "| metric | " + " | ".join(f"{_label(split)}, {metrics['n']} images" for split, metrics in scored) + " |",
+        "|---" * (len(scored) + 1) + "|",
+    ]
     lines += [f"| {name} | " + " | ".join(_cell(metrics, key) for _, metrics in scored) + " |" for name, key in rows]
     return "\n".join(lines)
 
@@ -80,12 +92,16 @@ def _members(card: dict[str, Any]) -> list[str]:
         kept = epochs[number - 1] if number - 1 < len(epochs) else None
         if settings.get("backbone"):
             frozen = "frozen" if settings.get("backbone_trainable") is False else "fine-tuned"
-            what = (f"{settings['backbone']} (alpha {settings.get('alpha')}, {frozen}, weights "
-                    f"`{Path(settings['weights']).name if settings.get('weights') else 'random'}`)")
+            what = (
+                f"{settings['backbone']} (alpha {settings.get('alpha')}, {frozen}, weights "
+                f"`{Path(settings['weights']).name if settings.get('weights') else 'random'}`)"
+            )
         else:
             what = f"CNN from scratch (filters {settings.get('filters')}, {settings.get('normalization')} input)"
-        lines.append(f"| {number} | {what} | {settings.get('image_size')} px | {settings.get('seed')} | "
-                     f"{settings.get('dropout')} | {kept if kept is not None else 'n/a'} of {settings.get('epochs')} |")
+        lines.append(
+            f"| {number} | {what} | {settings.get('image_size')} px | {settings.get('seed')} | "
+            f"{settings.get('dropout')} | {kept if kept is not None else 'n/a'} of {settings.get('epochs')} |"
+        )
     return ["| member | network | input | seed | dropout | epoch kept |", "|---|---|---|---|---|---|", *lines]
 
 
@@ -97,11 +113,15 @@ def _stress(stress: dict[str, Any]) -> list[str]:
 
 
 def _gradcam(checks: dict[str, Any]) -> list[str]:
-    rows = ["| class | images | map mass in the border band | Spearman vs weight-randomized model |",
-            "|---|---|---|---|"]
+    rows = [
+        "| class | images | map mass in the border band | Spearman vs weight-randomized model |",
+        "|---|---|---|---|",
+    ]
     for name, values in checks["by_class"].items():
-        rows.append(f"| {name} | {values.get('images', 'n/a')} | {_number(values, 'mass_share', 'border')} | "
-                    f"{_number(values, 'randomization', 'spearman_mean')} |")
+        rows.append(
+            f"| {name} | {values.get('images', 'n/a')} | {_number(values, 'mass_share', 'border')} | "
+            f"{_number(values, 'randomization', 'spearman_mean')} |"
+        )
     return rows
 
 
@@ -116,8 +136,11 @@ def _recipes(path: Path) -> list[str]:
     with path.open(newline="") as handle:
         table = list(csv.reader(handle))
     header, body = table[0], table[1:]
-    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|",
-            *("| " + " | ".join(row) + " |" for row in body)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+        *("| " + " | ".join(row) + " |" for row in body),
+    ]
 
 
 def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | None = None) -> str:
@@ -135,66 +158,127 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
     threshold = card["threshold"]
     calibration = card.get("validation_metrics", {}).get("calibration", {})
     training = card.get("training", {})
-    out = ["# Results in full", "",
-           "Every figure names its split. **validation** is a patient-grouped split of `train/` (the training "
-           "period). **test-dev** is half of the official test split, from an earlier period; where a profile "
-           "chooses epochs, temperature or threshold on it, its figures are *used for selection* and optimistic by "
-           "construction. **test-final**, the other half, is scored only where its images are present. Intervals "
-           "are 95% bootstrap intervals over images. This page is written from the run's files by "
-           + ("`pneumo promote`" if run_dir.resolve() == (PROJECT_ROOT / "results").resolve()
-              else f"`pneumo report {portable_path(run_dir)} --markdown`") + ".", "",
-           "## The model", "",
-           f"`{portable_path(card_path.with_suffix('.keras'))}` and its card `{portable_path(card_path)}`"
-           + (f": an ensemble whose logit is the mean of {len(card['parameters']['members'])} members' logits."
-              if card.get("parameters", {}).get("members") else "."), "",
-           *_members(card), "",
-           f"Epochs kept by early stopping on {training.get('epoch_chosen_on', 'validation')}; "
-           f"{training.get('train_images', 'n/a')} training and {training.get('val_images', 'n/a')} validation "
-           f"images; training took {training.get('seconds', 0) / 60:.1f} min.",
-           f"Threshold {threshold['value']:.4f}: {threshold['rule']}."
-           + (f" Temperature {calibration['temperature']:.3f} ({calibration.get('method', '')})."
-              if calibration.get("temperature") else ""), ""]
+    out = [
+        "# Results in full",
+        "",
+        "Every figure names its split. **validation** is a patient-grouped split of `train/` (the training "
+        "period). **test-dev** is half of the official test split, from an earlier period; where a profile "
+        "chooses epochs, temperature or threshold on it, its figures are *used for selection* and optimistic by "
+        "construction. **test-final**, the other half, is scored only where its images are present. Intervals "
+        "are 95% bootstrap intervals over images. This page is written from the run's files by "
+        + (
+            "`pneumo promote`"
+            if run_dir.resolve() == (PROJECT_ROOT / "results").resolve()
+            else f"`pneumo report {portable_path(run_dir)} --markdown`"
+        )
+        + ".",
+        "",
+        "## The model",
+        "",
+        f"`{portable_path(card_path.with_suffix('.keras'))}` and its card `{portable_path(card_path)}`"
+        + (
+            f": an ensemble whose logit is the mean of {len(card['parameters']['members'])} members' logits."
+            if card.get("parameters", {}).get("members")
+            else "."
+        ),
+        "",
+        *_members(card),
+        "",
+        f"Epochs kept by early stopping on {training.get('epoch_chosen_on', 'validation')}; "
+        f"{training.get('train_images', 'n/a')} training and {training.get('val_images', 'n/a')} validation "
+        f"images; training took {training.get('seconds', 0) / 60:.1f} min.",
+        f"Threshold {threshold['value']:.4f}: {threshold['rule']}."
+        + (
+            f" Temperature {calibration['temperature']:.3f} ({calibration.get('method', '')})."
+            if calibration.get("temperature")
+            else ""
+        ),
+        "",
+    ]
     if parameters:
         data = f" --data-dir {parameters['data_dir']}" if parameters.get("data_dir") else ""
-        out += [f"Made by `pneumo run --profile {summary.get('profile', parameters.get('profile'))}{data}`"
-                + (", then `pneumo promote RUN_DIR`." if run_dir.resolve() == (PROJECT_ROOT / "results").resolve()
-                   else "."), ""]
-    out += ["## Metrics", "", brief_table(run_dir, _ROWS), _confusion_row(scored), "",
-            "`pneumo evaluate --split SPLIT` reproduces a column from the saved model; the files are "
-            f"`{portable_path(run_dir / 'metrics')}/metrics_*.json`.", ""]
+        out += [
+            f"Made by `pneumo run --profile {summary.get('profile', parameters.get('profile'))}{data}`"
+            + (
+                ", then `pneumo promote RUN_DIR`." if run_dir.resolve() == (PROJECT_ROOT / "results").resolve() else "."
+            ),
+            "",
+        ]
+    out += [
+        "## Metrics",
+        "",
+        brief_table(run_dir, _ROWS),
+        _confusion_row(scored),
+        "",
+        "`pneumo evaluate --split SPLIT` reproduces a column from the saved model; the files are "
+        f"`{portable_path(run_dir / 'metrics')}/metrics_*.json`.",
+        "",
+    ]
     for transfer_path in sorted((run_dir / "metrics").glob("threshold_transfer_*.json")):
         split = transfer_path.stem.removeprefix("threshold_transfer_")
-        out += [f"**One threshold, two periods** ({split}, `{transfer_path.name}`):", "",
-                "| threshold | value | sensitivity | specificity | accuracy |", "|---|---|---|---|---|"]
-        out += [f"| {name} | {row['threshold']:.4f} | {row['sensitivity']:.3f} | {row['specificity']:.3f} | "
-                f"{row['accuracy']:.3f} |" for name, row in _read(transfer_path).items()]
+        out += [
+            f"**One threshold, two periods** ({split}, `{transfer_path.name}`):",
+            "",
+            "| threshold | value | sensitivity | specificity | accuracy |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {name} | {row['threshold']:.4f} | {row['sensitivity']:.3f} | {row['specificity']:.3f} | "
+            f"{row['accuracy']:.3f} |"
+            for name, row in _read(transfer_path).items()
+        ]
         out += [""]
     site = card.get("site_calibration")
     if site:
-        out += [f"**Site calibration** (`pneumo calibrate`, on {site['sample']['split']}, "
-                f"{site['sample']['n']} images): threshold {site['previous_threshold']['value']:.4f} -> "
-                f"{site['after']['threshold']:.4f}; sensitivity {site['before']['sensitivity']:.3f} -> "
-                f"{site['after']['sensitivity']:.3f}, specificity {site['before']['specificity']:.3f} -> "
-                f"{site['after']['specificity']:.3f} (measured on the sample it was fitted on).", ""]
+        out += [
+            f"**Site calibration** (`pneumo calibrate`, on {site['sample']['split']}, "
+            f"{site['sample']['n']} images): threshold {site['previous_threshold']['value']:.4f} -> "
+            f"{site['after']['threshold']:.4f}; sensitivity {site['before']['sensitivity']:.3f} -> "
+            f"{site['after']['sensitivity']:.3f}, specificity {site['before']['specificity']:.3f} -> "
+            f"{site['after']['specificity']:.3f} (measured on the sample it was fitted on).",
+            "",
+        ]
     stress = _read(run_dir / "metrics" / "stress_validation.json")
     if stress:
-        out += ["## Limits seen", "", f"Stress test ({stress['split']}; `metrics/stress_validation.json`), at the "
-                f"stored threshold {stress['threshold']:.4f}:", "", *_stress(stress), "",
-                f"Worst specificity {stress['worst_specificity']:.3f}, worst sensitivity "
-                f"{stress['worst_sensitivity']:.3f} (clean: {stress['conditions']['clean']['specificity']:.3f} and "
-                f"{stress['conditions']['clean']['sensitivity']:.3f}).", ""]
+        out += [
+            "## Limits seen",
+            "",
+            f"Stress test ({stress['split']}; `metrics/stress_validation.json`), at the "
+            f"stored threshold {stress['threshold']:.4f}:",
+            "",
+            *_stress(stress),
+            "",
+            f"Worst specificity {stress['worst_specificity']:.3f}, worst sensitivity "
+            f"{stress['worst_sensitivity']:.3f} (clean: {stress['conditions']['clean']['specificity']:.3f} and "
+            f"{stress['conditions']['clean']['sensitivity']:.3f}).",
+            "",
+        ]
     checks = _read(run_dir / "metrics" / "gradcam_checks.json")
     if checks:
-        out += [f"Grad-CAM checks (`metrics/gradcam_checks.json`, {checks['split']}; the border band is "
-                f"{checks['area_share']['border']:.0%} of the area):", "", *_gradcam(checks), ""]
+        out += [
+            f"Grad-CAM checks (`metrics/gradcam_checks.json`, {checks['split']}; the border band is "
+            f"{checks['area_share']['border']:.0%} of the area):",
+            "",
+            *_gradcam(checks),
+            "",
+        ]
     recipes = run_dir / "experiments_test_dev.csv"
     if recipes.is_file():
-        out += ["## Recipes compared on test-dev (used for selection)", "",
-                "Written by `pneumo experiments`; every record and the rule in "
-                "[experiments.md](experiments.md).", "", *_recipes(recipes), ""]
+        out += [
+            "## Recipes compared on test-dev (used for selection)",
+            "",
+            "Written by `pneumo experiments`; every record and the rule in [experiments.md](experiments.md).",
+            "",
+            *_recipes(recipes),
+            "",
+        ]
     out += _speed(run_dir)
-    out += ["## Files", "", "Figures: `figures/`; executed notebooks and HTML: `executed/`; metrics JSON: `metrics/`; "
-            "the one-file report: `report.html` (`pneumo report`)."]
+    out += [
+        "## Files",
+        "",
+        "Figures: `figures/`; executed notebooks and HTML: `executed/`; metrics JSON: `metrics/`; "
+        "the one-file report: `report.html` (`pneumo report`).",
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -203,19 +287,25 @@ def _speed(run_dir: Path) -> list[str]:
     train = _read(run_dir / "bench_train.json")
     if train:
         estimate = train["full_run_estimate"]
-        lines.append(f"- `pneumo bench train`: {train['train_images_per_s']} training images/s through every "
-                     f"member, {train['forward_flops_per_image'] / 1e6:.0f} MFLOPs per image forward, peak memory "
-                     f"{train['peak_rss_mb']:.0f} MB; a full training at most {estimate['training_minutes']} min "
-                     f"(budget {estimate['budget']['training_minutes']}).")
+        lines.append(
+            f"- `pneumo bench train`: {train['train_images_per_s']} training images/s through every "
+            f"member, {train['forward_flops_per_image'] / 1e6:.0f} MFLOPs per image forward, peak memory "
+            f"{train['peak_rss_mb']:.0f} MB; a full training at most {estimate['training_minutes']} min "
+            f"(budget {estimate['budget']['training_minutes']})."
+        )
     gradcam = _read(run_dir / "bench_gradcam.json")
     if gradcam:
-        lines.append(f"- `pneumo bench gradcam`: {gradcam['per_image_ms_batched']} ms per image batched against "
-                     f"{gradcam['per_image_ms_reference']:,.0f} ms for the per-image keras.io recipe; largest "
-                     f"difference between the maps {gradcam['max_abs_diff']:.0e}.")
+        lines.append(
+            f"- `pneumo bench gradcam`: {gradcam['per_image_ms_batched']} ms per image batched against "
+            f"{gradcam['per_image_ms_reference']:,.0f} ms for the per-image keras.io recipe; largest "
+            f"difference between the maps {gradcam['max_abs_diff']:.0e}."
+        )
     sweep = _read(run_dir / "bench_sweep.json")
     if sweep:
-        lines.append(f"- `pneumo bench sweep`: {sweep['runs']} smoke runs, {sweep['serial_s']} s one after another, "
-                     f"{sweep['parallel_s']} s on {sweep['workers']} Dask workers (speedup {sweep['speedup']}).")
+        lines.append(
+            f"- `pneumo bench sweep`: {sweep['runs']} smoke runs, {sweep['serial_s']} s one after another, "
+            f"{sweep['parallel_s']} s on {sweep['workers']} Dask workers (speedup {sweep['speedup']})."
+        )
     if not lines:
         return []
     cores = (train or gradcam or sweep).get("machine", {}).get("cpu_count") or (sweep or {}).get("cores")
@@ -227,7 +317,7 @@ def readme_brief(readme_text: str) -> str | None:
     start, end = readme_text.find(README_BRIEF_START), readme_text.find(README_BRIEF_END)
     if start < 0 or end < start:
         return None
-    return readme_text[start + len(README_BRIEF_START):end].strip()
+    return readme_text[start + len(README_BRIEF_START) : end].strip()
 
 
 def with_readme_brief(readme_text: str, run_dir: str | os.PathLike) -> str:

@@ -29,11 +29,13 @@ def _zoom(image, factor):
     if factor > 1:  # tighter framing: crop the centre and stretch it back
         crop = int(round(size / factor))
         start = (size - crop) // 2
-        return cv2.resize(image[start:start + crop, start:start + crop], (size, size), interpolation=cv2.INTER_AREA)
+        return cv2.resize(image[start : start + crop, start : start + crop], (size, size), interpolation=cv2.INTER_AREA)
     small = int(round(size * factor))  # looser framing: shrink and pad with black
     canvas = np.zeros_like(image)
     start = (size - small) // 2
-    canvas[start:start + small, start:start + small] = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
+    canvas[start : start + small, start : start + small] = cv2.resize(
+        image, (small, small), interpolation=cv2.INTER_AREA
+    )
     return canvas
 
 
@@ -52,8 +54,12 @@ def perturb(raw: np.ndarray, name: str, preprocessing: Preprocessing, seed: int 
     """Apply one named change to raw resized uint8 images, then the model's finishing steps."""
     rng = np.random.default_rng(seed)
     change = PERTURBATIONS[name]
-    return np.stack([after_resize(np.clip(change(image.astype(np.float32), rng), 0, 255).astype(np.uint8),
-                                  preprocessing) for image in raw])
+    return np.stack(
+        [
+            after_resize(np.clip(change(image.astype(np.float32), rng), 0, 255).astype(np.uint8), preprocessing)
+            for image in raw
+        ]
+    )
 
 
 def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike, seed: int = 0) -> dict:
@@ -77,11 +83,15 @@ def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike
         results[name] = {key: metrics[key] for key in ("roc_auc", "sensitivity", "specificity", "accuracy")}
     changed = [results[name] for name in PERTURBATIONS]
     summary = {key: float(np.mean([item[key] for item in changed])) for key in changed[0]}
-    return {"split": "validation (patient-grouped split of train/), clean and perturbed",
-            "model": portable_path(model_path),
-            "threshold": threshold, "conditions": results, "mean_over_changes": summary,
-            "worst_specificity": float(min(item["specificity"] for item in changed)),
-            "worst_sensitivity": float(min(item["sensitivity"] for item in changed))}
+    return {
+        "split": "validation (patient-grouped split of train/), clean and perturbed",
+        "model": portable_path(model_path),
+        "threshold": threshold,
+        "conditions": results,
+        "mean_over_changes": summary,
+        "worst_specificity": float(min(item["specificity"] for item in changed)),
+        "worst_sensitivity": float(min(item["sensitivity"] for item in changed)),
+    }
 
 
 def write_stress(folder: str | os.PathLike, data_dir: str | os.PathLike) -> Path:

@@ -89,8 +89,13 @@ def stop_tree(process: subprocess.Popen, grace: float = 6.0) -> None:
         process.wait(timeout=5)
 
 
-def serve(command: Sequence[str], log_path: str | os.PathLike, environment: dict[str, str] | None = None,
-          echo: Callable[[str], None] | None = None, grace: float = 6.0) -> int:
+def serve(
+    command: Sequence[str],
+    log_path: str | os.PathLike,
+    environment: dict[str, str] | None = None,
+    echo: Callable[[str], None] | None = None,
+    grace: float = 6.0,
+) -> int:
     """Run ``command`` until it exits or this process gets SIGINT, SIGTERM or SIGHUP; then stop it and all
     its descendants. Its output is appended to ``log_path``; page events go to ``echo`` (the terminal).
 
@@ -111,9 +116,17 @@ def serve(command: Sequence[str], log_path: str | os.PathLike, environment: dict
             signal.signal(number, on_signal)
         process = None
         try:
-            process = subprocess.Popen(list(command), env=environment, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, text=True, errors="replace", bufsize=1)
+            process = subprocess.Popen(
+                list(command),
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+                errors="replace",
+                bufsize=1,
+            )
             reader = threading.Thread(target=_relay, args=(process.stdout, log, PageCounter(), echo), daemon=True)
             reader.start()
             code = process.wait()

@@ -67,7 +67,7 @@ def _fail(path: Path, problem: str) -> SettingsError:
     return SettingsError(f"{path}: {problem}")
 
 
-MAX_RUNS = 1000            # a grid larger than this is refused unless --max-runs says otherwise
+MAX_RUNS = 1000  # a grid larger than this is refused unless --max-runs says otherwise
 MAX_GRID_VALUES = 100_000  # values in the whole grid file once YAML aliases are expanded
 
 
@@ -95,8 +95,9 @@ def load_grid(path: str | os.PathLike, max_runs: int = MAX_RUNS) -> Sweep:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise _fail(path, f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at position {error.start})") \
-            from None
+        raise _fail(
+            path, f"not UTF-8 text (byte 0x{error.object[error.start]:02x} at position {error.start})"
+        ) from None
     except OSError as error:
         raise _fail(path, f"cannot read the grid file ({error.strerror or error})") from None
     try:
@@ -223,8 +224,17 @@ def finished(folder: str | os.PathLike) -> bool:
         return False
 
 
-def execute_run(run_id: str, settings: dict[str, Any], profile: str, notebooks: tuple[str, ...], output_root: str,
-                data_dir: str | None, overwrite: bool, sweep_started: float, tf_threads: int | None) -> dict[str, Any]:
+def execute_run(
+    run_id: str,
+    settings: dict[str, Any],
+    profile: str,
+    notebooks: tuple[str, ...],
+    output_root: str,
+    data_dir: str | None,
+    overwrite: bool,
+    sweep_started: float,
+    tf_threads: int | None,
+) -> dict[str, Any]:
     """Run one parameter set into ``output_root/run_id`` (on a Dask worker) and return its table row.
 
     Never raises for a failing run: the row says ``failed`` with the notebook, cell and error in one line.
@@ -246,9 +256,17 @@ def execute_run(run_id: str, settings: dict[str, Any], profile: str, notebooks: 
         try:
             # overwrite: the folder holds nothing finished that this sweep should keep (a failed run, the
             # partial output of an attempt whose worker was lost) or the user asked for new runs
-            pipeline.run_notebooks(profile=profile, data_dir=data_dir, output_dir=str(folder), overrides=settings,
-                                   overwrite=True, notebooks=tuple(notebooks), progress_bar=False,
-                                   lock_purpose=f"pneumo sweep {sweep_started} run {run_id}", echo=False)
+            pipeline.run_notebooks(
+                profile=profile,
+                data_dir=data_dir,
+                output_dir=str(folder),
+                overrides=settings,
+                overwrite=True,
+                notebooks=tuple(notebooks),
+                progress_bar=False,
+                lock_purpose=f"pneumo sweep {sweep_started} run {run_id}",
+                echo=False,
+            )
         except Exception as failure:  # noqa: BLE001 - every failure becomes the run's recorded error
             error = first_line(failure)
             if not isinstance(failure, pipeline.NotebookFailed | SettingsError):
@@ -271,8 +289,9 @@ def _run_seconds(folder: Path) -> float | None:
         return None
 
 
-def row_of(run_id: str, folder: Path, status: str, seconds: float | None = None, error: str | None = None
-           ) -> dict[str, Any]:
+def row_of(
+    run_id: str, folder: Path, status: str, seconds: float | None = None, error: str | None = None
+) -> dict[str, Any]:
     """The table row of one run: status, time, and the figures its folder holds (validation, stress)."""
     row: dict[str, Any] = {"run": run_id, "status": status, "seconds": seconds, "error": error or ""}
     metrics = folder / "metrics"
@@ -322,8 +341,11 @@ def _connect_to(address: str, timeout: float):
     if "client" in outcome:
         return outcome["client"]
     error = outcome.get("error")
-    reason = first_line(error) if error else \
-        f"no answer within {timeout:g} s; is it the scheduler's port (not the dashboard's)?"
+    reason = (
+        first_line(error)
+        if error
+        else f"no answer within {timeout:g} s; is it the scheduler's port (not the dashboard's)?"
+    )
     raise SettingsError(f"{address}: cannot reach the Dask scheduler ({reason})")
 
 
@@ -344,14 +366,22 @@ def connect(scheduler: str | None, workers: int | None, runs: int, timeout: floa
     count = max(1, workers or min(cores, runs))
     tf_threads = max(1, cores // count)
     with dask.config.set({"distributed.scheduler.allowed-failures": MAX_RETRIES}):
-        cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.ERROR)
+        cluster = LocalCluster(
+            n_workers=count, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=logging.ERROR
+        )
     return Client(cluster), cluster, tf_threads
 
 
-def run_sweep(sweep: Sweep, output_dir: str | os.PathLike | None = None, data_dir: str | None = None,
-              scheduler: str | None = None, workers: int | None = None, overwrite: bool = False,
-              stream=None, timeout: float = 30.0) -> list[dict[str, Any]]:
+def run_sweep(
+    sweep: Sweep,
+    output_dir: str | os.PathLike | None = None,
+    data_dir: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    stream=None,
+    timeout: float = 30.0,
+) -> list[dict[str, Any]]:
     """Run every parameter set of ``sweep`` on Dask and write ``sweep.csv``, ``sweep.md`` and ``sweep.png``.
 
     Runs whose folder holds a finished run are skipped (``overwrite`` redoes them). Prints the dashboard
@@ -374,8 +404,11 @@ def run_sweep(sweep: Sweep, output_dir: str | os.PathLike | None = None, data_di
         else:
             todo.append(run)
     if rows:
-        print(f"{len(rows)} of {len(sweep.runs)} runs already finished in {portable_path(output)}: kept "
-              "(--overwrite redoes them)", file=stream)
+        print(
+            f"{len(rows)} of {len(sweep.runs)} runs already finished in {portable_path(output)}: kept "
+            "(--overwrite redoes them)",
+            file=stream,
+        )
     if todo:
         from pneumo_utils.outputs import FolderLock
 
@@ -388,9 +421,18 @@ def run_sweep(sweep: Sweep, output_dir: str | os.PathLike | None = None, data_di
     return ordered
 
 
-def _run_on_dask(sweep: Sweep, todo: list[SweepRun], rows: dict[str, dict[str, Any]], output: Path,
-                 data_dir: str | None, scheduler: str | None, workers: int | None, overwrite: bool, stream,
-                 timeout: float = 30.0) -> None:
+def _run_on_dask(
+    sweep: Sweep,
+    todo: list[SweepRun],
+    rows: dict[str, dict[str, Any]],
+    output: Path,
+    data_dir: str | None,
+    scheduler: str | None,
+    workers: int | None,
+    overwrite: bool,
+    stream,
+    timeout: float = 30.0,
+) -> None:
     from distributed import as_completed
 
     client, cluster, tf_threads = connect(scheduler, workers, len(todo), timeout)
@@ -398,9 +440,23 @@ def _run_on_dask(sweep: Sweep, todo: list[SweepRun], rows: dict[str, dict[str, A
         worker_count = len(client.scheduler_info().get("workers", {}))
         print(f"Dask: {worker_count} worker(s), dashboard {client.dashboard_link}", file=stream, flush=True)
         started = time.time()
-        futures = {client.submit(execute_run, run.id, run.settings, sweep.profile, sweep.notebooks, str(output),
-                                 data_dir, overwrite, started, tf_threads, key=f"pneumo-run-{run.id}-{started}",
-                                 pure=False): run for run in todo}
+        futures = {
+            client.submit(
+                execute_run,
+                run.id,
+                run.settings,
+                sweep.profile,
+                sweep.notebooks,
+                str(output),
+                data_dir,
+                overwrite,
+                started,
+                tf_threads,
+                key=f"pneumo-run-{run.id}-{started}",
+                pure=False,
+            ): run
+            for run in todo
+        }
         done = len(rows)
         for future in as_completed(futures):
             run = futures[future]
@@ -428,8 +484,10 @@ def progress_line(row: dict[str, Any]) -> str:
     text = f"{row['run']}: {row['status']}"
     validation = row.get("validation")
     if validation:
-        text += (f", val AUC {validation['roc_auc']:.3f}, sens {validation['sensitivity']:.3f}, "
-                 f"spec {validation['specificity']:.3f}")
+        text += (
+            f", val AUC {validation['roc_auc']:.3f}, sens {validation['sensitivity']:.3f}, "
+            f"spec {validation['specificity']:.3f}"
+        )
     if row.get("seconds") is not None:
         text += f", {row['seconds']:.0f} s"
     if row.get("error"):
@@ -447,8 +505,12 @@ def sweep_table(rows: list[dict[str, Any]]):
     table = []
     for row in rows:
         entry: dict[str, Any] = {"run": row["run"]}
-        entry.update({key: (json.dumps(value) if isinstance(value, list | dict) else value)
-                      for key, value in row["parameters"].items()})
+        entry.update(
+            {
+                key: (json.dumps(value) if isinstance(value, list | dict) else value)
+                for key, value in row["parameters"].items()
+            }
+        )
         entry["status"] = row["status"]
         entry.update(figure_columns(row.get("validation"), row.get("stress")))
         entry["minutes"] = round(row["seconds"] / 60, 2) if row.get("seconds") is not None else None
@@ -466,9 +528,11 @@ def write_tables(output: Path, rows: list[dict[str, Any]]) -> list[Path]:
 
     table = sweep_table(rows)
     written = [outputs.write_text(output / f"{TABLE_NAME}.csv", table.to_csv(index=False), overwrite=True)]
-    text = (f"# Sweep: {len(rows)} runs\n\nValidation figures (patient-grouped split carved from the training "
-            "data, or the synthetic set of the smoke profile) with bootstrap 95% intervals; the official test "
-            "split is never used.\n\n" + table.fillna("").to_markdown(index=False) + "\n")
+    text = (
+        f"# Sweep: {len(rows)} runs\n\nValidation figures (patient-grouped split carved from the training "
+        "data, or the synthetic set of the smoke profile) with bootstrap 95% intervals; the official test "
+        "split is never used.\n\n" + table.fillna("").to_markdown(index=False) + "\n"
+    )
     written.append(outputs.write_text(output / f"{TABLE_NAME}.md", text, overwrite=True))
     figure = compare_figure({row["run"]: row.get("validation") for row in rows})
     if figure is not None:
@@ -490,5 +554,9 @@ def _png(figure) -> bytes:
 def serial_runs(sweep: Sweep, output_dir: str | os.PathLike, data_dir: str | None = None) -> list[dict[str, Any]]:
     """The same runs one after another in this process (the baseline of ``pneumo bench sweep``)."""
     started = time.time()
-    return [execute_run(run.id, run.settings, sweep.profile, sweep.notebooks, str(output_dir), data_dir, False,
-                        started, None) for run in sweep.runs]
+    return [
+        execute_run(
+            run.id, run.settings, sweep.profile, sweep.notebooks, str(output_dir), data_dir, False, started, None
+        )
+        for run in sweep.runs
+    ]

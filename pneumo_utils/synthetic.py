@@ -24,11 +24,11 @@ MARKER = ".synthetic.json"
 def synthetic_xray(rng: np.random.Generator, size: int, pneumonia: bool) -> np.ndarray:
     """One X-ray-like uint8 image; ``pneumonia`` adds diffuse opacities to the lung fields."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    body = np.exp(-(((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.55) ** 2) ** 2) * 150 + 30
+    body = np.exp(-((((xx - 0.5) / 0.42) ** 2 + ((yy - 0.55) / 0.55) ** 2) ** 2)) * 150 + 30
     lungs = np.zeros_like(body)
     for center_x in (0.32, 0.68):
         center_x += rng.normal(0, 0.015)
-        lungs += np.exp(-(((xx - center_x) / 0.13) ** 2 + ((yy - 0.5) / 0.25) ** 2) ** 1.5)
+        lungs += np.exp(-((((xx - center_x) / 0.13) ** 2 + ((yy - 0.5) / 0.25) ** 2) ** 1.5))
     image = body - 95 * np.clip(lungs, 0, 1)
     ribs = 0.5 + 0.5 * np.sin((yy * 18 + 3 * np.abs(xx - 0.5)) * np.pi + rng.uniform(0, np.pi))
     image += 18 * ribs * np.clip(lungs, 0, 1)

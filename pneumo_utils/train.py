@@ -40,8 +40,13 @@ def class_weights(targets: np.ndarray) -> dict[int, float]:
     return {label: float(len(targets) / (2.0 * count)) for label, count in enumerate(counts)}
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, schedule: str = "constant",
-                   total_steps: int | None = None) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+) -> keras.optimizers.Optimizer:
     """Adam or AdamW, with a constant or cosine-decaying learning rate."""
     rate = learning_rate
     if schedule == "cosine":
@@ -57,8 +62,9 @@ def make_optimizer(name: str, learning_rate: float, weight_decay: float = 0.0, s
     raise ValueError(f"unknown optimizer {name!r}; choose adam or adamw")
 
 
-def compile_model(network: keras.Model, optimizer: keras.optimizers.Optimizer | float,
-                  label_smoothing: float = 0.0) -> keras.Model:
+def compile_model(
+    network: keras.Model, optimizer: keras.optimizers.Optimizer | float, label_smoothing: float = 0.0
+) -> keras.Model:
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         optimizer = keras.optimizers.Adam(learning_rate=float(optimizer))
     network.compile(
@@ -91,8 +97,11 @@ class _EpochTimer(keras.callbacks.Callback):
         logs["epoch_seconds"] = time.perf_counter() - self._start
         if self.echo:
             total = self.params.get("epochs", "?")
-            print(f"{self.prefix}epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.4f}, "
-                  f"val AUC {logs.get('val_auc', float('nan')):.4f}, {logs['epoch_seconds']:.0f} s", flush=True)
+            print(
+                f"{self.prefix}epoch {epoch + 1}/{total}: loss {logs.get('loss', float('nan')):.4f}, "
+                f"val AUC {logs.get('val_auc', float('nan')):.4f}, {logs['epoch_seconds']:.0f} s",
+                flush=True,
+            )
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -124,8 +133,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         name = f"epoch-{self._current_epoch}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
         previous = self._backup_file()
-        write_json_atomic(Path(self._training_metadata_path),
-                          {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name})
+        write_json_atomic(
+            Path(self._training_metadata_path),
+            {"epoch": self._current_epoch, "batch": self._last_batch_seen, "weights": name},
+        )
         for stale in Path(self.backup_dir).glob("epoch-*.weights.h5"):
             if stale.name != name and stale.name != previous:
                 stale.unlink(missing_ok=True)  # left by a kill between a write and its commit
@@ -170,9 +181,18 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         os.replace(partial, self.path)
 
 
-def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, patience: int,
-              class_weight: dict[int, float] | None, checkpoint_dir: str | os.PathLike,
-              verbose: int = 2, resume: bool = False, callbacks: list | None = None) -> pd.DataFrame:
+def fit_model(
+    network: keras.Model,
+    train_dataset,
+    val_dataset,
+    epochs: int,
+    patience: int,
+    class_weight: dict[int, float] | None,
+    checkpoint_dir: str | os.PathLike,
+    verbose: int = 2,
+    resume: bool = False,
+    callbacks: list | None = None,
+) -> pd.DataFrame:
     """Train a compiled model with early stopping on ``val_auc`` (best weights restored); the history.
 
     The best epoch so far is written to ``checkpoint_dir/best.keras``, and the full training state
@@ -197,19 +217,27 @@ def fit_model(network: keras.Model, train_dataset, val_dataset, epochs: int, pat
         _EpochTimer(echo=verbose > 0),
         _EpochLog(epochs_path, previous),
         *(callbacks or []),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
         AtomicModelCheckpoint(checkpoint_dir / "best.keras", monitor="val_auc", initial_value_threshold=previous_best),
     ]
-    history = network.fit(train_dataset, validation_data=val_dataset, epochs=epochs, class_weight=class_weight,
-                          callbacks=callbacks, shuffle=False,  # the tf.data pipeline shuffles, seeded
-                          verbose=0)  # one line per epoch from _EpochTimer instead of Keras' progress output
+    history = network.fit(
+        train_dataset,
+        validation_data=val_dataset,
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=0,
+    )  # one line per epoch from _EpochTimer instead of Keras' progress output
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.asarray(history.epoch, dtype=int) + 1)  # after a resume, the epochs run now
     if previous is not None and len(frame):
         frame = pd.concat([previous[previous["epoch"] < frame["epoch"].min()], frame], ignore_index=True)
-        if previous_best is not None and previous_best > frame.loc[frame["epoch"] >= frame["epoch"].max() - len(
-                history.epoch) + 1, "val_auc"].max():
+        if (
+            previous_best is not None
+            and previous_best
+            > frame.loc[frame["epoch"] >= frame["epoch"].max() - len(history.epoch) + 1, "val_auc"].max()
+        ):
             # the best epoch came before the interruption: its checkpoint holds the weights to keep
             network.set_weights(keras.models.load_model(checkpoint_dir / "best.keras", compile=False).get_weights())
     return frame
@@ -255,9 +283,11 @@ class TrainingRun:
 
 
 def augmentation_settings(config: Settings) -> dict[str, float]:
-    return {key: config[f"augment_{key}"] for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma",
-                                                        "border", "sharpness")
-            if f"augment_{key}" in config}
+    return {
+        key: config[f"augment_{key}"]
+        for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma", "border", "sharpness")
+        if f"augment_{key}" in config
+    }
 
 
 def build_from_config(config: Settings) -> keras.Model:
@@ -266,24 +296,48 @@ def build_from_config(config: Settings) -> keras.Model:
     only on CPUs with native bfloat16 arithmetic)."""
     keras.mixed_precision.set_global_policy(config.precision)
     if config.backbone:
-        return model.build_backbone_model(config.image_size, config.backbone, weights=config.weights,
-                                          dropout=config.dropout, augmentation=augmentation_settings(config),
-                                          alpha=config.alpha, weights_sha256=config.weights_sha256,
-                                          trainable=config.backbone_trainable, head_l2=config.head_l2)
-    return model.build_model(config["image_size"], filters=tuple(config["filters"]), dropout=config["dropout"],
-                             augmentation=augmentation_settings(config),
-                             normalization=config.normalization, batchnorm_momentum=config.batchnorm_momentum)
+        return model.build_backbone_model(
+            config.image_size,
+            config.backbone,
+            weights=config.weights,
+            dropout=config.dropout,
+            augmentation=augmentation_settings(config),
+            alpha=config.alpha,
+            weights_sha256=config.weights_sha256,
+            trainable=config.backbone_trainable,
+            head_l2=config.head_l2,
+        )
+    return model.build_model(
+        config["image_size"],
+        filters=tuple(config["filters"]),
+        dropout=config["dropout"],
+        augmentation=augmentation_settings(config),
+        normalization=config.normalization,
+        batchnorm_momentum=config.batchnorm_momentum,
+    )
 
 
 def compile_from_config(network: keras.Model, config: Settings, total_steps: int) -> keras.Model:
     """Compile with the profile's optimizer, learning-rate schedule and label smoothing."""
-    optimizer = make_optimizer(config.optimizer, config.learning_rate, config.weight_decay, config.lr_schedule,
-                               total_steps)
+    optimizer = make_optimizer(
+        config.optimizer, config.learning_rate, config.weight_decay, config.lr_schedule, total_steps
+    )
     return compile_model(network, optimizer, label_smoothing=config.label_smoothing)
 
 
-MEMBER_FORBIDDEN = ("val_fraction", "members", "output_dir", "data_dir", "model_path", "synthetic", "clahe",
-                    "min_sensitivity", "resume", "calibration_split", "selection_split")
+MEMBER_FORBIDDEN = (
+    "val_fraction",
+    "members",
+    "output_dir",
+    "data_dir",
+    "model_path",
+    "synthetic",
+    "clahe",
+    "min_sensitivity",
+    "resume",
+    "calibration_split",
+    "selection_split",
+)
 
 
 def member_settings(config: Settings) -> list[Settings]:
@@ -298,8 +352,11 @@ def member_settings(config: Settings) -> list[Settings]:
         unknown = sorted(set(entry) - set(config))
         forbidden = sorted(set(entry) & set(MEMBER_FORBIDDEN))
         if unknown or forbidden:
-            raise SettingsError(f"member {number}: unknown setting(s) {unknown}" if unknown else
-                                f"member {number}: {forbidden} are shared by the whole ensemble")
+            raise SettingsError(
+                f"member {number}: unknown setting(s) {unknown}"
+                if unknown
+                else f"member {number}: {forbidden} are shared by the whole ensemble"
+            )
         weights = entry.get("weights")
         if isinstance(weights, str) and weights != "imagenet":  # a path in a profile: from the project root
             entry = {**entry, "weights": str(resolve_profile_path(weights))}
@@ -307,8 +364,12 @@ def member_settings(config: Settings) -> list[Settings]:
     return settings
 
 
-def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame | None = None,
-            rows: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> TrainingRun:
+def prepare(
+    config: Settings,
+    data_root: str | os.PathLike,
+    index: pd.DataFrame | None = None,
+    rows: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> TrainingRun:
     """Seed, index, split (patient-grouped), read the images, build the model and the class weights.
 
     ``rows`` replaces the usual split with explicit ``(train, validation)`` rows of the index (a shift
@@ -318,8 +379,9 @@ def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame 
     """
     set_seed(config["seed"])
     members = member_settings(config)
-    image_size = max([config["image_size"], *(member["image_size"] for member in members)]) if members \
-        else config["image_size"]
+    image_size = (
+        max([config["image_size"], *(member["image_size"] for member in members)]) if members else config["image_size"]
+    )
     preprocessing = Preprocessing(image_size=image_size, clahe=config.clahe)
     index = data.index_dataset(data_root) if index is None else index
     if rows is None:
@@ -335,24 +397,57 @@ def prepare(config: Settings, data_root: str | os.PathLike, index: pd.DataFrame 
     for settings in members:
         set_seed(settings["seed"])
         member_runs.append({"settings": settings, "network": build_from_config(settings)})
-    network = model.build_ensemble([member["network"] for member in member_runs]) if members \
-        else build_from_config(config)
-    return TrainingRun(config=config, data_root=Path(data_root), index=index, preprocessing=preprocessing,
-                       train_rows=train_rows, val_rows=val_rows, train_images=train_images,
-                       train_targets=train_targets, val_images=val_images, val_targets=val_targets,
-                       monitor_images=monitor_images, monitor_targets=monitor_targets,
-                       class_weight=class_weights(train_targets), network=network, members=member_runs)
+    network = (
+        model.build_ensemble([member["network"] for member in member_runs]) if members else build_from_config(config)
+    )
+    return TrainingRun(
+        config=config,
+        data_root=Path(data_root),
+        index=index,
+        preprocessing=preprocessing,
+        train_rows=train_rows,
+        val_rows=val_rows,
+        train_images=train_images,
+        train_targets=train_targets,
+        val_images=val_images,
+        val_targets=val_targets,
+        monitor_images=monitor_images,
+        monitor_targets=monitor_targets,
+        class_weight=class_weights(train_targets),
+        network=network,
+        members=member_runs,
+    )
 
 
-def _fit_one(network: keras.Model, settings: Settings, train_images, train_targets, val_images,
-             val_targets, class_weight, checkpoint_dir, verbose: int, resume: bool) -> pd.DataFrame:
-    train_dataset = data.make_dataset(train_images, train_targets, settings["batch_size"], shuffle=True,
-                                      seed=settings["seed"])
+def _fit_one(
+    network: keras.Model,
+    settings: Settings,
+    train_images,
+    train_targets,
+    val_images,
+    val_targets,
+    class_weight,
+    checkpoint_dir,
+    verbose: int,
+    resume: bool,
+) -> pd.DataFrame:
+    train_dataset = data.make_dataset(
+        train_images, train_targets, settings["batch_size"], shuffle=True, seed=settings["seed"]
+    )
     val_dataset = data.make_dataset(val_images, val_targets, settings["batch_size"])
     steps = int(np.ceil(len(train_images) / settings["batch_size"])) * settings["epochs"]
     compile_from_config(network, settings, total_steps=steps)
-    return fit_model(network, train_dataset, val_dataset, epochs=settings["epochs"], patience=settings["patience"],
-                     class_weight=class_weight, checkpoint_dir=checkpoint_dir, verbose=verbose, resume=resume)
+    return fit_model(
+        network,
+        train_dataset,
+        val_dataset,
+        epochs=settings["epochs"],
+        patience=settings["patience"],
+        class_weight=class_weight,
+        checkpoint_dir=checkpoint_dir,
+        verbose=verbose,
+        resume=resume,
+    )
 
 
 def _seconds(history: pd.DataFrame, wall: float, resume: bool) -> float:
@@ -384,8 +479,17 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     resume = config.resume
     started = time.perf_counter()
     if not run.members:
-        run.history = _fit_one(run.network, config, run.train_images, run.train_targets, *_monitored(run),
-                               run.class_weight, checkpoint_dir, verbose, resume)
+        run.history = _fit_one(
+            run.network,
+            config,
+            run.train_images,
+            run.train_targets,
+            *_monitored(run),
+            run.class_weight,
+            checkpoint_dir,
+            verbose,
+            resume,
+        )
         run.seconds = _seconds(run.history, time.perf_counter() - started, resume)
         return run
     histories = []
@@ -402,9 +506,18 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
             size = settings["image_size"]
             if verbose:
                 print(f"member {number} of {len(run.members)}: {size} px, seed {settings['seed']}", flush=True)
-            history = _fit_one(network, settings, resize_all(run.train_images, size), run.train_targets,
-                               resize_all(_monitored(run)[0], size), _monitored(run)[1], run.class_weight, folder,
-                               verbose, resume)
+            history = _fit_one(
+                network,
+                settings,
+                resize_all(run.train_images, size),
+                run.train_targets,
+                resize_all(_monitored(run)[0], size),
+                _monitored(run)[1],
+                run.class_weight,
+                folder,
+                verbose,
+                resume,
+            )
             history.insert(0, "member", number)
             network.save(finished)
             history.to_csv(history_file, index=False)
@@ -425,8 +538,10 @@ def pretrained_weights(config: Settings) -> list[dict[str, Any]]:
         if settings.weights == "imagenet":
             entry["weights"] = "imagenet (keras.applications download)"
         else:
-            entry |= {"weights": portable_path(settings.weights),
-                      "sha256": model.check_weights_file(settings.weights, settings.weights_sha256)}
+            entry |= {
+                "weights": portable_path(settings.weights),
+                "sha256": model.check_weights_file(settings.weights, settings.weights_sha256),
+            }
         started.append(entry)
     return started
 
@@ -440,28 +555,41 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
         raw = evaluate.predict_probabilities(run.network, run.val_images)
         temperature = evaluate.fit_temperature(run.val_targets, raw)
         run.network = model.with_temperature(run.network, temperature)
-        calibration = {"method": "temperature scaling fitted on the validation split", "temperature": temperature,
-                       "ece_before": evaluate.expected_calibration_error(run.val_targets, raw)}
+        calibration = {
+            "method": "temperature scaling fitted on the validation split",
+            "temperature": temperature,
+            "ece_before": evaluate.expected_calibration_error(run.val_targets, raw),
+        }
     run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
     if calibration:
         calibration["ece_after"] = evaluate.expected_calibration_error(run.val_targets, run.val_probabilities)
-    threshold = evaluate.choose_threshold(run.val_targets, run.val_probabilities,
-                                          min_sensitivity=config["min_sensitivity"])
+    threshold = evaluate.choose_threshold(
+        run.val_targets, run.val_probabilities, min_sensitivity=config["min_sensitivity"]
+    )
     val_metrics = evaluate.compute_metrics(run.val_targets, run.val_probabilities, threshold["threshold"])
     run.card = model.make_card(
         config,
         preprocessing=run.preprocessing.to_dict(),
         threshold={"value": threshold["threshold"], "rule": threshold["rule"]},
         validation_metrics=val_metrics | ({"calibration": calibration} if calibration else {}),
-        training={"epochs_run": len(run.history), "kept_epoch": best_epoch(run.history),
-                  "epoch_chosen_on": "validation split" if config.selection_split == "val" else
-                  f"{config.selection_split} (used for selection; no gradient step on it)",
-                  "members": len(run.members) or 1, "kept_epochs": kept_epochs(run.history),
-                  "seconds": round(run.seconds, 1), "train_images": len(run.train_images),
-                  "val_images": len(run.val_images),
-                  "class_weight": {data.CLASS_NAMES[k]: v for k, v in run.class_weight.items()}},
-        data={"data_dir": portable_path(run.data_root), "fingerprint": data.dataset_fingerprint(run.index),
-              "train_split_images": int((run.index["split"] == "train").sum())},
+        training={
+            "epochs_run": len(run.history),
+            "kept_epoch": best_epoch(run.history),
+            "epoch_chosen_on": "validation split"
+            if config.selection_split == "val"
+            else f"{config.selection_split} (used for selection; no gradient step on it)",
+            "members": len(run.members) or 1,
+            "kept_epochs": kept_epochs(run.history),
+            "seconds": round(run.seconds, 1),
+            "train_images": len(run.train_images),
+            "val_images": len(run.val_images),
+            "class_weight": {data.CLASS_NAMES[k]: v for k, v in run.class_weight.items()},
+        },
+        data={
+            "data_dir": portable_path(run.data_root),
+            "fingerprint": data.dataset_fingerprint(run.index),
+            "train_split_images": int((run.index["split"] == "train").sum()),
+        },
     )
     pretrained = pretrained_weights(config)
     if pretrained:
@@ -486,14 +614,19 @@ def calibrate_on_split(run: TrainingRun, split: str) -> None:
     images, _, kept = data.load_split(rows, run.preprocessing, population=len(run.index))
     sample = {"data_dir": portable_path(run.data_root), "split": split, "fingerprint": data.dataset_fingerprint(kept)}
     raw_validation = calibrate.predict_logits(run.network, run.val_images)
-    run.network, run.card = calibrate.calibrate_model(run.network, run.card, images, kept, sample,
-                                                      min_sensitivity=config.min_sensitivity)
+    run.network, run.card = calibrate.calibrate_model(
+        run.network, run.card, images, kept, sample, min_sensitivity=config.min_sensitivity
+    )
     site = run.card["site_calibration"]
     run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
     before = evaluate.apply_temperature_to_logits(raw_validation, 1.0)
-    run.card["validation_metrics"] = evaluate.compute_metrics(run.val_targets, run.val_probabilities,
-                                                              run.card["threshold"]["value"]) | {"calibration": {
-        "method": f"temperature scaling fitted on {split} (site calibration; see site_calibration)",
-        "temperature": site["temperature"],
-        "ece_before": evaluate.expected_calibration_error(run.val_targets, before),
-        "ece_after": evaluate.expected_calibration_error(run.val_targets, run.val_probabilities)}}
+    run.card["validation_metrics"] = evaluate.compute_metrics(
+        run.val_targets, run.val_probabilities, run.card["threshold"]["value"]
+    ) | {
+        "calibration": {
+            "method": f"temperature scaling fitted on {split} (site calibration; see site_calibration)",
+            "temperature": site["temperature"],
+            "ece_before": evaluate.expected_calibration_error(run.val_targets, before),
+            "ece_after": evaluate.expected_calibration_error(run.val_targets, run.val_probabilities),
+        }
+    }

@@ -11,8 +11,9 @@ import pytest
 def synthetic_root(tmp_path_factory):
     from pneumo_utils.synthetic import write_synthetic_dataset
 
-    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "chest_xray", images_per_class=24,
-                                   image_size=64, seed=1)
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic") / "chest_xray", images_per_class=24, image_size=64, seed=1
+    )
 
 
 @pytest.fixture(scope="session")
@@ -21,8 +22,16 @@ def tiny_model_path(tmp_path_factory, synthetic_root):
     from pneumo_utils import config, train
 
     workspace = tmp_path_factory.mktemp("tiny_model")
-    settings = config.load_config("smoke", output_dir=str(workspace), data_dir=str(synthetic_root), image_size=32,
-                                  filters=[4, 8], epochs=2, val_fraction=0.25, seed=0)
+    settings = config.load_config(
+        "smoke",
+        output_dir=str(workspace),
+        data_dir=str(synthetic_root),
+        image_size=32,
+        filters=[4, 8],
+        epochs=2,
+        val_fraction=0.25,
+        seed=0,
+    )
     run = train.prepare(settings, synthetic_root)
     train.fit(run, checkpoint_dir=workspace / "checkpoints", verbose=0)
     train.finish(run, workspace / "tiny.keras")
@@ -35,9 +44,23 @@ def smoke_run_process(tmp_path_factory):
     one ``-p`` repeats the profile's seed) for the whole session: the pipeline, explorer and report tests read
     it. Returns the folder and the finished process (its terminal output)."""
     folder = tmp_path_factory.mktemp("smoke_run") / "run"
-    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "run", "--profile", "smoke", "--output-dir",
-                             str(folder), "-p", "seed=42"],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pneumo_utils.cli",
+            "run",
+            "--profile",
+            "smoke",
+            "--output-dir",
+            str(folder),
+            "-p",
+            "seed=42",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, result
 

@@ -31,9 +31,15 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", slope: float = 1.0,
-                intercept: float = 0.0, window: tuple[float, float] | None = None,
-                transfer_syntax: str = "1.2.840.10008.1.2.1") -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+) -> Path:
     """A minimal single-frame DICOM file, written with pydicom (uncompressed unless told otherwise)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate

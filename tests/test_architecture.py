@@ -12,15 +12,27 @@ LAYERS = {
     "inputs": ["images", "synthetic", "data", "audit"],
     "model and measures": ["model", "evaluate", "calibrate", "train", "robustness"],
     "explanations, figures and answers": ["cam", "cam_checks", "plots", "predict"],
-    "runs": ["notebook", "pipeline", "sweep", "experiments", "report", "results_page", "bench", "download",
-             "explore", "serve"],
+    "runs": [
+        "notebook",
+        "pipeline",
+        "sweep",
+        "experiments",
+        "report",
+        "results_page",
+        "bench",
+        "download",
+        "explore",
+        "serve",
+    ],
     "command line": ["cli"],
 }
 
 
 def _module_graph() -> dict[str, set[str]]:
-    names = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
-             for path in PACKAGE.rglob("*.py")}
+    names = {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in PACKAGE.rglob("*.py")
+    }
     graph = {}
     for name, path in names.items():
         targets = set()
@@ -49,7 +61,7 @@ def test_there_is_no_import_cycle():
         state[module] = "open"
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                cycle = path[path.index(target):] + [target] if target in path else [module, target]
+                cycle = path[path.index(target) :] + [target] if target in path else [module, target]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target, path + [target])
@@ -62,7 +74,10 @@ def test_there_is_no_import_cycle():
 
 def test_every_module_imports_only_its_layer_or_lower_ones():
     graph = _module_graph()
-    wrong = [f"{module} ({list(LAYERS)[_layer_of(module)]}) imports {target} ({list(LAYERS)[_layer_of(target)]})"
-             for module, targets in sorted(graph.items()) for target in sorted(targets)
-             if _layer_of(target) > _layer_of(module)]
+    wrong = [
+        f"{module} ({list(LAYERS)[_layer_of(module)]}) imports {target} ({list(LAYERS)[_layer_of(target)]})"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if _layer_of(target) > _layer_of(module)
+    ]
     assert not wrong, "\n".join(wrong)

@@ -13,21 +13,43 @@ from helpers import run_pneumo_here
 
 from pneumo_utils.cli import UsageError, parse_overrides
 
-EVALUATE_KEYS = {"n", "accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc",
-                 "brier", "threshold", "confusion_matrix", "ci95"}
+EVALUATE_KEYS = {
+    "n",
+    "accuracy",
+    "precision",
+    "recall",
+    "sensitivity",
+    "specificity",
+    "f1",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "threshold",
+    "confusion_matrix",
+    "ci95",
+}
 
 
 def pneumo(*arguments, env=None):
     """``pneumo ARGUMENTS`` -> a CompletedProcess; in this process, or a real subprocess when ``env`` is given."""
     if env is not None:
-        return subprocess.run([sys.executable, "-m", "pneumo_utils.cli", *map(str, arguments)], capture_output=True,
-                              text=True, timeout=600, env=env)
+        return subprocess.run(
+            [sys.executable, "-m", "pneumo_utils.cli", *map(str, arguments)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
     return run_pneumo_here(*arguments)
 
 
 def test_parse_overrides_reads_yaml_values():
     assert parse_overrides(["epochs=3", "resume=true", "filters=[8, 16]", "name=a=b"]) == {
-        "epochs": 3, "resume": True, "filters": [8, 16], "name": "a=b"}
+        "epochs": 3,
+        "resume": True,
+        "filters": [8, 16],
+        "name": "a=b",
+    }
     with pytest.raises(UsageError, match="key=value"):
         parse_overrides(["epochs"])
 
@@ -110,7 +132,8 @@ def test_gradcam_writes_overlays_and_json_and_names_bad_files(tiny_model_path, s
     result = pneumo("gradcam", inputs, "--out", out, "--model", tiny_model_path, "--method", "gradcam++")
     assert result.returncode == 1  # one input failed; the others were still processed
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: {inputs / 'broken.png'}: not a readable image (corrupt, truncated or another format)"]
+        f"error: {inputs / 'broken.png'}: not a readable image (corrupt, truncated or another format)"
+    ]
     report = json.loads((out / "gradcam.json").read_text())
     assert len(report["images"]) == 3 and report["method"] == "gradcam++"
     for entry in report["images"]:
@@ -132,8 +155,9 @@ def test_gradcam_missing_input_is_a_usage_error(tiny_model_path, tmp_path):
 
 def test_bench_gradcam_writes_the_documented_keys(tiny_model_path, tmp_path):
     output = tmp_path / "bench.json"
-    result = pneumo("bench", "gradcam", "--model", tiny_model_path, "--images", 4, "--batch-size", 4,
-                    "--output", output)
+    result = pneumo(
+        "bench", "gradcam", "--model", tiny_model_path, "--images", 4, "--batch-size", 4, "--output", output
+    )
     assert result.returncode == 0, result.stderr
     bench = json.loads(output.read_text())
     assert {"per_image_ms_reference", "per_image_ms_batched", "speedup", "max_abs_diff"} <= set(bench)
@@ -157,8 +181,9 @@ def test_bench_gradcam_compares_each_member_of_an_ensemble(tiny_model_path, tmp_
     bench = json.loads(output.read_text())
     assert [member["image_size"] for member in bench["members"]] == [32, 48]
     assert bench["max_abs_diff"] == max(member["max_abs_diff"] for member in bench["members"]) <= 1e-4
-    assert bench["per_image_ms_batched"] == pytest.approx(sum(m["per_image_ms_batched"] for m in bench["members"]),
-                                                          abs=0.01)
+    assert bench["per_image_ms_batched"] == pytest.approx(
+        sum(m["per_image_ms_batched"] for m in bench["members"]), abs=0.01
+    )
 
 
 def test_bench_train_writes_the_documented_keys(tmp_path):
@@ -193,8 +218,9 @@ def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_r
     (empty_folder / "notes.txt").write_text("no images")
     output = tmp_path / "predictions.csv"
     gradcam_dir = tmp_path / "overlays"
-    result = pneumo("predict", folder, empty_folder, "--model", tiny_model_path, "--output", output,
-                    "--gradcam", gradcam_dir)
+    result = pneumo(
+        "predict", folder, empty_folder, "--model", tiny_model_path, "--output", output, "--gradcam", gradcam_dir
+    )
     assert result.returncode == 1, result.stderr
     rows = list(csv.DictReader(output.open()))
     assert list(rows[0]) == ["path", "probability", "label", "error"]
@@ -217,8 +243,11 @@ def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_r
 @pytest.mark.parametrize("model_problem", ["missing", "corrupt", "not_keras"])
 def test_predict_with_a_bad_model_is_one_clear_error(synthetic_root, tmp_path, model_problem):
     image = sorted((synthetic_root / "test" / "NORMAL").glob("*.jpeg"))[0]
-    model_path = {"missing": tmp_path / "none.keras", "corrupt": tmp_path / "corrupt.keras",
-                  "not_keras": tmp_path / "weights.h5"}[model_problem]
+    model_path = {
+        "missing": tmp_path / "none.keras",
+        "corrupt": tmp_path / "corrupt.keras",
+        "not_keras": tmp_path / "weights.h5",
+    }[model_problem]
     if model_problem != "missing":
         model_path.write_bytes(b"PK\x03\x04 definitely not a whole zip")
         model_path.with_suffix(".json").write_text("{}")
@@ -229,8 +258,21 @@ def test_predict_with_a_bad_model_is_one_clear_error(synthetic_root, tmp_path, m
 
 def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
     root = tmp_path / "experiments"
-    result = pneumo("train", "--profile", "smoke", "--name", "tiny", "--root", root, "--description", "a test",
-                    "-p", "epochs=1", "-p", "image_size=32")
+    result = pneumo(
+        "train",
+        "--profile",
+        "smoke",
+        "--name",
+        "tiny",
+        "--root",
+        root,
+        "--description",
+        "a test",
+        "-p",
+        "epochs=1",
+        "-p",
+        "image_size=32",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((root / "tiny" / "experiment.json").read_text())
     assert record["overrides"] == {"epochs": 1, "image_size": 32} and record["settings"]["image_size"] == 32
@@ -248,9 +290,26 @@ def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
 def test_train_views_only_scores_a_held_out_view_without_a_random_split_model(synthetic_root, tmp_path):
     root = tmp_path / "experiments"
     view = "cross-batch IM->NORMAL2"
-    result = pneumo("train", "--profile", "smoke", "--name", "screen", "--root", root, "--data-dir", synthetic_root,
-                    "--views-only", "--views", view, "-p", "epochs=1", "-p", "image_size=32",
-                    "-p", "members=[{seed: 7}]")
+    result = pneumo(
+        "train",
+        "--profile",
+        "smoke",
+        "--name",
+        "screen",
+        "--root",
+        root,
+        "--data-dir",
+        synthetic_root,
+        "--views-only",
+        "--views",
+        view,
+        "-p",
+        "epochs=1",
+        "-p",
+        "image_size=32",
+        "-p",
+        "members=[{seed: 7}]",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (root / "screen" / "experiment.json").exists() and not (root / "screen" / "model.keras").exists()
     record = json.loads((root / "screen" / "views.json").read_text())
@@ -263,13 +322,16 @@ def test_train_views_only_scores_a_held_out_view_without_a_random_split_model(sy
         assert refused.returncode == 2 and "--views-only needs --views" in refused.stderr
 
 
-@pytest.mark.parametrize("parameter, named", [
-    ("filters=[8, 16", "-p filters=[8, 16: the value is not valid YAML"),
-    ("method=bogus", "-p method='bogus': must be one of ['gradcam', 'gradcam++']"),
-    ("image_size=7", "image_size must be from 32 to 1024, got 7"),
-    ("members=[{bogus: 1}]", "member 1: unknown setting(s) ['bogus']"),
-    ("filters=[]", "filters must be a non-empty list of positive integers"),
-])
+@pytest.mark.parametrize(
+    "parameter, named",
+    [
+        ("filters=[8, 16", "-p filters=[8, 16: the value is not valid YAML"),
+        ("method=bogus", "-p method='bogus': must be one of ['gradcam', 'gradcam++']"),
+        ("image_size=7", "image_size must be from 32 to 1024, got 7"),
+        ("members=[{bogus: 1}]", "member 1: unknown setting(s) ['bogus']"),
+        ("filters=[]", "filters must be a non-empty list of positive integers"),
+    ],
+)
 def test_bad_run_values_stop_before_any_kernel(parameter, named, tmp_path):
     result = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path / "run", "-p", parameter)
     assert result.returncode == 2 and named in result.stderr, result.stderr

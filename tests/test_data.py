@@ -31,8 +31,9 @@ def test_parse_patient_id(name, patient):
 def test_every_real_training_file_name_parses_to_a_patient():
     if not SHARED_TRAIN.is_dir():
         pytest.skip("../shared/data/chest_xray is not beside this checkout")
-    names = [path.name for label in data.CLASS_NAMES for path in (SHARED_TRAIN / label).iterdir()
-             if path.suffix == ".jpeg"]
+    names = [
+        path.name for label in data.CLASS_NAMES for path in (SHARED_TRAIN / label).iterdir() if path.suffix == ".jpeg"
+    ]
     patients = [data.parse_patient_id(name) for name in names]
     assert len(names) > 5000
     assert not [name for name, patient in zip(names, patients, strict=True) if patient.startswith("file:")]
@@ -106,8 +107,11 @@ def test_grouped_split_is_seeded(synthetic_root):
 
 def test_grouped_split_on_real_file_names(tmp_path):
     """The real data set's patients (several images each) never straddle the split."""
-    files = [path for label in data.CLASS_NAMES for path in sorted((SHARED_TRAIN / label).glob("*.jpeg"))[:120]] \
-        if SHARED_TRAIN.is_dir() else []
+    files = (
+        [path for label in data.CLASS_NAMES for path in sorted((SHARED_TRAIN / label).glob("*.jpeg"))[:120]]
+        if SHARED_TRAIN.is_dir()
+        else []
+    )
     if not files:
         pytest.skip("../shared/data/chest_xray is not beside this checkout")
     index = data.index_dataset(SHARED_TRAIN.parent)
@@ -156,8 +160,11 @@ def test_16_bit_png_uses_its_range(tmp_path):
 def test_rgba_and_rgb_png_load_as_grayscale(tmp_path):
     gray = np.random.default_rng(0).integers(0, 255, (40, 50), dtype=np.uint8)
     rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
-    paths = [write_png(tmp_path / "rgba.png", rgba), write_png(tmp_path / "rgb.png", rgba[:, :, :3]),
-             write_png(tmp_path / "gray.png", gray)]
+    paths = [
+        write_png(tmp_path / "rgba.png", rgba),
+        write_png(tmp_path / "rgb.png", rgba[:, :, :3]),
+        write_png(tmp_path / "gray.png", gray),
+    ]
     images, _, _ = data.load_split(_frame(paths), Preprocessing(image_size=32))
     assert images.shape == (3, 32, 32)
     np.testing.assert_allclose(images[0], images[2], atol=1)

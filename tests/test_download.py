@@ -45,9 +45,9 @@ def _with_member_patched(body: bytes, flag_bits: int | None = None, method: int 
     for signature, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
         start = data.index(signature)
         if flag_bits is not None:
-            data[start + flag_at:start + flag_at + 2] = flag_bits.to_bytes(2, "little")
+            data[start + flag_at : start + flag_at + 2] = flag_bits.to_bytes(2, "little")
         if method is not None:
-            data[start + method_at:start + method_at + 2] = method.to_bytes(2, "little")
+            data[start + method_at : start + method_at + 2] = method.to_bytes(2, "little")
     return bytes(data)
 
 
@@ -86,23 +86,40 @@ def server():
     good = kaggle_like_zip()
     _Handler.files = {
         "/good.zip": good,
-        "/traversal.zip": _zip({"chest_xray/train/NORMAL/a.jpeg": JPEG, "chest_xray/train/PNEUMONIA/b.jpeg": JPEG,
-                                "../../escaped.txt": b"evil"}),
+        "/traversal.zip": _zip(
+            {
+                "chest_xray/train/NORMAL/a.jpeg": JPEG,
+                "chest_xray/train/PNEUMONIA/b.jpeg": JPEG,
+                "../../escaped.txt": b"evil",
+            }
+        ),
         "/truncated.zip": good[: len(good) // 2],
         "/no-dataset.zip": _zip({"readme.txt": b"nothing here"}),
         # a few hundred KB that expand to 200 MB, and a small member that expands 1000-fold
-        "/bomb.zip": _zip({"chest_xray/train/NORMAL/a.jpeg": bytes(200 << 20),
-                           "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}, zipfile.ZIP_DEFLATED),
-        "/ratio.zip": _zip({"chest_xray/train/NORMAL/a.jpeg": bytes(5 << 20),
-                            "chest_xray/train/PNEUMONIA/b.jpeg": JPEG}, zipfile.ZIP_DEFLATED),
+        "/bomb.zip": _zip(
+            {"chest_xray/train/NORMAL/a.jpeg": bytes(200 << 20), "chest_xray/train/PNEUMONIA/b.jpeg": JPEG},
+            zipfile.ZIP_DEFLATED,
+        ),
+        "/ratio.zip": _zip(
+            {"chest_xray/train/NORMAL/a.jpeg": bytes(5 << 20), "chest_xray/train/PNEUMONIA/b.jpeg": JPEG},
+            zipfile.ZIP_DEFLATED,
+        ),
         # members of one MiB of zeros (each refused by its ratio), and 400 of 60 KiB (each too small to judge
         # alone, together 24 MB from about 0.1 MB)
-        "/one-mib-zeros.zip": _zip({**_dataset_members(), **{f"chest_xray/train/NORMAL/zero{number}.jpeg":
-                                                             bytes(1 << 20) for number in range(30)}},
-                                   zipfile.ZIP_DEFLATED),
-        "/many-small.zip": _zip({**_dataset_members(), **{f"chest_xray/train/NORMAL/zero{number}.jpeg":
-                                                          bytes(60 << 10) for number in range(400)}},
-                                zipfile.ZIP_DEFLATED),
+        "/one-mib-zeros.zip": _zip(
+            {
+                **_dataset_members(),
+                **{f"chest_xray/train/NORMAL/zero{number}.jpeg": bytes(1 << 20) for number in range(30)},
+            },
+            zipfile.ZIP_DEFLATED,
+        ),
+        "/many-small.zip": _zip(
+            {
+                **_dataset_members(),
+                **{f"chest_xray/train/NORMAL/zero{number}.jpeg": bytes(60 << 10) for number in range(400)},
+            },
+            zipfile.ZIP_DEFLATED,
+        ),
         "/encrypted.zip": _with_member_patched(_zip(_dataset_members()), flag_bits=0x1),
         "/deflate64.zip": _with_member_patched(_zip(_dataset_members()), method=9),
     }
@@ -114,8 +131,12 @@ def server():
 
 
 def _run(*arguments):
-    return subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "download", *map(str, arguments)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pneumo_utils.cli", "download", *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_good_archive_is_installed_without_litter(server, tmp_path):
@@ -156,12 +177,15 @@ def test_bad_downloads_leave_nothing_behind(server, tmp_path, name, message):
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path.parent / "escaped.txt").exists()
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["--url", "htp:/nowhere"], "not an http(s) address"),
-    (["--url", "http://"], "not an http(s) address"),
-    (["--sha256", "not-a-hash"], "a SHA-256 is 64 hexadecimal digits"),
-    (["--dest", "/proc/pneumo"], "--dest cannot be written"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--url", "htp:/nowhere"], "not an http(s) address"),
+        (["--url", "http://"], "not an http(s) address"),
+        (["--sha256", "not-a-hash"], "a SHA-256 is 64 hexadecimal digits"),
+        (["--dest", "/proc/pneumo"], "--dest cannot be written"),
+    ],
+)
 def test_bad_options_are_refused_before_downloading(server, tmp_path, arguments, message):
     base, _ = server
     _Handler.requests.clear()

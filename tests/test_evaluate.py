@@ -49,8 +49,9 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
 def _scored_frame():
     import pandas as pd
 
-    return pd.DataFrame({"target": TARGETS, "probability": PROBABILITIES,
-                         "label": np.where(TARGETS == 1, "PNEUMONIA", "NORMAL")})
+    return pd.DataFrame(
+        {"target": TARGETS, "probability": PROBABILITIES, "label": np.where(TARGETS == 1, "PNEUMONIA", "NORMAL")}
+    )
 
 
 def test_confident_mistakes_are_the_wrong_ones_farthest_from_the_threshold():

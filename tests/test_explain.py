@@ -15,10 +15,16 @@ def _images(count=5, seed=0):
 
 
 def _sequential_from_file(tmp_path):
-    network = keras.Sequential([
-        keras.Input((SIZE, SIZE, 1)), layers.Rescaling(1 / 255), layers.Conv2D(4, 3, activation="relu"),
-        layers.Conv2D(6, 3, activation="relu", name="last_conv"), layers.GlobalAveragePooling2D(),
-        layers.Dense(1, activation="sigmoid")])
+    network = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 1)),
+            layers.Rescaling(1 / 255),
+            layers.Conv2D(4, 3, activation="relu"),
+            layers.Conv2D(6, 3, activation="relu", name="last_conv"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     network.save(tmp_path / "sequential.keras")
     return keras.models.load_model(tmp_path / "sequential.keras")
 
@@ -64,8 +70,9 @@ def test_maps_have_image_shape_range_and_match_the_model(any_model, method):
         cams, probabilities = explainer.explain(images, target_class=target_class, method=method)
         assert cams.shape == (5, SIZE, SIZE) and cams.dtype == np.float32
         assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1
-        np.testing.assert_allclose(probabilities, any_model.predict(images[..., None], verbose=0).reshape(-1),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            probabilities, any_model.predict(images[..., None], verbose=0).reshape(-1), atol=1e-5
+        )
 
 
 def test_the_target_layer_is_found_in_nested_models_and_can_be_named():
@@ -88,10 +95,12 @@ def test_batched_equals_per_image_and_the_keras_io_recipe():
     images = _images(7, seed=3)
     explainer = cam.CamExplainer(network)
     batched, _ = explainer.explain(images, batch_size=7, upsample=False)
-    one_by_one = np.concatenate([explainer.explain(images[i:i + 1], batch_size=1, upsample=False)[0]
-                                 for i in range(len(images))])
-    reference = np.stack([cam.keras_io_gradcam(images[i:i + 1, ..., None], network, explainer.layer_name)
-                          for i in range(len(images))])
+    one_by_one = np.concatenate(
+        [explainer.explain(images[i : i + 1], batch_size=1, upsample=False)[0] for i in range(len(images))]
+    )
+    reference = np.stack(
+        [cam.keras_io_gradcam(images[i : i + 1, ..., None], network, explainer.layer_name) for i in range(len(images))]
+    )
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     np.testing.assert_allclose(batched, reference, atol=1e-4)
 
@@ -132,11 +141,17 @@ def test_deletion_and_insertion_scores_are_probabilities(tiny_model_path, synthe
 def test_example_pickers_sort_outcomes_and_keep_only_correct_rows():
     import pandas as pd
 
-    frame = pd.DataFrame({"target": [1, 1, 0, 0, 0], "probability": [0.9, 0.2, 0.1, 0.7, 0.3],
-                          "label": ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]})
+    frame = pd.DataFrame(
+        {
+            "target": [1, 1, 0, 0, 0],
+            "probability": [0.9, 0.2, 0.1, 0.7, 0.3],
+            "label": ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"],
+        }
+    )
     picked = cam.pick_examples(frame, threshold=0.5, per_group=5)
-    assert sorted(picked["outcome"]) == sorted(["PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct",
-                                                "NORMAL, correct", "NORMAL, false alarm"])
+    assert sorted(picked["outcome"]) == sorted(
+        ["PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct", "NORMAL, correct", "NORMAL, false alarm"]
+    )
     correct = cam.correct_by_class(frame, threshold=0.5, per_class=1)
     assert {label: len(rows) for label, rows in correct.items()} == {"NORMAL": 1, "PNEUMONIA": 1}
     assert correct["PNEUMONIA"]["probability"].tolist() == [0.9]

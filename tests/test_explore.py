@@ -40,8 +40,13 @@ def test_lab_readout_shows_the_numbers_and_no_nan():
 
 
 def test_images_are_chosen_by_class_and_outcome():
-    frame = pd.DataFrame({"file": list("abcd"), "label": ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"],
-                          "probability": [0.2, 0.7, 0.8, 0.3]})
+    frame = pd.DataFrame(
+        {
+            "file": list("abcd"),
+            "label": ["NORMAL", "NORMAL", "PNEUMONIA", "PNEUMONIA"],
+            "probability": [0.2, 0.7, 0.8, 0.3],
+        }
+    )
     assert list(explore.select_images(frame, 0.5, outcome="false alarm")["file"]) == ["b"]
     assert list(explore.select_images(frame, 0.5, outcome="missed")["file"]) == ["d"]
     assert list(explore.select_images(frame, 0.5, "PNEUMONIA", "correct")["file"]) == ["c"]
@@ -58,6 +63,7 @@ def test_stress_sliders_change_the_image_as_named():
     assert explore.stressed(image, preprocessing, gamma=0.5).mean() > image.mean() + 10  # brighter
     assert explore.stressed(image, preprocessing, contrast=0.5).std() < image.std() * 0.6
     blurred = explore.stressed(image, preprocessing, blur=2.0)
+
     def roughness(picture):
         return np.abs(np.diff(picture.astype(float), axis=1)).mean()
 
@@ -103,47 +109,75 @@ def test_a_run_is_found_with_its_scores_and_data(smoke_run):
     assert {"validation", "test"} <= set(session.scores)
     assert all(path.startswith(str(session.data_root)) for path in session.scores["validation"]["path"])
     plot = explore.RocPlot(session.scores["validation"]["target"], session.scores["validation"]["probability"], 0.5)
-    point = explore.operating_point(session.scores["validation"]["target"],
-                                    session.scores["validation"]["probability"], 0.5)
+    point = explore.operating_point(
+        session.scores["validation"]["target"], session.scores["validation"]["probability"], 0.5
+    )
     assert plot.png(point)[:4] == b"\x89PNG"
 
 
 def test_explore_refuses_a_folder_that_is_not_a_run(tmp_path):
-    result = subprocess.run([*PNEUMO, "explore", "--run", str(tmp_path), "--no-browser"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [*PNEUMO, "explore", "--run", str(tmp_path), "--no-browser"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2 and "not a run folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_the_report_of_a_smoke_run_is_one_self_contained_file(smoke_run, tmp_path):
     output = tmp_path / "report.html"
-    result = subprocess.run([*PNEUMO, "report", str(smoke_run), "--output", str(output),
-                             *(["--pdf"] if report.find_chromium() else [])],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*PNEUMO, "report", str(smoke_run), "--output", str(output), *(["--pdf"] if report.find_chromium() else [])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     page = output.read_text()
     figures = sorted((smoke_run / "figures").glob("*.png"))
     assert page.count('src="data:image/png;base64,') == len(figures) >= 8  # every figure, embedded
     assert not re.search(r'src="(?!data:)', page) and "<script" not in page  # nothing to fetch, no code
     assert "In [" not in page and "input_prompt" not in page  # no input cells
-    assert ("<th>metric</th><th>validation (patient-grouped split of train/)</th><th>test-dev (used for selection)</th>"
-            "<th>test-final (held out, never used for a choice)</th><th>test (the whole test/ folder)</th>") in page
+    assert (
+        "<th>metric</th><th>validation (patient-grouped split of train/)</th><th>test-dev (used for selection)</th>"
+        "<th>test-final (held out, never used for a choice)</th><th>test (the whole test/ folder)</th>"
+    ) in page
     assert re.search(r"<td>roc_auc</td><td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", page)
-    for heading in ("What data", "What model", "How the recipe was chosen", "Calibration", "Stress validation",
-                    "Grad-CAM", "Provenance"):
+    for heading in (
+        "What data",
+        "What model",
+        "How the recipe was chosen",
+        "Calibration",
+        "Stress validation",
+        "Grad-CAM",
+        "Provenance",
+    ):
         assert f"<h2>{heading}" in page
     if report.find_chromium():
         assert output.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
-    again = subprocess.run([*PNEUMO, "report", str(smoke_run), "--output", str(output)], capture_output=True,
-                           text=True, timeout=120)
+    again = subprocess.run(
+        [*PNEUMO, "report", str(smoke_run), "--output", str(output)], capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 2 and "already exists" in again.stderr  # never replaced without --overwrite
 
 
 def test_report_pdf_says_so_when_there_is_no_chromium(smoke_run, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on this PATH
     monkeypatch.delenv("PNEUMO_CHROMIUM", raising=False)
-    result = subprocess.run([sys.executable, "-m", "pneumo_utils.cli", "report", str(smoke_run), "--output",
-                             str(tmp_path / "r.html"), "--pdf"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pneumo_utils.cli",
+            "report",
+            str(smoke_run),
+            "--output",
+            str(tmp_path / "r.html"),
+            "--pdf",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "--pdf needs Chromium" in result.stderr
     assert (tmp_path / "r.html").is_file() and not (tmp_path / "r.pdf").exists()
 
@@ -157,8 +191,12 @@ def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp
     from pneumo_utils import cam, model
 
     keras.utils.set_random_seed(3)
-    members = [model.build_model(48, filters=(4, 8), augmentation={"sharpness": 1.0}, normalization="standardize",
-                                 name=f"net{number}") for number in (1, 2)]
+    members = [
+        model.build_model(
+            48, filters=(4, 8), augmentation={"sharpness": 1.0}, normalization="standardize", name=f"net{number}"
+        )
+        for number in (1, 2)
+    ]
     # the committed ensemble mixes kinds: a frozen MobileNetV2 member has no layer of the CNNs' names
     members.append(model.build_backbone_model(48, "mobilenetv2", weights=None, alpha=0.35, trainable=False))
     path = model.save_model(model.build_ensemble(members), tmp_path / "ensemble.keras", minimal_card(48))
@@ -166,8 +204,7 @@ def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp
     assert explorer.layers == [explore.MEMBERS_LAST_LAYER]
     image = np.random.default_rng(0).integers(0, 255, (48, 48)).astype(np.float32)
     result = explorer.explain(image)
-    maps = [cam.CamExplainer(member).explain(image[None])[0][0]
-            for member in model.ensemble_members(explorer.network)]
+    maps = [cam.CamExplainer(member).explain(image[None])[0][0] for member in model.ensemble_members(explorer.network)]
     np.testing.assert_allclose(result["map"], np.mean(maps, axis=0), atol=1e-5)
     assert result["layer"] == explore.MEMBERS_LAST_LAYER and 0.0 <= result["probability"] <= 1.0
 
@@ -178,8 +215,9 @@ def test_the_report_states_an_ensembles_epochs_per_member():
     single = {"epochs_run": 18, "kept_epoch": 14}
     assert report._epochs_text(single) == "18 epochs run, epoch 14 kept"
     ensemble = {"epochs_run": 24, "kept_epoch": 12, "members": 2, "kept_epochs": [12, 10]}
-    assert report._epochs_text(ensemble) == ("an ensemble of 2 members trained one after the other, 24 epochs run "
-                                             "in all, epochs 12, 10 kept")
+    assert report._epochs_text(ensemble) == (
+        "an ensemble of 2 members trained one after the other, 24 epochs run in all, epochs 12, 10 kept"
+    )
 
 
 def test_a_run_whose_data_folder_moved_says_so_and_names_the_flag(smoke_run, tmp_path, monkeypatch):
@@ -195,8 +233,10 @@ def test_a_run_whose_data_folder_moved_says_so_and_names_the_flag(smoke_run, tmp
     monkeypatch.delenv(explore.DATA_ENV, raising=False)
     monkeypatch.setattr(explore, "DEFAULT_DATA_DIR", tmp_path / "no_default_here")
     session = explore.resolve(run)
-    assert session.data_problem == (f"images of this run not found at {tmp_path / 'moved_away'}; start with "
-                                    f"--data-dir DIR (or set ${config.DATA_DIR_ENV})")
+    assert session.data_problem == (
+        f"images of this run not found at {tmp_path / 'moved_away'}; start with "
+        f"--data-dir DIR (or set ${config.DATA_DIR_ENV})"
+    )
     assert explore.resolve(run, data_dir=data_root).data_problem is None  # the flag finds them
     monkeypatch.setenv(config.DATA_DIR_ENV, str(data_root))
     moved = explore.resolve(run)  # and so does $PNEUMO_DATA_DIR, tried before the recorded folder

@@ -26,13 +26,26 @@ FLAGS = list(CHROMIUM_FLAGS)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
 
 
-
 @pytest.fixture
 def explorer_url(smoke_run, tmp_path):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pneumo_utils.cli", "explore", "--run", str(smoke_run),
-                               "--port", str(port), "--no-browser"], stdout=subprocess.PIPE,
-                              stderr=(tmp_path / "voila.log").open("w"), text=True, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pneumo_utils.cli",
+            "explore",
+            "--run",
+            str(smoke_run),
+            "--port",
+            str(port),
+            "--no-browser",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "voila.log").open("w"),
+        text=True,
+        start_new_session=True,
+    )
     try:
         first_line = server.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in first_line, first_line
@@ -71,8 +84,7 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             started = time.perf_counter()
             page.goto(explorer_url, timeout=120_000)
             page.wait_for_selector(".pneumo-sensitivity", timeout=180_000)
-            page.wait_for_selector(".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']",
-                                   timeout=60_000)
+            page.wait_for_selector(".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']", timeout=60_000)
             timings["page_ready_s"] = time.perf_counter() - started
             assert "Threshold lab" in page.inner_text("body")
             assert "def " not in page.inner_text("body")  # Voilà shows outputs and prose, no code
@@ -95,8 +107,9 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             # 2. another image: a new heatmap
             heatmap = ".pneumo-heatmap"
             source = page.get_attribute(heatmap, "src")
-            options = page.eval_on_selector(".pneumo-image-choice select",
-                                            "select => Array.from(select.options).map(option => option.value)")
+            options = page.eval_on_selector(
+                ".pneumo-image-choice select", "select => Array.from(select.options).map(option => option.value)"
+            )
             assert len(options) > 1
             page.select_option(".pneumo-image-choice select", index=len(options) - 1)
             timings["heatmap_after_choice_s"] = _changed(page, heatmap, source, attribute="src")

@@ -45,9 +45,25 @@ class Explorer:
         self.log = tmp_path / "explorer.log"
         self.terminal = tmp_path / "terminal.txt"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pneumo_utils.cli", "explore", "--run", str(run), "--port", str(self.port),
-             "--no-browser", "--log", str(self.log), "--cull-idle-timeout", str(cull_idle_timeout)],
-            stdout=self.terminal.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pneumo_utils.cli",
+                "explore",
+                "--run",
+                str(run),
+                "--port",
+                str(self.port),
+                "--no-browser",
+                "--log",
+                str(self.log),
+                "--cull-idle-timeout",
+                str(cull_idle_timeout),
+            ],
+            stdout=self.terminal.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for(self.listening, 90, "the explorer listening")
         self.family = {child.pid for child in serve.descendants(self.process.pid)}
 
@@ -105,8 +121,11 @@ def test_abandoned_pages_are_culled_and_sigterm_leaves_nothing(smoke_run, tmp_pa
         os.kill(explorer.process.pid, signal.SIGTERM)  # the pneumo process only, as systemd would
         started = time.monotonic()
         explorer.process.wait(timeout=15)
-        wait_for(lambda: not explorer.alive(), max(0.5, 10 - (time.monotonic() - started)),
-                  "server and kernels gone after SIGTERM")
+        wait_for(
+            lambda: not explorer.alive(),
+            max(0.5, 10 - (time.monotonic() - started)),
+            "server and kernels gone after SIGTERM",
+        )
     finally:
         explorer.stop()
     assert explorer.process.returncode == 0
@@ -114,8 +133,14 @@ def test_abandoned_pages_are_culled_and_sigterm_leaves_nothing(smoke_run, tmp_pa
     terminal = explorer.terminal.read_text().splitlines()
     assert terminal[0].startswith(f"explorer: http://127.0.0.1:{explorer.port}/"), terminal
     events = terminal[1:]
-    assert [line.split(" (")[0] for line in events] == ["page opened", "page opened", "page closed", "page closed",
-                                                        "page opened", "page closed"], terminal  # last: at the stop
+    assert [line.split(" (")[0] for line in events] == [
+        "page opened",
+        "page opened",
+        "page closed",
+        "page closed",
+        "page opened",
+        "page closed",
+    ], terminal  # last: at the stop
     log = explorer.log.read_text()
     assert "Kernel started" in log and "Culling" in log  # what the terminal left out is in the log
     assert "KeyboardInterrupt" not in log and "Traceback" not in log
@@ -130,8 +155,11 @@ def test_sigint_and_sighup_stop_the_server_within_ten_seconds(smoke_run, tmp_pat
         os.kill(explorer.process.pid, signum)
         started = time.monotonic()
         explorer.process.wait(timeout=15)
-        wait_for(lambda: not explorer.alive(), max(0.5, 10 - (time.monotonic() - started)),
-                  f"server gone after {signal.Signals(signum).name}")
+        wait_for(
+            lambda: not explorer.alive(),
+            max(0.5, 10 - (time.monotonic() - started)),
+            f"server gone after {signal.Signals(signum).name}",
+        )
     finally:
         explorer.stop()
     assert explorer.process.returncode == (130 if signum == signal.SIGINT else 0)
@@ -140,9 +168,13 @@ def test_sigint_and_sighup_stop_the_server_within_ten_seconds(smoke_run, tmp_pat
 
 def test_page_lines_are_read_from_kernel_start_and_shutdown():
     counter = serve.PageCounter()
-    assert counter.page_event("[Voila] Kernel started: 0123abcd-0000-1111-2222-333344445555") == \
-        "page opened (kernel 0123abcd; 1 open)"
+    assert (
+        counter.page_event("[Voila] Kernel started: 0123abcd-0000-1111-2222-333344445555")
+        == "page opened (kernel 0123abcd; 1 open)"
+    )
     assert counter.page_event("[IPKernelApp] WARNING | Kernel is running over TCP without encryption") is None
-    assert counter.page_event("[Voila] Kernel shutdown: 0123abcd-0000-1111-2222-333344445555") == \
-        "page closed (kernel 0123abcd; 0 open)"
+    assert (
+        counter.page_event("[Voila] Kernel shutdown: 0123abcd-0000-1111-2222-333344445555")
+        == "page closed (kernel 0123abcd; 0 open)"
+    )
     assert counter.page_event("[Voila] Kernel shutdown: 0123abcd-0000-1111-2222-333344445555") is None

@@ -30,8 +30,10 @@ def test_shift_views_keep_patients_and_copies_on_one_side(synthetic_index, view)
     assert set(shifted["target"]) == {0, 1}
 
 
-@pytest.mark.parametrize(("view", "seen", "unseen"), [("cross-batch IM->NORMAL2", "IM", "NORMAL2"),
-                                                      ("cross-batch NORMAL2->IM", "NORMAL2", "IM")])
+@pytest.mark.parametrize(
+    ("view", "seen", "unseen"),
+    [("cross-batch IM->NORMAL2", "IM", "NORMAL2"), ("cross-batch NORMAL2->IM", "NORMAL2", "IM")],
+)
 def test_cross_batch_view_never_trains_on_the_scored_batch(synthetic_index, view, seen, unseen):
     train, inner, shifted = data.shift_view(synthetic_index, view, val_fraction=0.2, seed=0)
     trained_normals = pd.concat([train, inner]).query("target == 0")["path"].map(data.normal_batch)
@@ -92,8 +94,9 @@ def test_sharpness_change_blurs_or_sharpens_edges_only_in_training(tmp_path):
     assert any(isinstance(item, model.RandomSharpness) for item in network.get_layer("augmentation").layers)
     network.save(tmp_path / "sharp.keras")
     loaded = keras.models.load_model(tmp_path / "sharp.keras")
-    assert [item.factor for item in loaded.get_layer("augmentation").layers
-            if isinstance(item, model.RandomSharpness)] == [0.5]
+    assert [
+        item.factor for item in loaded.get_layer("augmentation").layers if isinstance(item, model.RandomSharpness)
+    ] == [0.5]
 
 
 # ------------------------------------------------------------------------------------------ ensembles
@@ -121,8 +124,9 @@ def test_ensemble_logit_is_the_mean_of_member_logits(two_members, tmp_path):
     np.testing.assert_allclose(_logits(ensemble, images), expected, atol=1e-3)
     path = model.save_model(ensemble, tmp_path / "ensemble.keras", minimal_card(64))
     loaded, _ = model.load_model(path)
-    np.testing.assert_allclose(loaded.predict(images[..., None], verbose=0),
-                               ensemble.predict(images[..., None], verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images[..., None], verbose=0), ensemble.predict(images[..., None], verbose=0), atol=1e-6
+    )
     assert len(model.ensemble_members(loaded)) == 2
 
 
@@ -134,10 +138,14 @@ def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps(two_members):
     maps, probabilities = cam.CamExplainer(ensemble).explain(images)
     members = model.ensemble_members(ensemble)
     small_images = np.stack([cv2.resize(image, (48, 48), interpolation=cv2.INTER_AREA) for image in images])
-    member_maps = [cam.CamExplainer(members[0]).explain(small_images)[0],
-                   cam.CamExplainer(members[1]).explain(images)[0]]
-    resized = [np.stack([cv2.resize(cam, (64, 64), interpolation=cv2.INTER_LINEAR) for cam in member_maps[0]]),
-               member_maps[1]]
+    member_maps = [
+        cam.CamExplainer(members[0]).explain(small_images)[0],
+        cam.CamExplainer(members[1]).explain(images)[0],
+    ]
+    resized = [
+        np.stack([cv2.resize(cam, (64, 64), interpolation=cv2.INTER_LINEAR) for cam in member_maps[0]]),
+        member_maps[1],
+    ]
     np.testing.assert_allclose(maps, np.mean(resized, axis=0), atol=1e-5)
     np.testing.assert_allclose(probabilities, ensemble.predict(images[..., None], verbose=0).reshape(-1), atol=1e-6)
 
@@ -145,9 +153,17 @@ def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps(two_members):
 def test_profile_members_train_into_one_saved_ensemble(synthetic_root, tmp_path):
     from pneumo_utils import config, train
 
-    settings = config.load_config("smoke", output_dir=str(tmp_path), data_dir=str(synthetic_root), image_size=32,
-                                  filters=[4, 8], epochs=1, val_fraction=0.25, seed=0,
-                                  members=[{"seed": 1}, {"seed": 2, "image_size": 40, "augment_border": 0.1}])
+    settings = config.load_config(
+        "smoke",
+        output_dir=str(tmp_path),
+        data_dir=str(synthetic_root),
+        image_size=32,
+        filters=[4, 8],
+        epochs=1,
+        val_fraction=0.25,
+        seed=0,
+        members=[{"seed": 1}, {"seed": 2, "image_size": 40, "augment_border": 0.1}],
+    )
     run = train.prepare(settings, synthetic_root)
     assert run.network.input_shape == (None, 40, 40, 1)
     train.fit(run, checkpoint_dir=tmp_path / "checkpoints", verbose=0)
@@ -155,13 +171,17 @@ def test_profile_members_train_into_one_saved_ensemble(synthetic_root, tmp_path)
     assert card["training"]["members"] == 2 and card["training"]["kept_epochs"] == [1, 1]
     assert card["preprocessing"]["image_size"] == 40
     loaded, _ = model.load_model(tmp_path / "ensemble.keras")
-    np.testing.assert_allclose(evaluate.predict_probabilities(loaded, run.val_images), run.val_probabilities,
-                               atol=1e-6)
+    np.testing.assert_allclose(evaluate.predict_probabilities(loaded, run.val_images), run.val_probabilities, atol=1e-6)
 
 
-@pytest.mark.parametrize(("members", "message"), [([{"val_fraction": 0.3}], "shared by the whole ensemble"),
-                                                  ([{"epoch": 3}], "unknown setting"),
-                                                  ({"seed": 1}, "list of setting mappings")])
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([{"val_fraction": 0.3}], "shared by the whole ensemble"),
+        ([{"epoch": 3}], "unknown setting"),
+        ({"seed": 1}, "list of setting mappings"),
+    ],
+)
 def test_bad_member_settings_are_refused(members, message):
     from pneumo_utils import config, train
 
@@ -184,8 +204,10 @@ def test_backbone_model_without_downloaded_weights(tmp_path):
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all()
 
 
-@pytest.mark.parametrize(("backbone", "weights", "message"), [("vgg99", None, "unknown backbone"),
-                                                              ("resnet50v2", "/no/such.h5", "weights must be")])
+@pytest.mark.parametrize(
+    ("backbone", "weights", "message"),
+    [("vgg99", None, "unknown backbone"), ("resnet50v2", "/no/such.h5", "weights must be")],
+)
 def test_bad_backbone_settings_are_refused(backbone, weights, message):
     with pytest.raises(ValueError, match=message):
         model.build_backbone_model(64, backbone, weights=weights)
@@ -201,18 +223,22 @@ def test_temperature_scaling_fixes_overconfidence_without_changing_the_ranking()
     calibrated = evaluate.apply_temperature(overconfident, temperature)
     assert 2.0 < temperature < 4.5
     assert evaluate.expected_calibration_error(targets, calibrated) < evaluate.expected_calibration_error(
-        targets, overconfident)
+        targets, overconfident
+    )
     assert evaluate.compute_metrics(targets, calibrated, 0.5)["roc_auc"] == pytest.approx(
-        evaluate.compute_metrics(targets, overconfident, 0.5)["roc_auc"], abs=1e-9)
+        evaluate.compute_metrics(targets, overconfident, 0.5)["roc_auc"], abs=1e-9
+    )
 
 
 def test_temperature_inside_the_model_matches_the_formula():
     network = model.build_model(32, filters=(4,))
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype(np.float32)
     scaled = model.with_temperature(network, 2.5)
-    np.testing.assert_allclose(scaled.predict(images, verbose=0).reshape(-1),
-                               evaluate.apply_temperature(network.predict(images, verbose=0).reshape(-1), 2.5),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scaled.predict(images, verbose=0).reshape(-1),
+        evaluate.apply_temperature(network.predict(images, verbose=0).reshape(-1), 2.5),
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="temperature"):
         model.with_temperature(network, 0.0)
 
@@ -234,8 +260,14 @@ def test_threshold_lies_strictly_between_neighbouring_scores():
 def _write_view(root, name, view, probabilities, targets):
     folder = root / name / "views" / experiments.view_slug(view)
     folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({"file": [f"f{i}.jpeg" for i in range(len(targets))], "label": "x", "target": targets,
-                          "probability": probabilities})
+    frame = pd.DataFrame(
+        {
+            "file": [f"f{i}.jpeg" for i in range(len(targets))],
+            "label": "x",
+            "target": targets,
+            "probability": probabilities,
+        }
+    )
     for which in ("scores.csv", "inner_scores.csv"):
         frame.to_csv(folder / which, index=False)
     shifted = experiments.score_view(targets, probabilities, 0.5)
@@ -310,8 +342,15 @@ def test_forward_flops_counts_convolutions_and_dense_layers():
 
 def test_worst_views_reads_the_recorded_table(tmp_path):
     assert experiments.worst_views(tmp_path / "missing.csv") is None
-    table = pd.DataFrame({"recipe": ["a"], "random AUC": ["0.99 [0.98, 1.00]"], "worst AUC": [0.97],
-                          "worst sens": [0.94], "worst spec": [0.9]})
+    table = pd.DataFrame(
+        {
+            "recipe": ["a"],
+            "random AUC": ["0.99 [0.98, 1.00]"],
+            "worst AUC": [0.97],
+            "worst sens": [0.94],
+            "worst spec": [0.9],
+        }
+    )
     table.to_csv(tmp_path / "views.csv", index=False)
     worst = experiments.worst_views(tmp_path / "views.csv")
     assert list(worst.columns) == ["worst AUC", "worst sens", "worst spec"] and worst.loc["a", "worst spec"] == 0.9

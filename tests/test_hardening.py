@@ -105,8 +105,9 @@ def test_write_errors_are_one_line_and_leave_nothing_behind(tmp_path, case):
     elif case == "unwritable":  # a read-only file system: refused even to root, unlike folder permissions
         folder = tmp_path / "readonly"
         folder.mkdir()
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if made.returncode != 0:
             if os.geteuid() == 0:
                 pytest.skip(f"cannot mount a read-only tmpfs here ({made.stderr.strip()})")
@@ -131,8 +132,9 @@ def full_disk(tmp_path):
     """A 64 KiB tmpfs, mounted for the test where the system lets us (root), else the test is skipped."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip() or made.returncode})")
     yield mount_point
@@ -155,13 +157,19 @@ def test_a_device_is_never_replaced(tmp_path):
 
 def test_two_concurrent_writers_one_wins_and_nothing_is_replaced(tmp_path):
     target = tmp_path / "same.csv"
-    script = ("import sys, time; from pneumo_utils import outputs\n"
-              "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
-              "try:\n    outputs.write_text(sys.argv[1], sys.argv[3] * 100000, overwrite=False); print('wrote')\n"
-              "except outputs.OutputExists as e:\n    print('refused', e); sys.exit(1)\n")
+    script = (
+        "import sys, time; from pneumo_utils import outputs\n"
+        "time.sleep(max(0, float(sys.argv[2]) - time.time()))\n"
+        "try:\n    outputs.write_text(sys.argv[1], sys.argv[3] * 100000, overwrite=False); print('wrote')\n"
+        "except outputs.OutputExists as e:\n    print('refused', e); sys.exit(1)\n"
+    )
     start = time.time() + 2.0
-    processes = [subprocess.Popen([sys.executable, "-c", script, str(target), str(start), letter],
-                                  stdout=subprocess.PIPE, text=True) for letter in "ab"]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(target), str(start), letter], stdout=subprocess.PIPE, text=True
+        )
+        for letter in "ab"
+    ]
     results = [(process.wait(timeout=60), process.stdout.read()) for process in processes]
     assert sorted(code for code, _ in results) == [0, 1]
     winner = "ab"[[code for code, _ in results].index(0)]
@@ -173,8 +181,9 @@ def test_two_concurrent_writers_one_wins_and_nothing_is_replaced(tmp_path):
 def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / outputs.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename,
-                                                          "purpose": "old run", "started": "then"}))
+    (tmp_path / outputs.LOCK_NAME).write_text(
+        json.dumps({"pid": dead.pid, "host": os.uname().nodename, "purpose": "old run", "started": "then"})
+    )
     with outputs.FolderLock(tmp_path) as lock:
         assert lock.taken_over["pid"] == dead.pid
         with pytest.raises(outputs.FolderBusy, match=f"pid {os.getpid()}"):
@@ -183,9 +192,13 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 
 def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
-    first = subprocess.Popen([*PNEUMO, "run", "--profile", "smoke", "--output-dir", str(tmp_path), "--quiet",
-                              "-p", "epochs=30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)  # its own process group, as a terminal's foreground job
+    first = subprocess.Popen(
+        [*PNEUMO, "run", "--profile", "smoke", "--output-dir", str(tmp_path), "--quiet", "-p", "epochs=30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, as a terminal's foreground job
     try:
         deadline = time.time() + 120
         while not (tmp_path / "executed" / "02_train.ipynb").exists() and time.time() < deadline:
@@ -271,8 +284,16 @@ def _image(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("card", [{}, [], {"threshold": {"value": 0.5}}, {"preprocessing": {"image_size": 32}},
-                                  {"preprocessing": {"image_size": 32}, "threshold": {"value": "high"}}])
+@pytest.mark.parametrize(
+    "card",
+    [
+        {},
+        [],
+        {"threshold": {"value": 0.5}},
+        {"preprocessing": {"image_size": 32}},
+        {"preprocessing": {"image_size": 32}, "threshold": {"value": "high"}},
+    ],
+)
 def test_malformed_cards_are_one_line_and_exit_2(tmp_path, tiny_model_path, card):
     model_path = tmp_path / "m.keras"
     model_path.write_bytes(tiny_model_path.read_bytes())
@@ -335,8 +356,9 @@ def test_tiff_and_webp_are_read_by_name_and_in_folders(tmp_path):
 
     picture = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
     for name in ("a.tiff", "b.tif", "c.webp"):
-        cv2.imwrite(str(tmp_path / "folder" / name) if (tmp_path / "folder").mkdir(exist_ok=True) is None else "",
-                    picture)
+        cv2.imwrite(
+            str(tmp_path / "folder" / name) if (tmp_path / "folder").mkdir(exist_ok=True) is None else "", picture
+        )
         assert read_image(tmp_path / "folder" / name, Preprocessing(image_size=32)).shape == (32, 32)
     files, problems = predict.collect_inputs([tmp_path / "folder"])
     assert sorted(path.name for path in files) == ["a.tiff", "b.tif", "c.webp"] and not problems
@@ -373,19 +395,37 @@ def test_settings_are_typed_frozen_and_checked_once():
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.epochs = 4
     assert settings.replace(seed=7).seed == 7 and settings.seed == config.load_config("smoke").seed
-    for bad, message in (({"epochs": "many"}, "epochs must be int"), ({"val_fraction": 0.7}, "val_fraction"),
-                         ({"optimizer": "sgd"}, "optimizer must be one of"), ({"filters": [8, -1]}, "filters"),
-                         ({"dropout": True}, "dropout must be float")):
+    for bad, message in (
+        ({"epochs": "many"}, "epochs must be int"),
+        ({"val_fraction": 0.7}, "val_fraction"),
+        ({"optimizer": "sgd"}, "optimizer must be one of"),
+        ({"filters": [8, -1]}, "filters"),
+        ({"dropout": True}, "dropout must be float"),
+    ):
         with pytest.raises(config.SettingsError, match=message):
             config.load_config("smoke", **bad)
 
 
-def test_an_output_name_that_is_not_utf8_is_written_and_printed_without_a_traceback(tmp_path, tiny_model_path,
-                                                                                      synthetic_root):
+def test_an_output_name_that_is_not_utf8_is_written_and_printed_without_a_traceback(
+    tmp_path, tiny_model_path, synthetic_root
+):
     image = sorted((synthetic_root / "test").rglob("*.jpeg"))[0]
     name = bytes(tmp_path) + b"/pr\xe9dictions.csv"  # Latin-1 bytes: not valid UTF-8
-    result = subprocess.run([os.fsencode(sys.executable), b"-m", b"pneumo_utils.cli", b"predict", bytes(image),
-                             b"--model", bytes(tiny_model_path), b"--output", name], capture_output=True, timeout=300)
+    result = subprocess.run(
+        [
+            os.fsencode(sys.executable),
+            b"-m",
+            b"pneumo_utils.cli",
+            b"predict",
+            bytes(image),
+            b"--model",
+            bytes(tiny_model_path),
+            b"--output",
+            name,
+        ],
+        capture_output=True,
+        timeout=300,
+    )
     stderr = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 0 and "Traceback" not in stderr, stderr
     assert "wrote " in stderr and "pr\\xe9dictions.csv" in stderr

@@ -53,8 +53,11 @@ def _jpeg_bytes(size=64):
         ("empty.jpeg", lambda: b"", "empty file"),
         ("text.png", lambda: b"hello, I am not an image", "not a readable image"),
         ("truncated.jpeg", lambda: _jpeg_bytes()[:-40], "truncated JPEG"),
-        ("truncated.png", lambda: cv2.imencode(".png", np.zeros((64, 64), np.uint8))[1].tobytes()[:-20],
-         "truncated PNG"),
+        (
+            "truncated.png",
+            lambda: cv2.imencode(".png", np.zeros((64, 64), np.uint8))[1].tobytes()[:-20],
+            "truncated PNG",
+        ),
         ("tiny.png", lambda: cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes(), "image too small (1x1"),
         ("fake.dcm", lambda: b"\x00" * 200, "not a readable DICOM file"),
     ],
@@ -90,7 +93,7 @@ def _deflated_dicom_bomb(path, side=16384):
     data = path.read_bytes()
     start = 128 + 4 + 12 + int.from_bytes(data[140:144], "little")
     dataset = zlib.decompress(data[start:], -zlib.MAX_WBITS)
-    dataset = dataset[:dataset.index(b"\xe0\x7f\x10\x00")]  # everything before the pixel data element
+    dataset = dataset[: dataset.index(b"\xe0\x7f\x10\x00")]  # everything before the pixel data element
     dataset = dataset.replace((16).to_bytes(2, "little") * 2, side.to_bytes(2, "little") * 2, 1)  # Rows, Columns
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     parts = [compressor.compress(dataset + b"\xe0\x7f\x10\x00OW\x00\x00" + (side * side * 2).to_bytes(4, "little"))]
@@ -108,10 +111,12 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path):
 
     bomb = _deflated_dicom_bomb(tmp_path / "bomb.dcm")
     assert bomb.stat().st_size < 2_000_000
-    probe = ("import resource, sys\nfrom pneumo_utils.images import ImageReadError, Preprocessing, read_image\n"
-             "try:\n    read_image(sys.argv[1], Preprocessing(image_size=32))\n"
-             "except ImageReadError as error:\n    print(error)\n"
-             "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    probe = (
+        "import resource, sys\nfrom pneumo_utils.images import ImageReadError, Preprocessing, read_image\n"
+        "try:\n    read_image(sys.argv[1], Preprocessing(image_size=32))\n"
+        "except ImageReadError as error:\n    print(error)\n"
+        "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, timeout=120)
     assert "inflates beyond" in result.stdout, (result.stdout, result.stderr[-2000:])
     peak_kb = int(result.stdout.split("peak_kb")[-1])

@@ -78,15 +78,23 @@ def test_load_model_errors_are_one_clear_line(tmp_path, name, content, message):
 
 def test_card_records_provenance_and_preprocessing(tiny_model_path):
     card = json.loads(model.card_path(tiny_model_path).read_text())
-    for key in ("preprocessing", "threshold", "split", "validation_metrics", "versions", "git_commit", "date",
-                "intended_use", "limitations"):
+    for key in (
+        "preprocessing",
+        "threshold",
+        "split",
+        "validation_metrics",
+        "versions",
+        "git_commit",
+        "date",
+        "intended_use",
+        "limitations",
+    ):
         assert key in card
     assert card["preprocessing"]["image_size"] == 32 and card["versions"]["keras"].startswith("3.")
 
 
 def test_gamma_augmentation_and_standardization_survive_a_safe_mode_round_trip(tmp_path):
-    network = model.build_model(32, filters=(4,), dropout=0.1, augmentation={"gamma": 0.4},
-                                normalization="standardize")
+    network = model.build_model(32, filters=(4,), dropout=0.1, augmentation={"gamma": 0.4}, normalization="standardize")
     batch = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
     gamma = network.get_layer("augmentation").layers[-1]
     assert isinstance(gamma, model.RandomGamma)

@@ -42,18 +42,20 @@ def test_a_model_whose_output_is_not_a_probability_gives_no_label(tmp_path, an_i
     assert "NORMAL" not in result.stdout
 
 
-@pytest.mark.parametrize("field, value, named", [
-    (("preprocessing", "clahe"), "yes", "preprocessing.clahe must be true or false"),
-    (("preprocessing", "image_size"), 60000, "preprocessing.image_size must be an integer from 16 to 1024"),
-    (("preprocessing", "image_size"), "32", "preprocessing.image_size must be"),
-    (("preprocessing", "interpolation"), "cubic", "preprocessing.interpolation must be 'area'"),
-    (("threshold", "value"), float("nan"), "threshold.value must be a number between 0 and 1"),
-    (("threshold", "value"), 1.5, "threshold.value must be"),
-    (("classes",), ["PNEUMONIA", "NORMAL"], "classes must be ['NORMAL', 'PNEUMONIA']"),
-    (("validation_metrics", "calibration", "temperature"), -1, "temperature must be a positive number"),
-])
-def test_every_card_field_is_checked_when_the_model_is_loaded(tiny_model_path, tmp_path, an_image, field, value,
-                                                             named):
+@pytest.mark.parametrize(
+    "field, value, named",
+    [
+        (("preprocessing", "clahe"), "yes", "preprocessing.clahe must be true or false"),
+        (("preprocessing", "image_size"), 60000, "preprocessing.image_size must be an integer from 16 to 1024"),
+        (("preprocessing", "image_size"), "32", "preprocessing.image_size must be"),
+        (("preprocessing", "interpolation"), "cubic", "preprocessing.interpolation must be 'area'"),
+        (("threshold", "value"), float("nan"), "threshold.value must be a number between 0 and 1"),
+        (("threshold", "value"), 1.5, "threshold.value must be"),
+        (("classes",), ["PNEUMONIA", "NORMAL"], "classes must be ['NORMAL', 'PNEUMONIA']"),
+        (("validation_metrics", "calibration", "temperature"), -1, "temperature must be a positive number"),
+    ],
+)
+def test_every_card_field_is_checked_when_the_model_is_loaded(tiny_model_path, tmp_path, an_image, field, value, named):
     path = tmp_path / "model.keras"
     path.write_bytes(tiny_model_path.read_bytes())
     card = json.loads(tiny_model_path.with_suffix(".json").read_text())
@@ -70,12 +72,15 @@ def test_every_card_field_is_checked_when_the_model_is_loaded(tiny_model_path, t
 def test_a_model_that_takes_any_size_is_refused(tmp_path):
     inputs = keras.Input((None, None, 1), name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    path = _save(keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled)), tmp_path / "any.keras",
-                 minimal_card(64))
+    path = _save(
+        keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled)),
+        tmp_path / "any.keras",
+        minimal_card(64),
+    )
     with pytest.raises(model.ModelLoadError, match="takes NonexNone images but its card says 64"):
         model.load_model(path)
 
 
 def test_the_card_says_what_kind_of_model_it_describes(tiny_model_path):
     card = model.load_model(tiny_model_path)[1]
-    assert card["kind"] == "CNN trained from scratch" and card["name"] == "tiny"
+    assert card["kind"] == "CNN trained from scratch" and card["name"] == "pneumonia_cnn"

@@ -23,8 +23,11 @@ def inputs(tmp_path):
 def test_an_output_folder_that_is_a_file_or_cannot_be_made_is_refused_first(tiny_model_path, inputs, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("keep me")
-    for arguments in (["gradcam", inputs, "--out", a_file], ["predict", inputs, "--gradcam", a_file],
-                      ["gradcam", inputs, "--out", "/proc/x"]):
+    for arguments in (
+        ["gradcam", inputs, "--out", a_file],
+        ["predict", inputs, "--gradcam", a_file],
+        ["gradcam", inputs, "--out", "/proc/x"],
+    ):
         result = run_pneumo_here(*arguments, "--model", tiny_model_path)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
@@ -66,8 +69,9 @@ def test_odd_and_long_names_get_a_stated_safe_replacement(tiny_model_path, input
     out, table = tmp_path / "out", tmp_path / "predictions.csv"
     result = run_pneumo_here("gradcam", inputs, "--out", out, "--model", tiny_model_path)
     assert result.returncode == 0, result.stderr
-    report = {entry["path"].rsplit("/", 1)[-1]: entry for entry in json.loads((out / "gradcam.json").read_text())
-              ["images"]}
+    report = {
+        entry["path"].rsplit("/", 1)[-1]: entry for entry in json.loads((out / "gradcam.json").read_text())["images"]
+    }
     odd = report["caf\\xe9.png"]
     assert odd["overlay"] == "cafxe9_gradcam.png" and "not valid UTF-8" in odd["overlay_name_note"]
     long_entry = report["x" * 240 + ".png"]

@@ -10,8 +10,9 @@ from nbformat.v4 import new_code_cell, new_notebook
 from pneumo_utils import pipeline
 from pneumo_utils.config import PROJECT_ROOT
 
-NOISE = re.compile(r"cuda|oneDNN|absl|cuInit|without encryption|ZMQError|DecompressionBomb|MissingIDField|Traceback",
-                   re.IGNORECASE)
+NOISE = re.compile(
+    r"cuda|oneDNN|absl|cuInit|without encryption|ZMQError|DecompressionBomb|MissingIDField|Traceback", re.IGNORECASE
+)
 
 
 def test_smoke_run_executes_all_notebooks(smoke_run_process):
@@ -26,8 +27,12 @@ def test_smoke_run_executes_all_notebooks(smoke_run_process):
         assert (tmp_path / "executed" / name).is_file()
         assert (tmp_path / "executed" / name).with_suffix(".html").stat().st_size > 10_000
         executed = nbformat.read(tmp_path / "executed" / name, as_version=4)
-        streams = "".join(output.get("text", "") for cell in executed.cells for output in cell.get("outputs", [])
-                          if output.get("output_type") == "stream")
+        streams = "".join(
+            output.get("text", "")
+            for cell in executed.cells
+            for output in cell.get("outputs", [])
+            if output.get("output_type") == "stream"
+        )
         assert not NOISE.search(streams) and "Warning" not in streams, (name, streams[-2000:])
         text = (tmp_path / "executed" / name).read_text()
         # no absolute path of the project; the run's own folder, outside the project, as the user typed it
@@ -39,8 +44,7 @@ def test_smoke_run_executes_all_notebooks(smoke_run_process):
     assert summary["parameters"]["overrides"] == {"seed": 42}
     assert summary["config"]["epochs"] == 4
     assert (tmp_path / "model" / "pneumonia_cnn.keras").is_file()
-    for figure in ("class_balance", "training_curves", "confusion_matrix_validation", "roc_pr_curves",
-                   "gradcam_grid"):
+    for figure in ("class_balance", "training_curves", "confusion_matrix_validation", "roc_pr_curves", "gradcam_grid"):
         assert (tmp_path / "figures" / f"{figure}.png").is_file()
     metrics = json.loads((tmp_path / "metrics" / "metrics_validation.json").read_text())
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and len(metrics["ci95"]) == 9
@@ -62,14 +66,20 @@ def test_failing_notebook_stops_with_notebook_cell_and_error(tmp_path):
     notebooks.mkdir()
     parameters = new_code_cell("profile = None\noutput_dir = None\noverrides = {}")
     parameters.metadata["tags"] = ["parameters"]
-    notebook = new_notebook(cells=[parameters, new_code_cell("x = 1"), new_code_cell("1 / 0")],
-                            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                     "language": "python"}})
+    notebook = new_notebook(
+        cells=[parameters, new_code_cell("x = 1"), new_code_cell("1 / 0")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
     nbformat.write(notebook, notebooks / "bad.ipynb")
     output = tmp_path / "out"
     with pytest.raises(pipeline.NotebookFailed) as failure:
-        pipeline.run_notebooks(profile="smoke", output_dir=str(output), notebooks=("bad.ipynb",),
-                               notebooks_dir=notebooks, progress_bar=False)
+        pipeline.run_notebooks(
+            profile="smoke",
+            output_dir=str(output),
+            notebooks=("bad.ipynb",),
+            notebooks_dir=notebooks,
+            progress_bar=False,
+        )
     message = str(failure.value)
     assert "bad.ipynb failed in cell" in message and "ZeroDivisionError" in message
     assert (output / "executed" / "bad.ipynb").is_file()  # the partial output is kept
@@ -111,10 +121,12 @@ def test_kernels_are_shut_down_without_an_interrupt(tmp_path, manager_name, inte
         client = manager.client()
         client.start_channels()
         await client.wait_for_ready(timeout=60)
-        code = ("import signal, pathlib\n"  # a SIGINT handler that stays after this cell, and notes a SIGINT
-                "kernel = get_ipython().kernel\n"
-                "kernel.pre_handler_hook = kernel.post_handler_hook = lambda: None\n"
-                f"signal.signal(signal.SIGINT, lambda *a: pathlib.Path({str(marker)!r}).write_text('SIGINT'))")
+        code = (
+            "import signal, pathlib\n"  # a SIGINT handler that stays after this cell, and notes a SIGINT
+            "kernel = get_ipython().kernel\n"
+            "kernel.pre_handler_hook = kernel.post_handler_hook = lambda: None\n"
+            f"signal.signal(signal.SIGINT, lambda *a: pathlib.Path({str(marker)!r}).write_text('SIGINT'))"
+        )
         await client.execute_interactive(code, timeout=60)
         client.stop_channels()
         await manager.shutdown_kernel()

@@ -12,19 +12,22 @@ from pneumo_utils import outputs, pipeline
 from pneumo_utils.config import PROJECT_ROOT
 
 
-@pytest.mark.parametrize("arguments", [
-    ["run", "--profile", "smoke", "--output-dir", "saved_models"],
-    ["run", "--profile", "smoke", "--output-dir", "results/smoke-here", "--overwrite"],
-    ["run", "--profile", "smoke", "--output-dir", "runs/../results"],
-    ["evaluate", "--output", "results/metrics/metrics_validation.json"],
-    ["predict", "x.png", "--output", "saved_models/predictions.csv"],
-    ["gradcam", "x.png", "--out", "results/figures"],
-    ["bench", "train", "--output", "results/bench_train.json"],
-    ["report", "results"],
-    ["report", "results", "--markdown"],
-    ["calibrate", "--data-dir", "x", "--output-dir", "saved_models"],
-    ["experiments", "--output", "results/report.html"],
-])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["run", "--profile", "smoke", "--output-dir", "saved_models"],
+        ["run", "--profile", "smoke", "--output-dir", "results/smoke-here", "--overwrite"],
+        ["run", "--profile", "smoke", "--output-dir", "runs/../results"],
+        ["evaluate", "--output", "results/metrics/metrics_validation.json"],
+        ["predict", "x.png", "--output", "saved_models/predictions.csv"],
+        ["gradcam", "x.png", "--out", "results/figures"],
+        ["bench", "train", "--output", "results/bench_train.json"],
+        ["report", "results"],
+        ["report", "results", "--markdown"],
+        ["calibrate", "--data-dir", "x", "--output-dir", "saved_models"],
+        ["experiments", "--output", "results/report.html"],
+    ],
+)
 def test_outputs_inside_the_committed_folders_are_refused_before_any_work(arguments):
     before = {path: path.stat().st_mtime_ns for path in (PROJECT_ROOT / "results").glob("*") if path.is_file()}
     result = run_pneumo_here(*arguments)
@@ -56,8 +59,9 @@ def test_the_lab_notebook_may_add_experiments_but_not_lose_them(tmp_path):
     result = run_pneumo_here("experiments", "--root", str(empty_root), "--output", str(table))
     assert result.returncode == 2 and "holds 3 experiments" in result.stderr and "--overwrite" in result.stderr
     assert table.read_text() == "three experiments"
-    assert run_pneumo_here("experiments", "--root", str(empty_root), "--output", str(table),
-                           "--overwrite").returncode == 0
+    assert (
+        run_pneumo_here("experiments", "--root", str(empty_root), "--output", str(table), "--overwrite").returncode == 0
+    )
 
 
 def _finished_run(tmp_path, tiny_model_path):

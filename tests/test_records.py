@@ -9,8 +9,9 @@ from pneumo_utils.records import provenance, write_json_atomic
 
 
 def test_nan_becomes_null_and_numpy_scalars_are_plain(tmp_path):
-    path = write_json_atomic(tmp_path / "r.json", {"a": float("nan"), "b": [np.float32(0.5), math.inf],
-                                                     "c": np.int64(3)})
+    path = write_json_atomic(
+        tmp_path / "r.json", {"a": float("nan"), "b": [np.float32(0.5), math.inf], "c": np.int64(3)}
+    )
     assert json.loads(path.read_text()) == {"a": None, "b": [0.5, None], "c": 3}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 

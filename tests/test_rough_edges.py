@@ -49,8 +49,11 @@ def test_a_chromium_that_hangs_is_stopped_with_its_helpers(tmp_path, monkeypatch
     before = {process.pid for process in psutil.process_iter() if process.name() == "sleep"}
     with pytest.raises(RuntimeError, match="did not print the report to PDF within 2 s"):
         report.print_pdf(page, timeout=2)
-    left = [process for process in psutil.process_iter() if process.name() == "sleep" and process.pid not in before
-            and process.status() != psutil.STATUS_ZOMBIE]
+    left = [
+        process
+        for process in psutil.process_iter()
+        if process.name() == "sleep" and process.pid not in before and process.status() != psutil.STATUS_ZOMBIE
+    ]
     assert not left
 
 

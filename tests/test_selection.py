@@ -17,14 +17,17 @@ WEIGHTS_035 = SHARED / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kern
 SHA_035 = "df1c3db1d0d9193719c4c70f707c56f7021f999f825bdc57454c275cf6def19f"
 
 
-@pytest.mark.parametrize(("filename", "half"), [
-    ("IM-0001-0001.jpeg", "test-dev"),
-    ("NORMAL2-IM-0007-0001.jpeg", "test-dev"),
-    ("person100_bacteria_475.jpeg", "test-dev"),
-    ("person3_virus_15.jpeg", "test-dev"),
-    ("person1_virus_6.jpeg", "test-final"),
-    ("person101_bacteria_485.jpeg", "test-final"),
-])
+@pytest.mark.parametrize(
+    ("filename", "half"),
+    [
+        ("IM-0001-0001.jpeg", "test-dev"),
+        ("NORMAL2-IM-0007-0001.jpeg", "test-dev"),
+        ("person100_bacteria_475.jpeg", "test-dev"),
+        ("person3_virus_15.jpeg", "test-dev"),
+        ("person1_virus_6.jpeg", "test-final"),
+        ("person101_bacteria_485.jpeg", "test-final"),
+    ],
+)
 def test_split_rule_puts_known_file_names_on_their_side(filename, half):
     assert data.test_half(data.parse_patient_id(filename)) == half
 
@@ -68,8 +71,9 @@ def test_dev_only_copy(synthetic_root, tmp_path_factory):
 
 
 def test_a_missing_test_final_is_one_line_and_exit_2(tiny_model_path, test_dev_only_copy):
-    result = run_pneumo_here("evaluate", "--model", str(tiny_model_path), "--data-dir", str(test_dev_only_copy),
-                             "--split", "test-final")
+    result = run_pneumo_here(
+        "evaluate", "--model", str(tiny_model_path), "--data-dir", str(test_dev_only_copy), "--split", "test-final"
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no test-final images here:"), result.stderr
@@ -109,15 +113,27 @@ def site_sample(tmp_path_factory):
     """A labelled synthetic "site" with 30 images of each class in test/."""
     from pneumo_utils.synthetic import write_synthetic_dataset
 
-    return write_synthetic_dataset(tmp_path_factory.mktemp("site") / "chest_xray", images_per_class=60,
-                                   image_size=64, seed=7, test_fraction=0.5)
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("site") / "chest_xray", images_per_class=60, image_size=64, seed=7, test_fraction=0.5
+    )
 
 
 def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(tiny_model_path, site_sample, tmp_path):
     from pneumo_utils.model import load_model
 
-    result = run_pneumo_here("calibrate", "--model", str(tiny_model_path), "--data-dir", str(site_sample),
-                             "--split", "test", "--sensitivity", "0.9", "--output-dir", str(tmp_path / "site"))
+    result = run_pneumo_here(
+        "calibrate",
+        "--model",
+        str(tiny_model_path),
+        "--data-dir",
+        str(site_sample),
+        "--split",
+        "test",
+        "--sensitivity",
+        "0.9",
+        "--output-dir",
+        str(tmp_path / "site"),
+    )
     assert result.returncode == 0, result.stderr
     assert "temperature" in result.stdout and "threshold" in result.stdout
     network, card = load_model(tmp_path / "site" / "tiny.keras")
@@ -135,8 +151,14 @@ def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(tiny_
     assert metrics["confusion_matrix"] == site["after"]["confusion_matrix"]
     # predict (and every command with --model) takes the calibrated model and decides at its new threshold
     image = sorted((site_sample / "test" / "NORMAL").glob("*.jpeg"))[0]
-    predicted = run_pneumo_here("predict", str(image), "--model", str(tmp_path / "site" / "tiny.keras"),
-                                "--output", str(tmp_path / "predicted.json"))
+    predicted = run_pneumo_here(
+        "predict",
+        str(image),
+        "--model",
+        str(tmp_path / "site" / "tiny.keras"),
+        "--output",
+        str(tmp_path / "predicted.json"),
+    )
     assert predicted.returncode == 0, predicted.stderr
     (row,) = json.loads((tmp_path / "predicted.json").read_text())
     assert row["label"] == ("PNEUMONIA" if row["probability"] >= card["threshold"]["value"] else "NORMAL")
@@ -146,8 +168,17 @@ def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(tiny_
 
 
 def test_calibrate_refuses_a_sample_too_small_to_fix_a_threshold(tiny_model_path, synthetic_root, tmp_path):
-    result = run_pneumo_here("calibrate", "--model", str(tiny_model_path), "--data-dir", str(synthetic_root),
-                             "--split", "test-dev", "--output-dir", str(tmp_path / "out"))
+    result = run_pneumo_here(
+        "calibrate",
+        "--model",
+        str(tiny_model_path),
+        "--data-dir",
+        str(synthetic_root),
+        "--split",
+        "test-dev",
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "a threshold needs at least 20 images of each class" in lines[0]
@@ -158,8 +189,17 @@ def test_calibrate_never_replaces_a_model_without_overwrite(tiny_model_path, sit
     out = tmp_path / "site"
     out.mkdir()
     (out / "tiny.keras").write_bytes(b"earlier result")
-    result = run_pneumo_here("calibrate", "--model", str(tiny_model_path), "--data-dir", str(site_sample),
-                             "--split", "test", "--output-dir", str(out))
+    result = run_pneumo_here(
+        "calibrate",
+        "--model",
+        str(tiny_model_path),
+        "--data-dir",
+        str(site_sample),
+        "--split",
+        "test",
+        "--output-dir",
+        str(out),
+    )
     assert result.returncode == 2 and "--overwrite" in result.stderr
     assert (out / "tiny.keras").read_bytes() == b"earlier result"
 
@@ -190,9 +230,11 @@ def test_a_frozen_backbone_trains_only_its_regularized_head():
     images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
     network.fit(images, np.r_[np.zeros(4), np.ones(4)], epochs=1, verbose=0)
     moving = [name for name in (weight.path for weight in network.non_trainable_weights) if "feature_norm" in name]
-    unchanged = [np.array_equal(old, weight.numpy()) for old, weight in zip(before, network.non_trainable_weights,
-                                                                            strict=True)
-                 if "feature_norm" not in weight.path]
+    unchanged = [
+        np.array_equal(old, weight.numpy())
+        for old, weight in zip(before, network.non_trainable_weights, strict=True)
+        if "feature_norm" not in weight.path
+    ]
     assert moving and all(unchanged)  # the backbone, its batch-norm statistics included, did not move
     assert network.losses  # the L2 penalty of the head is part of the loss
 
@@ -201,14 +243,22 @@ def test_a_frozen_backbone_trains_only_its_regularized_head():
 def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
     from pneumo_utils import config, model, train
 
-    settings = config.load_config("smoke", backbone="mobilenetv2", alpha=0.35, weights=str(WEIGHTS_035),
-                                  weights_sha256=SHA_035, image_size=64)
+    settings = config.load_config(
+        "smoke", backbone="mobilenetv2", alpha=0.35, weights=str(WEIGHTS_035), weights_sha256=SHA_035, image_size=64
+    )
     network = train.build_from_config(settings)
     backbone = next(layer for layer in network.layers if layer.name.startswith("mobilenet"))
     first = backbone.get_layer("Conv1").get_weights()[0]
     assert np.abs(first).mean() > 0.05  # trained filters, not a fresh initialization
-    assert train.pretrained_weights(settings) == [{"member": 1, "backbone": "mobilenetv2", "alpha": 0.35,
-                                                   "weights": config.portable_path(WEIGHTS_035), "sha256": SHA_035}]
+    assert train.pretrained_weights(settings) == [
+        {
+            "member": 1,
+            "backbone": "mobilenetv2",
+            "alpha": 0.35,
+            "weights": config.portable_path(WEIGHTS_035),
+            "sha256": SHA_035,
+        }
+    ]
     assert model.check_weights_file(WEIGHTS_035) == SHA_035
     # a card or an experiment record names the file relative to the project, never by this machine's path
     assert config.recorded_settings(settings)["weights"] == config.portable_path(WEIGHTS_035)
@@ -223,11 +273,20 @@ def test_training_can_choose_the_epoch_and_calibrate_on_test_dev_without_a_gradi
     from pneumo_utils.model import load_model
     from pneumo_utils.synthetic import write_synthetic_dataset
 
-    root = write_synthetic_dataset(tmp_path / "chest_xray", images_per_class=100, image_size=48, seed=3,
-                                   test_fraction=0.6)  # test-dev: 27 NORMAL, 22 PNEUMONIA (names fix the halves)
-    settings = config.load_config("smoke", output_dir=str(tmp_path / "run"), data_dir=str(root), image_size=32,
-                                  filters=[4, 8], epochs=1, seed=0, calibration_split="test-dev",
-                                  selection_split="test-dev")
+    root = write_synthetic_dataset(
+        tmp_path / "chest_xray", images_per_class=100, image_size=48, seed=3, test_fraction=0.6
+    )  # test-dev: 27 NORMAL, 22 PNEUMONIA (names fix the halves)
+    settings = config.load_config(
+        "smoke",
+        output_dir=str(tmp_path / "run"),
+        data_dir=str(root),
+        image_size=32,
+        filters=[4, 8],
+        epochs=1,
+        seed=0,
+        calibration_split="test-dev",
+        selection_split="test-dev",
+    )
     run = train.prepare(settings, root)
     assert not set(run.train_rows["path"]) & set(data.select_split(run.index, "test", 0.2, 0)["path"])
     assert len(run.monitor_images) == 49 and len(run.val_images) != 49  # early stopping watches test-dev
@@ -250,20 +309,27 @@ def test_the_test_dev_table_shows_each_seed_their_mean_and_the_paired_comparison
 
     rng = np.random.default_rng(2)
     targets = np.r_[np.zeros(60), np.ones(90)].astype(int)
-    rows = pd.DataFrame({"path": [f"/d/test/{'NORMAL' if t == 0 else 'PNEUMONIA'}/img{i}.jpeg"
-                                  for i, t in enumerate(targets)],
-                         "label": np.where(targets == 1, "PNEUMONIA", "NORMAL"), "target": targets})
+    rows = pd.DataFrame(
+        {
+            "path": [f"/d/test/{'NORMAL' if t == 0 else 'PNEUMONIA'}/img{i}.jpeg" for i, t in enumerate(targets)],
+            "label": np.where(targets == 1, "PNEUMONIA", "NORMAL"),
+            "target": targets,
+        }
+    )
     strengths = {"good_s1": 0.6, "good_s2": 0.55, "poor_s1": 0.05, "poor_s2": 0.08}
     for name, strength in strengths.items():
         scores = np.clip(targets * strength + rng.random(len(targets)) * (1 - strength), 0.001, 0.999)
         experiments.write_scores(tmp_path / name / experiments.TEST_DEV_SCORES, rows, scores)
-        write_json_atomic(tmp_path / name / experiments.TEST_DEV_NAME,
-                          {"name": name, **experiments.score_view(targets, scores, 0.5)})
+        write_json_atomic(
+            tmp_path / name / experiments.TEST_DEV_NAME, {"name": name, **experiments.score_view(targets, scores, 0.5)}
+        )
     table = experiments.test_dev_table(tmp_path, [["good_s1", "good_s2"], ["poor_s1", "poor_s2"]])
     table = table.set_index("recipe / seed")
     assert {"good_s1", "good_s2", "poor_s1", "poor_s2", "mean of good_s1 + good_s2"} <= set(table.index)
-    seeds = [json.loads((tmp_path / name / experiments.TEST_DEV_NAME).read_text())["roc_auc"]
-             for name in ("good_s1", "good_s2")]
+    seeds = [
+        json.loads((tmp_path / name / experiments.TEST_DEV_NAME).read_text())["roc_auc"]
+        for name in ("good_s1", "good_s2")
+    ]
     assert float(table.loc["mean of good_s1 + good_s2", "test-dev AUC"]) == pytest.approx(np.mean(seeds), abs=5e-4)
     assert table.loc["ensemble good_s1 + good_s2", "AUC difference from best [95% CI]"] == "best"
     comparison = table.loc["ensemble poor_s1 + poor_s2", "AUC difference from best [95% CI]"]
@@ -273,8 +339,15 @@ def test_the_test_dev_table_shows_each_seed_their_mean_and_the_paired_comparison
 
 
 def test_a_missing_backbone_weights_file_stops_a_run_before_any_kernel(tmp_path):
-    result = run_pneumo_here("run", "--profile", "smoke", "--output-dir", str(tmp_path / "out"),
-                             "-p", "members=[{seed: 1}, {seed: 2, backbone: mobilenetv2, weights: no/such.h5}]")
+    result = run_pneumo_here(
+        "run",
+        "--profile",
+        "smoke",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "-p",
+        "members=[{seed: 1}, {seed: 2, backbone: mobilenetv2, weights: no/such.h5}]",
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "member 2: weights file" in lines[0] and "no/such.h5 does not exist" in lines[0]
@@ -287,11 +360,18 @@ def test_a_regenerated_views_table_keeps_rows_this_machine_cannot_score(tmp_path
     from pneumo_utils import experiments
 
     previous = tmp_path / "experiments_views.csv"
-    pd.DataFrame([{"recipe": "a + b", "id-range AUC": "0.995 [0.99, 0.998]", "worst AUC": 0.984},
-                  {"recipe": "c", "id-range AUC": "0.990 [0.98, 0.995]", "worst AUC": 0.97}]).to_csv(previous,
-                                                                                                   index=False)
-    now = pd.DataFrame([{"recipe": "a + b", "id-range AUC": "not trained", "worst AUC": None},
-                        {"recipe": "c", "id-range AUC": "0.991 [0.98, 0.996]", "worst AUC": 0.971}])
+    pd.DataFrame(
+        [
+            {"recipe": "a + b", "id-range AUC": "0.995 [0.99, 0.998]", "worst AUC": 0.984},
+            {"recipe": "c", "id-range AUC": "0.990 [0.98, 0.995]", "worst AUC": 0.97},
+        ]
+    ).to_csv(previous, index=False)
+    now = pd.DataFrame(
+        [
+            {"recipe": "a + b", "id-range AUC": "not trained", "worst AUC": None},
+            {"recipe": "c", "id-range AUC": "0.991 [0.98, 0.996]", "worst AUC": 0.971},
+        ]
+    )
     kept = experiments._keep_recorded_rows(now, previous).set_index("recipe")
     assert kept.loc["a + b", "id-range AUC"] == "0.995 [0.99, 0.998]" and kept.loc["a + b", "worst AUC"] == 0.984
     assert kept.loc["c", "id-range AUC"] == "0.991 [0.98, 0.996]"  # what was scored now wins
@@ -303,9 +383,14 @@ def test_threshold_transfer_puts_both_thresholds_on_the_same_images():
     targets = np.r_[np.zeros(40), np.ones(60)].astype(int)
     probabilities = np.r_[np.linspace(0.05, 0.8, 40), np.linspace(0.5, 0.99, 60)]
     # a card calibrated elsewhere: its validation threshold (logit 1 at temperature 1) in today's scale (T = 2)
-    site_card = {"threshold": {"value": 0.7, "min_sensitivity": 0.95},
-                 "site_calibration": {"previous_threshold": {"value": 1 / (1 + np.exp(-1.0))},
-                                      "previous_temperature": 1.0, "temperature": 2.0}}
+    site_card = {
+        "threshold": {"value": 0.7, "min_sensitivity": 0.95},
+        "site_calibration": {
+            "previous_threshold": {"value": 1 / (1 + np.exp(-1.0))},
+            "previous_temperature": 1.0,
+            "temperature": 2.0,
+        },
+    }
     table = calibrate.threshold_transfer(targets, probabilities, site_card)
     assert list(table["threshold"]) == [round(1 / (1 + np.exp(-0.5)), 4), 0.7]
     # a card calibrated on validation: the sample's own threshold is fitted with the same rule

@@ -67,33 +67,56 @@ def _assert_finished_grid(output: Path, notebooks: int = 4):
 
 def test_grid_files_expand_to_stable_ids(tmp_path):
     grid = sweep.load_grid(_grid(tmp_path, GRID_2X2))
-    assert [run.id for run in grid.runs] == ["image_size-32_seed-1", "image_size-32_seed-2",
-                                             "image_size-48_seed-1", "image_size-48_seed-2"]
+    assert [run.id for run in grid.runs] == [
+        "image_size-32_seed-1",
+        "image_size-32_seed-2",
+        "image_size-48_seed-1",
+        "image_size-48_seed-2",
+    ]
     assert grid.runs[0].settings == {"epochs": 1, "synthetic_images_per_class": 16, "image_size": 32, "seed": 1}
     assert len(grid.notebooks) == 4
-    explicit = sweep.load_grid(_grid(tmp_path, "profile: smoke\nnotebooks: [04_gradcam, 01_eda]\nruns:\n"
-                                               "  - {name: wide, filters: [16, 32]}\n  - {seed: 3, method: gradcam}\n"))
+    explicit = sweep.load_grid(
+        _grid(
+            tmp_path,
+            "profile: smoke\nnotebooks: [04_gradcam, 01_eda]\nruns:\n"
+            "  - {name: wide, filters: [16, 32]}\n  - {seed: 3, method: gradcam}\n",
+        )
+    )
     assert [run.id for run in explicit.runs] == ["wide", "seed-3_method-gradcam"]
     assert explicit.notebooks == ("01_eda.ipynb", "04_gradcam.ipynb")  # pipeline order, whatever the file says
     assert sweep.run_id_of({"filters": [16, 32]}) == "filters-16-32"
     assert len(sweep.run_id_of({"a" * 50: 1, "b" * 50: 2})) <= 80
 
 
-@pytest.mark.parametrize("text, message", [
-    (TINY + "grid:\n  imag_size: [32, 48]\n", "unknown setting(s) ['imag_size']"),
-    (TINY + "grid: {}\n", "'grid' is empty"),
-    (TINY + "grid:\n  image_size: [32, 48\n", "not valid YAML at line"),
-    (TINY + "runs: []\n", "'runs' is empty"),
-    (TINY + "grid:\n  seed: 3\n", "needs a non-empty list"),
-    ("profile: nosuch\ngrid:\n  seed: [1]\n", "unknown profile 'nosuch'"),
-    (TINY + "output_dir: x\ngrid:\n  seed: [1]\n", "use --data-dir / --output-dir"),
-    (TINY + "grid:\n  seed: [" + ", ".join(map(str, range(100))) + "]\n  image_size: [" +
-     ", ".join(map(str, range(32, 52))) + "]\n", "the grid makes 2,000 runs; the limit is 1,000"),
-    # seven aliases deep, each level ten times the last: 10^7 values if expanded
-    (TINY + "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-        f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]\n" for level in range(1, 7)) +
-     "grid:\n  seed: *a6\n", "values (YAML aliases included); the limit is 100,000"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (TINY + "grid:\n  imag_size: [32, 48]\n", "unknown setting(s) ['imag_size']"),
+        (TINY + "grid: {}\n", "'grid' is empty"),
+        (TINY + "grid:\n  image_size: [32, 48\n", "not valid YAML at line"),
+        (TINY + "runs: []\n", "'runs' is empty"),
+        (TINY + "grid:\n  seed: 3\n", "needs a non-empty list"),
+        ("profile: nosuch\ngrid:\n  seed: [1]\n", "unknown profile 'nosuch'"),
+        (TINY + "output_dir: x\ngrid:\n  seed: [1]\n", "use --data-dir / --output-dir"),
+        (
+            TINY
+            + "grid:\n  seed: ["
+            + ", ".join(map(str, range(100)))
+            + "]\n  image_size: ["
+            + ", ".join(map(str, range(32, 52)))
+            + "]\n",
+            "the grid makes 2,000 runs; the limit is 1,000",
+        ),
+        # seven aliases deep, each level ten times the last: 10^7 values if expanded
+        (
+            TINY
+            + "a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+            + "".join(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]\n" for level in range(1, 7))
+            + "grid:\n  seed: *a6\n",
+            "values (YAML aliases included); the limit is 100,000",
+        ),
+    ],
+)
 def test_bad_grid_files_are_one_line_exit_2_and_start_nothing(tmp_path, capsys, text, message):
     output = tmp_path / "out"
     code, stderr = _sweep_here(capsys, _grid(tmp_path, text), "--output-dir", output)
@@ -112,8 +135,9 @@ def test_a_grid_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
 
 
 def test_values_that_read_alike_still_get_distinct_run_ids(tmp_path):
-    grid = sweep.load_grid(_grid(tmp_path, TINY + "notebooks: [04_gradcam]\ngrid:\n  method: [gradcam, gradcam++]\n"
-                                                  "  seed: ['1', '1!']\n"))
+    grid = sweep.load_grid(
+        _grid(tmp_path, TINY + "notebooks: [04_gradcam]\ngrid:\n  method: [gradcam, gradcam++]\n  seed: ['1', '1!']\n")
+    )
     ids = [run.id for run in grid.runs]
     assert len(set(ids)) == 4 and any(run_id.startswith("method-gradcamplusplus_seed-1") for run_id in ids)
 
@@ -123,14 +147,18 @@ def test_a_larger_grid_runs_with_max_runs(tmp_path, capsys):
     assert len(sweep.load_grid(_grid(tmp_path, text), max_runs=2000).runs) == 1001
 
 
-@pytest.mark.parametrize("address, message", [
-    ("tcp://127.0.0.1:notaport", "not a scheduler address"),
-    ("tcp://127.0.0.1:70000", "PORT from 1 to 65535"),
-    ("http://127.0.0.1:8787", "not a scheduler address"),
-])
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("tcp://127.0.0.1:notaport", "not a scheduler address"),
+        ("tcp://127.0.0.1:70000", "PORT from 1 to 65535"),
+        ("http://127.0.0.1:8787", "not a scheduler address"),
+    ],
+)
 def test_scheduler_addresses_are_checked_before_anything(tmp_path, capsys, address, message):
-    code, stderr = _sweep_here(capsys, _grid(tmp_path, GRID_2X2), "--output-dir", tmp_path / "out",
-                               "--scheduler", address)
+    code, stderr = _sweep_here(
+        capsys, _grid(tmp_path, GRID_2X2), "--output-dir", tmp_path / "out", "--scheduler", address
+    )
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
 
 
@@ -148,8 +176,16 @@ def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         started = time.monotonic()
-        code, stderr = _sweep_here(capsys, _grid(tmp_path, GRID_2X2), "--output-dir", tmp_path / "out",
-                                   "--scheduler", f"tcp://127.0.0.1:{httpd.server_address[1]}", "--timeout", "3")
+        code, stderr = _sweep_here(
+            capsys,
+            _grid(tmp_path, GRID_2X2),
+            "--output-dir",
+            tmp_path / "out",
+            "--scheduler",
+            f"tcp://127.0.0.1:{httpd.server_address[1]}",
+            "--timeout",
+            "3",
+        )
         assert time.monotonic() - started < 30
     finally:
         httpd.shutdown()
@@ -158,8 +194,9 @@ def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
 
 def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path, capsys):
     output = tmp_path / "out"
-    code, stderr = _sweep_here(capsys, _grid(tmp_path, GRID_2X2), "--output-dir", output,
-                               "--scheduler", "tcp://127.0.0.1:9")
+    code, stderr = _sweep_here(
+        capsys, _grid(tmp_path, GRID_2X2), "--output-dir", output, "--scheduler", "tcp://127.0.0.1:9"
+    )
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "tcp://127.0.0.1:9: cannot reach the Dask scheduler" in lines[0], stderr
@@ -187,8 +224,10 @@ def test_a_2x2_grid_on_the_local_cluster_then_a_rerun_skips_it(tmp_path, capsys)
 
 def test_one_failing_run_is_reported_and_the_others_finish(tmp_path):
     output = tmp_path / "out"
-    grid = _grid(tmp_path, TINY + "notebooks: [02_train]\nruns:\n  - {name: good, seed: 1}\n"
-                                  "  - {name: bad, backbone: nosuchnet}\n")
+    grid = _grid(
+        tmp_path,
+        TINY + "notebooks: [02_train]\nruns:\n  - {name: good, seed: 1}\n  - {name: bad, backbone: nosuchnet}\n",
+    )
     result = _sweep(grid, "--output-dir", output, "--workers", "2")
     assert result.returncode == 1
     table = _table(output).set_index("run")
@@ -213,25 +252,60 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
 
 
-
 def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp_path):
     scheduler_file = tmp_path / "scheduler.json"
     processes = []
     try:
         dask_command = [sys.executable, "-m", "dask"]  # the `dask` command of this Python, wherever its bin/ is
-        processes.append(_start([*dask_command, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                 "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log"))
-        address = wait_for(lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}")
-                            .get("address"), 60, "the scheduler")
-        workers = [_start([*dask_command, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                           "--host", "127.0.0.1"], tmp_path / f"worker{index}.log") for index in range(2)]
+        processes.append(
+            _start(
+                [
+                    *dask_command,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                tmp_path / "scheduler.log",
+            )
+        )
+        address = wait_for(
+            lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
+            60,
+            "the scheduler",
+        )
+        workers = [
+            _start(
+                [
+                    *dask_command,
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                ],
+                tmp_path / f"worker{index}.log",
+            )
+            for index in range(2)
+        ]
         processes += workers
         output = tmp_path / "out"
         # the same 2x2 grid, with the notebook that trains (the other three add time, not another case)
         grid = _grid(tmp_path, GRID_2X2.replace("grid:", "notebooks: [02_train]\ngrid:"))
-        sweeping = subprocess.Popen([*PNEUMO, "sweep", str(grid), "--output-dir", str(output),
-                                     "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, start_new_session=True)
+        sweeping = subprocess.Popen(
+            [*PNEUMO, "sweep", str(grid), "--output-dir", str(output), "--scheduler", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         processes.append(sweeping)
 
         def lock_of_first_worker():

@@ -43,16 +43,43 @@ def test_interrupted_training_resumes_from_the_last_epoch(tmp_path):
         return train.compile_model(model.build_model(32, filters=(4,), dropout=0.0), 1e-3)
 
     with pytest.raises(KeyboardInterrupt):
-        train.fit_model(fresh(), dataset, dataset, epochs=4, patience=10, class_weight=None,
-                        checkpoint_dir=tmp_path, verbose=0, callbacks=[_Interrupt(after_epoch=2)])
+        train.fit_model(
+            fresh(),
+            dataset,
+            dataset,
+            epochs=4,
+            patience=10,
+            class_weight=None,
+            checkpoint_dir=tmp_path,
+            verbose=0,
+            callbacks=[_Interrupt(after_epoch=2)],
+        )
     assert (tmp_path / "backup").is_dir() and (tmp_path / "best.keras").is_file()
-    resumed = train.fit_model(fresh(), dataset, dataset, epochs=4, patience=10, class_weight=None,
-                              checkpoint_dir=tmp_path, verbose=0, resume=True)
+    resumed = train.fit_model(
+        fresh(),
+        dataset,
+        dataset,
+        epochs=4,
+        patience=10,
+        class_weight=None,
+        checkpoint_dir=tmp_path,
+        verbose=0,
+        resume=True,
+    )
     # epochs 1-2 were not run again, and the record still covers every epoch (with each epoch's time)
     assert resumed["epoch"].tolist() == [1, 2, 3, 4] and resumed["epoch_seconds"].notna().all()
     assert not (tmp_path / "backup").exists()  # a finished run removes its backup
-    restarted = train.fit_model(fresh(), dataset, dataset, epochs=2, patience=10, class_weight=None,
-                                checkpoint_dir=tmp_path, verbose=0, resume=False)
+    restarted = train.fit_model(
+        fresh(),
+        dataset,
+        dataset,
+        epochs=2,
+        patience=10,
+        class_weight=None,
+        checkpoint_dir=tmp_path,
+        verbose=0,
+        resume=False,
+    )
     assert restarted["epoch"].tolist() == [1, 2]
 
 
@@ -90,14 +117,19 @@ def test_a_training_killed_at_any_moment_resumes(tmp_path, seed):
     script = tmp_path / "training.py"
     script.write_text(_KILLABLE_TRAINING)
     checkpoints = tmp_path / "checkpoints"
-    first = subprocess.Popen([sys.executable, str(script), str(checkpoints), "fresh"], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+    first = subprocess.Popen(
+        [sys.executable, str(script), str(checkpoints), "fresh"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert first.stdout.readline().strip() == "training"
     time.sleep(random.Random(seed).uniform(0.5, 4.0))  # the 12 epochs take several seconds: somewhere inside
     first.send_signal(signal.SIGKILL)
     assert first.wait(timeout=30) == -signal.SIGKILL, "the training ended before it was killed"
-    resumed = subprocess.run([sys.executable, str(script), str(checkpoints), "resume"], capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(checkpoints), "resume"], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     epochs = resumed.stdout.strip().splitlines()[-1]
     assert epochs == "epochs " + ",".join(str(epoch) for epoch in range(1, 13)), epochs

@@ -53,8 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # the options that name something a command writes; `pneumo promote` is the one command that writes the
 # committed saved_models/ and results/ (the experiments commands keep the lab notebook's records there)
-OUTPUT_OPTIONS = {"output": "--output", "output_dir": "--output-dir", "out": "--out", "gradcam": "--gradcam",
-                  "dest": "--dest", "log": "--log", "root": "--root"}
+OUTPUT_OPTIONS = {
+    "output": "--output",
+    "output_dir": "--output-dir",
+    "out": "--out",
+    "gradcam": "--gradcam",
+    "dest": "--dest",
+    "log": "--log",
+    "root": "--root",
+}
 NAME_OPTIONS = {"name": "--name"}
 
 
@@ -121,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             raise
         message = str(error) or "interrupted"
-        print(message if isinstance(error, KeyboardInterrupt) or code == 130 else f"error: {message}",
-              file=sys.stderr)
+        print(message if isinstance(error, KeyboardInterrupt) or code == 130 else f"error: {message}", file=sys.stderr)
         return code
 
 

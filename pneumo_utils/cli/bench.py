@@ -28,11 +28,17 @@ def _command_bench(args: argparse.Namespace) -> int:
         headline = ("serial_s", "parallel_s", "speedup", "workers")
     elif args.what == "train":
         result = bench.bench_train(args.profile, images=args.images or 512, overrides=parse_overrides(args.parameter))
-        headline = ("train_images_per_s", "inference_images_per_s", "forward_flops_per_image", "train_gflops_per_s",
-                    "peak_rss_mb")
+        headline = (
+            "train_images_per_s",
+            "inference_images_per_s",
+            "forward_flops_per_image",
+            "train_gflops_per_s",
+            "peak_rss_mb",
+        )
     else:
-        result = bench.bench_gradcam(args.model, images=args.images or 32, batch_size=args.batch_size,
-                                     data_dir=args.data_dir)
+        result = bench.bench_gradcam(
+            args.model, images=args.images or 32, batch_size=args.batch_size, data_dir=args.data_dir
+        )
         headline = ("per_image_ms_reference", "per_image_ms_batched", "speedup", "max_abs_diff")
     result.update(provenance())
     print(json.dumps({key: result[key] for key in headline}))
@@ -42,14 +48,25 @@ def _command_bench(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     bench = commands.add_parser("bench", help="benchmarks that write JSON")
-    bench.add_argument("what", choices=["train", "gradcam", "sweep"],
-                       help="train: training/inference throughput and peak memory; "
-                            "gradcam: batched Grad-CAM against the per-image keras.io recipe; "
-                            "sweep: a 4-run smoke grid one after another, then on a local Dask cluster")
-    bench.add_argument("--profile", choices=config_module.available_profiles(), default="full",
-                       help="train: the profile whose model and settings are measured")
-    bench.add_argument("--images", type=positive_int, default=None,
-                       help="train: synthetic images per timed epoch (512); gradcam: images explained (32)")
+    bench.add_argument(
+        "what",
+        choices=["train", "gradcam", "sweep"],
+        help="train: training/inference throughput and peak memory; "
+        "gradcam: batched Grad-CAM against the per-image keras.io recipe; "
+        "sweep: a 4-run smoke grid one after another, then on a local Dask cluster",
+    )
+    bench.add_argument(
+        "--profile",
+        choices=config_module.available_profiles(),
+        default="full",
+        help="train: the profile whose model and settings are measured",
+    )
+    bench.add_argument(
+        "--images",
+        type=positive_int,
+        default=None,
+        help="train: synthetic images per timed epoch (512); gradcam: images explained (32)",
+    )
     bench.add_argument("--model", default=str(DEFAULT_MODEL), help="gradcam: the model to explain")
     bench.add_argument("--data-dir", default=None, help="gradcam: take images from this data set's train/")
     bench.add_argument("--batch-size", type=positive_int, default=32, help="gradcam: batch size of the batched version")

@@ -24,8 +24,10 @@ def _command_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--name must be a plain file name, not {name!r}")
     output = Path(args.output_dir) / f"{name}.keras"
     if output.resolve() == Path(args.model).resolve():
-        raise UsageError(f"{output}: the calibrated model would replace the model it is made from; choose "
-                         "another --output-dir or --name")
+        raise UsageError(
+            f"{output}: the calibrated model would replace the model it is made from; choose "
+            "another --output-dir or --name"
+        )
     refuse_existing(output, args.overwrite)
     refuse_existing(model.card_path(output), args.overwrite)
     data_root = config_module.resolve_data_dir(args.data_dir)
@@ -33,15 +35,23 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     network, card = model.load_model(args.model)
     rows = data.select_split(index, args.split, card["split"]["val_fraction"], card["split"]["seed"])
     images, _, kept = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]), population=len(index))
-    sample = {"data_dir": args.data_dir or config_module.portable_path(data_root), "split": args.split,
-              "fingerprint": data.dataset_fingerprint(kept)}
-    calibrated, new_card = calibrate.calibrate_model(network, card, images, kept, sample,
-                                                     min_sensitivity=args.sensitivity)
+    sample = {
+        "data_dir": args.data_dir or config_module.portable_path(data_root),
+        "split": args.split,
+        "fingerprint": data.dataset_fingerprint(kept),
+    }
+    calibrated, new_card = calibrate.calibrate_model(
+        network, card, images, kept, sample, min_sensitivity=args.sensitivity
+    )
     site = new_card["site_calibration"]
-    print(f"{args.split} of {sample['data_dir']}: {site['sample']['n']} images "
-          f"({site['sample']['counts']['NORMAL']} NORMAL, {site['sample']['counts']['PNEUMONIA']} PNEUMONIA)")
-    print(f"temperature {site['previous_temperature']:.3f} -> {site['temperature']:.3f}; threshold "
-          f"{site['previous_threshold']['value']:.4f} -> {new_card['threshold']['value']:.4f}")
+    print(
+        f"{args.split} of {sample['data_dir']}: {site['sample']['n']} images "
+        f"({site['sample']['counts']['NORMAL']} NORMAL, {site['sample']['counts']['PNEUMONIA']} PNEUMONIA)"
+    )
+    print(
+        f"temperature {site['previous_temperature']:.3f} -> {site['temperature']:.3f}; threshold "
+        f"{site['previous_threshold']['value']:.4f} -> {new_card['threshold']['value']:.4f}"
+    )
     print(f"{'metric':<12} {'before':<24} after (fitted on this sample: optimistic)")
     for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
         print(f"{metric:<12} {with_ci(site['before'], metric):<24} {with_ci(site['after'], metric)}")
@@ -53,13 +63,19 @@ def _command_calibrate(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     parser = commands.add_parser(
-        "calibrate", help="refit a model's temperature and threshold on a labelled sample of your site")
+        "calibrate", help="refit a model's temperature and threshold on a labelled sample of your site"
+    )
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model to calibrate (default: {DEFAULT_MODEL})")
     parser.add_argument("--data-dir", default=None, help=DATA_HELP + "; the standard layout, labelled")
-    parser.add_argument("--split", default="test-dev", choices=SPLITS,
-                        help="the labelled sample to fit on (default: test-dev)")
-    parser.add_argument("--sensitivity", type=float, default=0.95,
-                        help="the threshold is the highest with at least this sensitivity on the sample (default 0.95)")
+    parser.add_argument(
+        "--split", default="test-dev", choices=SPLITS, help="the labelled sample to fit on (default: test-dev)"
+    )
+    parser.add_argument(
+        "--sensitivity",
+        type=float,
+        default=0.95,
+        help="the threshold is the highest with at least this sensitivity on the sample (default 0.95)",
+    )
     parser.add_argument("--output-dir", required=True, help="where <name>.keras and its card are written")
     parser.add_argument("--name", default=None, help="file name of the calibrated model (default: the model's)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing calibrated model")

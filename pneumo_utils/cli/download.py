@@ -18,8 +18,12 @@ def _command_download(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     fetch = commands.add_parser("download", help="fetch the public data set into --dest/chest_xray")
-    fetch.add_argument("--source", choices=["mendeley", "kaggle"], default="mendeley",
-                       help="mendeley: ChestXRay2017.zip over https; kaggle: kagglehub (pip install kagglehub)")
+    fetch.add_argument(
+        "--source",
+        choices=["mendeley", "kaggle"],
+        default="mendeley",
+        help="mendeley: ChestXRay2017.zip over https; kaggle: kagglehub (pip install kagglehub)",
+    )
     fetch.add_argument("--dest", default=str(config_module.PROJECT_ROOT / "data"), help="folder to install into")
     fetch.add_argument("--url", default=None, help="download this zip instead of the source's address")
     fetch.add_argument("--sha256", default=None, help="expected SHA-256 of the zip")

@@ -53,11 +53,14 @@ def register(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score a saved model on a split and write metrics JSON")
     evaluate.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
     evaluate.add_argument("--data-dir", default=None, help=DATA_HELP)
-    evaluate.add_argument("--split", default="test", choices=["test", "test-dev", "test-final", "val", "train",
-                                                              "val-folder"],
-                          help="test/ folder (default); its halves test-dev (used for selection) and test-final "
-                               "(sha256(patient id) %% 5 < 2 is test-dev); the patient-grouped validation split (val) "
-                               "or training side (train) of train/; or the data set's own val/ folder")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "test-dev", "test-final", "val", "train", "val-folder"],
+        help="test/ folder (default); its halves test-dev (used for selection) and test-final "
+        "(sha256(patient id) %% 5 < 2 is test-dev); the patient-grouped validation split (val) "
+        "or training side (train) of train/; or the data set's own val/ folder",
+    )
     evaluate.add_argument("--output", default=None, metavar="FILE.json", help="write the metrics here")
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     evaluate.add_argument("--batch-size", type=positive_int, default=64)

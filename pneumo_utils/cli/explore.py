@@ -26,12 +26,22 @@ def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: i
     level is INFO because the terminal's page lines are read from the kernel start and shutdown lines.
     """
     manager = "--MappingKernelManager."
-    return [sys.executable, "-m", "voila", str(EXPLORE_NOTEBOOK), f"--port={port}", f"--Voila.ip={host}",
-            "--Voila.port_retries=0", "--VoilaConfiguration.show_tracebacks=False", "--Voila.log_level=INFO",
-            f"{manager}cull_idle_timeout={cull_idle_timeout}", f"{manager}cull_connected=False",
-            f"{manager}cull_interval={max(1, min(60, cull_idle_timeout // 2))}",
-            f"{manager}kernel_manager_class=pneumo_utils.voila_kernels.PoliteServerKernelManager",
-            *([] if open_browser else ["--no-browser"])]
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        str(EXPLORE_NOTEBOOK),
+        f"--port={port}",
+        f"--Voila.ip={host}",
+        "--Voila.port_retries=0",
+        "--VoilaConfiguration.show_tracebacks=False",
+        "--Voila.log_level=INFO",
+        f"{manager}cull_idle_timeout={cull_idle_timeout}",
+        f"{manager}cull_connected=False",
+        f"{manager}cull_interval={max(1, min(60, cull_idle_timeout // 2))}",
+        f"{manager}kernel_manager_class=pneumo_utils.voila_kernels.PoliteServerKernelManager",
+        *([] if open_browser else ["--no-browser"]),
+    ]
 
 
 def _check_address(host: str, port: int) -> None:
@@ -46,8 +56,11 @@ def _check_address(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as error:
-            problem = "is in use; choose another with --port" if error.errno == errno.EADDRINUSE else \
-                f"cannot be used ({error.strerror or error})"
+            problem = (
+                "is in use; choose another with --port"
+                if error.errno == errno.EADDRINUSE
+                else f"cannot be used ({error.strerror or error})"
+            )
             raise UsageError(f"{host}:{port} {problem}") from None
 
 
@@ -65,26 +78,38 @@ def _command_explore(args: argparse.Namespace) -> int:
     _check_address(args.host, args.port)
     session = explore.resolve(args.run, args.model, args.data_dir)  # bad paths: one line, exit 2
     if not session.scores and session.run_dir is None:
-        raise UsageError("--model without --run: no run's per-image scores to explore, and no data set found to "
-                         "score (give --run RUN_DIR, or --data-dir DIR to score its validation split)")
+        raise UsageError(
+            "--model without --run: no run's per-image scores to explore, and no data set found to "
+            "score (give --run RUN_DIR, or --data-dir DIR to score its validation split)"
+        )
     if not session.scores:
-        raise UsageError(f"{session.run_dir}: no per-image scores (metrics/scores_validation.csv); "
-                         "run notebook 03 on it (pneumo run) first")
+        raise UsageError(
+            f"{session.run_dir}: no per-image scores (metrics/scores_validation.csv); "
+            "run notebook 03 on it (pneumo run) first"
+        )
     from pneumo_utils.model import load_model
 
     load_model(session.model_path)  # a broken model is refused here, not in every page's kernel
-    environment = {**os.environ, explore.MODEL_ENV: str(session.model_path), "TF_CPP_MIN_LOG_LEVEL": "3",
-                   "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    environment = {
+        **os.environ,
+        explore.MODEL_ENV: str(session.model_path),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    }
     environment[explore.RUN_ENV] = str(session.run_dir) if session.run_dir else ""
     if session.data_root:
         environment[explore.DATA_ENV] = str(session.data_root)
     log = Path(args.log) if args.log else DEFAULT_LOG
-    print(f"explorer: http://{args.host}:{args.port}/ (model {config_module.portable_path(session.model_path)}; "
-          f"log {args.log or config_module.portable_path(log)}; Ctrl-C stops it)", flush=True)
+    print(
+        f"explorer: http://{args.host}:{args.port}/ (model {config_module.portable_path(session.model_path)}; "
+        f"log {args.log or config_module.portable_path(log)}; Ctrl-C stops it)",
+        flush=True,
+    )
     if session.data_problem:
         print(f"warning: {session.data_problem}", file=sys.stderr, flush=True)
-    return serve.serve(voila_command(args.port, args.host, not args.no_browser, args.cull_idle_timeout), log,
-                       environment)
+    return serve.serve(
+        voila_command(args.port, args.host, not args.no_browser, args.cull_idle_timeout), log, environment
+    )
 
 
 def _command_markdown(args: argparse.Namespace) -> int:
@@ -122,27 +147,44 @@ def _command_report(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     explore = commands.add_parser("explore", help="the interactive explorer (notebook 05) as a web app (Voilà)")
-    explore.add_argument("--run", default=None, metavar="DIR",
-                         help="a run folder to explore (default: the committed run, results/)")
+    explore.add_argument(
+        "--run", default=None, metavar="DIR", help="a run folder to explore (default: the committed run, results/)"
+    )
     explore.add_argument("--model", default=None, metavar="PATH", help="the model (default: the run's)")
     explore.add_argument("--data-dir", default=None, help="where the run's images are (default: as recorded)")
     explore.add_argument("--port", type=int, default=8866)
     explore.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     explore.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    explore.add_argument("--log", default=None, metavar="FILE",
-                         help="where the server's and its kernels' output goes (default: runs/explorer.log)")
-    explore.add_argument("--cull-idle-timeout", type=int, default=300, metavar="SECONDS",
-                         help="shut down the kernel of a page that is gone after this many idle seconds "
-                              "(default 300; a page still open keeps its kernel)")
+    explore.add_argument(
+        "--log",
+        default=None,
+        metavar="FILE",
+        help="where the server's and its kernels' output goes (default: runs/explorer.log)",
+    )
+    explore.add_argument(
+        "--cull-idle-timeout",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="shut down the kernel of a page that is gone after this many idle seconds "
+        "(default 300; a page still open keeps its kernel)",
+    )
     explore.set_defaults(handler=_command_explore)
 
     report = commands.add_parser("report", help="one self-contained HTML report of a run (and a PDF with --pdf)")
     report.add_argument("run_dir", help="the run folder (runs/<profile>-<time>, or results/ for the committed run)")
-    report.add_argument("--output", default=None, metavar="FILE",
-                        help="default: RUN_DIR/report.html (RUN_DIR/README.md with --markdown)")
+    report.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="default: RUN_DIR/report.html (RUN_DIR/README.md with --markdown)",
+    )
     report.add_argument("--pdf", action="store_true", help="also print it to PDF (beside it) with headless Chromium")
-    report.add_argument("--markdown", action="store_true",
-                        help="write the results in full as Markdown instead (default: RUN_DIR/README.md; the "
-                             "committed run's pages are written by pneumo promote)")
+    report.add_argument(
+        "--markdown",
+        action="store_true",
+        help="write the results in full as Markdown instead (default: RUN_DIR/README.md; the "
+        "committed run's pages are written by pneumo promote)",
+    )
     report.add_argument("--overwrite", action="store_true", help="replace an existing report")
     report.set_defaults(handler=_command_report)

@@ -21,8 +21,9 @@ def _command_index(args: argparse.Namespace) -> int:
     for line in report["unreadable"]:
         print(f"unreadable: {line}", file=sys.stderr)
     for conflict in report["label_conflicts"]:
-        print(f"label conflict: {conflict['files']} ({conflict['labels']}, splits {conflict['splits']})",
-              file=sys.stderr)
+        print(
+            f"label conflict: {conflict['files']} ({conflict['labels']}, splits {conflict['splits']})", file=sys.stderr
+        )
     for line in data.layout_warnings(config_module.resolve_data_dir(args.data_dir)):
         if "label conflict" not in line:  # listed one by one above
             print(f"warning: {line}", file=sys.stderr)

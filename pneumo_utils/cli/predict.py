@@ -56,18 +56,35 @@ def _command_gradcam(args: argparse.Namespace) -> int:
     for record in records:
         error = record.error or writer.failures.get(record.path)
         error = outputs.display(error) if error else None
-        entry = {"path": outputs.display(record.path), "probability": record.probability, "label": record.label,
-                 "method": args.method, "error": error}
+        entry = {
+            "path": outputs.display(record.path),
+            "probability": record.probability,
+            "label": record.label,
+            "method": args.method,
+            "error": error,
+        }
         if error:
             print(f"error: {error}", file=sys.stderr)
         else:
             entry.update(writer.statistics[record.path])
-            print(f"{entry['path']}: {record.probability:.3f} {record.label} -> "
-                  f"{outputs.display(Path(args.out) / entry['overlay'])}")
+            print(
+                f"{entry['path']}: {record.probability:.3f} {record.label} -> "
+                f"{outputs.display(Path(args.out) / entry['overlay'])}"
+            )
         report.append(entry)
-    status = save(report_path, json_bytes({"model": str(args.model), "threshold": threshold, "method": args.method,
-                                             "target_layer": writer.explainer.layer_name, "images": report}),
-                   args.overwrite)
+    status = save(
+        report_path,
+        json_bytes(
+            {
+                "model": str(args.model),
+                "threshold": threshold,
+                "method": args.method,
+                "target_layer": writer.explainer.layer_name,
+                "images": report,
+            }
+        ),
+        args.overwrite,
+    )
     return 1 if status or any(entry["error"] for entry in report) else 0
 
 
@@ -81,12 +98,22 @@ def _command_predict(args: argparse.Namespace) -> int:
     files, problems, network, card = _load_for_prediction(args)
     if args.gradcam:
         _overlay_folder(args.gradcam, "--gradcam")
-    writer = (predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam, overwrite=args.overwrite)
-              if args.gradcam else None)
+    writer = (
+        predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam, overwrite=args.overwrite)
+        if args.gradcam
+        else None
+    )
     records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
     # names that are not valid UTF-8 are shown and written with their odd bytes as \xNN
-    rows = [{"path": outputs.display(r.path), "probability": r.probability, "label": r.label,
-             "error": r.error and outputs.display(r.error)} for r in records]
+    rows = [
+        {
+            "path": outputs.display(r.path),
+            "probability": r.probability,
+            "label": r.label,
+            "error": r.error and outputs.display(r.error),
+        }
+        for r in records
+    ]
     width = max([len(row["path"]) for row in rows] + [4])
     print(f"{'path':<{width}}  probability  label")
     for row in rows:
@@ -101,8 +128,7 @@ def _command_predict(args: argparse.Namespace) -> int:
         else:
             import pandas as pd
 
-            payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(
-                index=False).encode()
+            payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(index=False).encode()
         status = save(output, payload, args.overwrite)
     overlay_failures = 0
     if writer is not None:  # the predictions above are saved whatever happens to the overlays
@@ -110,8 +136,10 @@ def _command_predict(args: argparse.Namespace) -> int:
             print(f"error: {message}", file=sys.stderr)
         overlay_failures = len(writer.failures)
         if writer.statistics:
-            print(f"wrote {len(writer.statistics)} Grad-CAM overlay(s) to {outputs.display(args.gradcam)}",
-                  file=sys.stderr)
+            print(
+                f"wrote {len(writer.statistics)} Grad-CAM overlay(s) to {outputs.display(args.gradcam)}",
+                file=sys.stderr,
+            )
     failed = sum(1 for row in rows if row["error"])
     if failed:
         print(f"{failed} of {len(rows)} input(s) failed", file=sys.stderr)
@@ -134,8 +162,12 @@ def register(commands) -> None:
     predict.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     predict.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model file (default: {DEFAULT_MODEL})")
     predict.add_argument("--gradcam", default=None, metavar="DIR", help="also write a Grad-CAM overlay per image here")
-    predict.add_argument("--output", default=None, metavar="FILE.csv|FILE.json",
-                         help="one row per input: path, probability, label, error")
+    predict.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE.csv|FILE.json",
+        help="one row per input: path, probability, label, error",
+    )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--batch-size", type=positive_int, default=64)
     predict.set_defaults(handler=_command_predict)

@@ -47,19 +47,38 @@ def _command_promote(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     run = commands.add_parser("run", help="execute the four notebooks in order with papermill")
-    run.add_argument("--profile", choices=config_module.available_profiles(), default=None,
-                     help="parameter set: smoke (synthetic data, minutes) or full (real data); default full")
+    run.add_argument(
+        "--profile",
+        choices=config_module.available_profiles(),
+        default=None,
+        help="parameter set: smoke (synthetic data, minutes) or full (real data); default full",
+    )
     run.add_argument("--data-dir", default=None, help=DATA_HELP)
-    run.add_argument("--output-dir", default=None,
-                     help="where the run goes (default: a new runs/<profile>-<time>); never saved_models/ or results/")
-    run.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one profile setting, e.g. -p epochs=5 (repeatable)")
+    run.add_argument(
+        "--output-dir",
+        default=None,
+        help="where the run goes (default: a new runs/<profile>-<time>); never saved_models/ or results/",
+    )
+    run.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one profile setting, e.g. -p epochs=5 (repeatable)",
+    )
     run.add_argument("--overwrite", action="store_true", help="replace a run already in the output directory")
-    run.add_argument("--quiet", action="store_true",
-                     help="no papermill progress bar (none either when the output goes to a file or pipe)")
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no papermill progress bar (none either when the output goes to a file or pipe)",
+    )
     run.set_defaults(handler=_command_run)
 
     promote = commands.add_parser("promote", help="make a finished run's model and results the committed ones")
-    promote.add_argument("run_dir", help="the run folder (runs/<profile>-<time>); `results` only writes the "
-                                         "pages again (results/README.md, results/report.html, README's table)")
+    promote.add_argument(
+        "run_dir",
+        help="the run folder (runs/<profile>-<time>); `results` only writes the "
+        "pages again (results/README.md, results/report.html, README's table)",
+    )
     promote.set_defaults(handler=_command_promote)
