@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from pneumo_utils.subgroups import subgroup_figures
+
 METRIC_NAMES = (
     "accuracy",
     "precision",
@@ -363,6 +365,7 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
     metrics = evaluate_probabilities(
         rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]
     )
+    metrics["subgroups"] = subgroup_figures(rows, card["threshold"]["value"])  # for whom it works
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
 
 

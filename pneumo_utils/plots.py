@@ -196,3 +196,40 @@ def save(figure: plt.Figure, folder, name: str) -> None:
     from pathlib import Path
 
     figure.savefig(Path(folder) / f"{name}.png", dpi=120, bbox_inches="tight")
+
+
+def forest_plot(figures: dict[str, dict[str, dict]], title: str = "For whom does it work?") -> plt.Figure:
+    """Each subgroup's figure with its 95% interval, beside the overall figure of the same metric (dashed),
+    one panel per scored split. ``figures`` maps a split's label to :func:`subgroups.subgroup_figures`."""
+    panels = [(label, entries) for label, entries in figures.items() if entries]
+    rows = max((len(entries) for _, entries in panels), default=1)
+    figure, axes = plt.subplots(
+        1, max(len(panels), 1), figsize=(5.5 * max(len(panels), 1), 0.45 * rows + 1.4), squeeze=False
+    )
+    colours = {"sensitivity": "tab:red", "specificity": "tab:blue", "accuracy": "tab:gray"}
+    for axis, (label, entries) in zip(axes[0], panels, strict=False):
+        names = list(entries)[::-1]
+        for position, name in enumerate(names):
+            entry = entries[name]
+            if entry["value"] is None:
+                continue
+            low, high = entry["ci95"]
+            colour = colours.get(entry["metric"], "black")
+            axis.errorbar(
+                entry["value"],
+                position,
+                xerr=[[entry["value"] - low], [high - entry["value"]]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
+            overall = entries.get(f"overall {entry['metric']}")
+            if overall and overall["value"] is not None and not name.startswith("overall"):
+                axis.plot([overall["value"]] * 2, [position - 0.4, position + 0.4], "--", color=colour, linewidth=1)
+        axis.set_yticks(range(len(names)), [f"{name} (n={entries[name]['n']})" for name in names])
+        axis.set_xlim(0, 1.02)
+        axis.set_xlabel("value with 95% interval (dashed: overall)")
+        axis.set_title(label)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

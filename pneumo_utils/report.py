@@ -50,6 +50,7 @@ FIGURES = (  # (file stem, section, caption); any other figure of the run goes t
     ("reliability_diagram", "calibration", "Reliability diagram before and after temperature scaling"),
     ("confident_mistakes", "metrics", "The most confident mistakes (validation split)"),
     ("gradcam_grid", "gradcam", "Grad-CAM examples: where the evidence came from"),
+    ("subgroups_forest", "subgroups", "Each subgroup with its 95% interval; dashed: the overall figure"),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -93,6 +94,65 @@ def _figure(path: Path, caption: str) -> str:
         f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
+
+
+def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
+    """Subgroup figures per scored split: from the metrics JSON (``subgroups``, sizes included) or, for a run
+    from before they were written, from the per-image scores (kinds and batches from the file names)."""
+    import pandas as pd
+
+    from pneumo_utils.data import split_label
+    from pneumo_utils.subgroups import subgroup_figures
+
+    found = {}
+    for split in ("test-dev", "test-final", "test", "validation"):
+        result = _read_json(metrics / f"metrics_{split}.json")
+        scores = metrics / f"scores_{split}.csv"
+        if isinstance(result, dict) and result.get("subgroups"):
+            found[split_label(split)] = result["subgroups"]
+        elif scores.is_file() and threshold is not None:
+            found[split_label(split)] = subgroup_figures(pd.read_csv(scores), threshold)
+    return found
+
+
+def _subgroup_section(metrics: Path, threshold: float | None, plot: bool = True) -> str:
+    """The subgroup tables and sentences; the forest plot drawn here unless the run saved its own."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pneumo_utils import plots
+    from pneumo_utils.subgroups import below_overall, subgroup_table
+
+    figures = split_subgroups(metrics, threshold)
+    if not figures:
+        return "<p>No per-image scores were kept for this run, so no subgroup figures.</p>"
+    parts = [
+        "<p>Overall figures hide differences between the images of a split. Sensitivity per pneumonia "
+        "kind and specificity per NORMAL acquisition batch (from the file names), accuracy per tertile of "
+        "the stored image size where sizes are known; 95% Wilson intervals.</p>"
+    ]
+    for label, entries in figures.items():
+        parts.append(f"<h3>{html.escape(label)}</h3>" + subgroup_table(entries).to_html(index=False, border=0))
+        sentences = below_overall(entries)
+        parts.append(
+            "<ul>" + "".join(f"<li>{html.escape(text)}</li>" for text in sentences) + "</ul>"
+            if sentences
+            else "<p>No subgroup's interval lies wholly below the overall figure.</p>"
+        )
+    if not plot:
+        return "".join(parts)
+    figure = plots.forest_plot(figures)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plots.plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    parts.append(
+        f'<figure><img alt="forest plot of the subgroup figures" src="data:image/png;base64,{encoded}">'
+        "<figcaption>Each subgroup with its 95% interval; dashed: the overall figure.</figcaption></figure>"
+    )
+    return "".join(parts)
 
 
 def _metrics_section(metrics: Path) -> str:
@@ -342,6 +402,15 @@ def build_report(run_dir: str | Path) -> str:
         ("What model", _model_section(card, card_path) + figures_of("training")),
         ("How the recipe was chosen", _choice_section()),
         ("Metrics", _metrics_section(metrics) + figures_of("metrics")),
+        (
+            "For whom does it work?",
+            _subgroup_section(
+                metrics,
+                (card or {}).get("threshold", {}).get("value"),
+                plot="subgroups_forest" not in available,
+            )
+            + figures_of("subgroups"),
+        ),
         ("Calibration", figures_of("calibration") or "<p>No calibration figure in this run.</p>"),
         ("Stress validation", _stress_section(_read_json(metrics / "stress_validation.json"))),
         (

@@ -214,6 +214,7 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
         f"`{portable_path(run_dir / 'metrics')}/metrics_*.json`.",
         "",
     ]
+    out += _subgroups(run_dir, threshold["value"])
     for transfer_path in sorted((run_dir / "metrics").glob("threshold_transfer_*.json")):
         split = transfer_path.stem.removeprefix("threshold_transfer_")
         out += [
@@ -280,6 +281,35 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
         "the one-file report: `report.html` (`pneumo report`).",
     ]
     return "\n".join(out) + "\n"
+
+
+def _subgroups(run_dir: Path, threshold: float) -> list[str]:
+    from pneumo_utils.report import split_subgroups
+    from pneumo_utils.subgroups import below_overall, subgroup_table
+
+    figures = split_subgroups(run_dir / "metrics", threshold)
+    if not figures:
+        return []
+    lines = [
+        "## For whom does it work?",
+        "",
+        "Sensitivity per pneumonia kind and specificity per NORMAL acquisition batch (from the file names), "
+        "accuracy per size tertile where sizes are recorded; 95% Wilson intervals (`pneumo evaluate` writes "
+        "them under `subgroups`).",
+        "",
+    ]
+    for label, entries in figures.items():
+        table = subgroup_table(entries)
+        lines += [f"**{label}**", "", "| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
+        lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in table.itertuples(index=False)]
+        below = below_overall(entries)
+        lines += (
+            ["", *(f"- Below the overall figure: {sentence}" for sentence in below)]
+            if below
+            else ["", "No subgroup's interval lies wholly below the overall figure."]
+        )
+        lines.append("")
+    return lines
 
 
 def _speed(run_dir: Path) -> list[str]:

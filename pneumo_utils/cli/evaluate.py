@@ -30,6 +30,12 @@ def _command_evaluate(args: argparse.Namespace) -> int:
         print(f"skipped {counts['unreadable_skipped']} unreadable image(s) of {counts['images_in_split']}")
     print(f"{args.split} split of {record['data_dir']} (fingerprint {record['data_fingerprint']})")
     print(_format_metrics_table(metrics))
+    from pneumo_utils.subgroups import below_overall, subgroup_table
+
+    print("\nfor whom it works (95% Wilson intervals):")
+    print(subgroup_table(metrics["subgroups"]).to_string(index=False))
+    for sentence in below_overall(metrics["subgroups"]):
+        print(f"below overall: {sentence}")
     if output:
         status = save(output, json_bytes(metrics), args.overwrite)
         status = max(status, save(output.with_suffix(".provenance.json"), json_bytes(record), args.overwrite))
