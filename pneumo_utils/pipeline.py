@@ -408,6 +408,9 @@ def promote(
         raise SettingsError(f"{model_path}: the run has no model with a card to promote")
     with outputs.FolderLock(run_dir, purpose="pneumo promote"):
         pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
+        gate = (read_record(card_path(model_path)).get("ood") or {}).get("file")
+        if gate:  # the out-of-distribution detector the card names, beside the model
+            pairs.append((model_path.with_name(gate), saved_model.with_name(gate)))
         for folder in ("executed", "figures", "metrics"):
             if (run_dir / folder).is_dir():
                 pairs += [

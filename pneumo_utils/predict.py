@@ -28,6 +28,8 @@ class Scored:
     label: str | None = None
     error: str = ""
     image: np.ndarray | None = None
+    ood_score: float | None = None  # how unlike the training X-rays (None: no gate)
+    in_distribution: bool | None = None
 
 
 def collect_inputs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Scored]]:
@@ -65,21 +67,37 @@ def read_inputs(files: list[Path], preprocessing: Preprocessing) -> list[Scored]
     return records
 
 
-def score(network, records: list[Scored], threshold: float, batch_size: int = 64) -> list[Scored]:
-    """Fill in probability and label for the readable records, predicting in batches."""
+def score(network, records: list[Scored], threshold: float, batch_size: int = 64, detector=None) -> list[Scored]:
+    """Fill in probability and label for the readable records, predicting in batches. With an
+    out-of-distribution ``detector`` (:mod:`pneumo_utils.ood`), an input unlike the training X-rays gets the
+    label ``OUT_OF_DISTRIBUTION`` instead (its probability is still given)."""
     from pneumo_utils.evaluate import predict_probabilities
+    from pneumo_utils.ood import OUT_OF_DISTRIBUTION
 
     readable = [record for record in records if record.image is not None]
     if readable:
-        probabilities = predict_probabilities(network, np.stack([r.image for r in readable]), batch_size)
-        for record, probability in zip(readable, probabilities, strict=True):
+        images = np.stack([r.image for r in readable])
+        probabilities = predict_probabilities(network, images, batch_size)
+        gate = detector.score(images) if detector is not None else [None] * len(readable)
+        for record, probability, ood_score in zip(readable, probabilities, gate, strict=True):
             record.probability = float(probability)
             record.label = CLASS_NAMES[int(probability >= threshold)]
+            if ood_score is not None:
+                record.ood_score = float(ood_score)
+                record.in_distribution = bool(detector.in_distribution(ood_score))
+                if not record.in_distribution:
+                    record.label = OUT_OF_DISTRIBUTION
     return records
 
 
 def predict_files(
-    network, card: dict, files: list[Path], batch_size: int = 64, progress: bool = True, on_batch=None
+    network,
+    card: dict,
+    files: list[Path],
+    batch_size: int = 64,
+    progress: bool = True,
+    on_batch=None,
+    detector=None,
 ) -> list[Scored]:
     """Read and score ``files`` a batch at a time (memory stays flat for long lists).
 
@@ -94,7 +112,7 @@ def predict_files(
     with tqdm(total=len(files), unit="image", disable=not progress or len(files) <= batch_size, file=sys.stderr) as bar:
         for start in range(0, len(files), batch_size):
             records = score(
-                network, read_inputs(files[start : start + batch_size], preprocessing), threshold, batch_size
+                network, read_inputs(files[start : start + batch_size], preprocessing), threshold, batch_size, detector
             )
             if on_batch is not None:
                 on_batch(records)

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from pneumo_utils import data, evaluate, model
+from pneumo_utils import data, evaluate, model, ood
 from pneumo_utils.config import Settings, SettingsError, portable_path, resolve_profile_path
 from pneumo_utils.images import Preprocessing, resize_all
 from pneumo_utils.records import write_json_atomic
@@ -596,6 +596,12 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
         run.card["pretrained"] = pretrained
     if config.calibration_split != "val":
         calibrate_on_split(run, config.calibration_split)
+    # the out-of-distribution gate: fitted on the training side of the split, its threshold on the validation side
+    if len(run.train_images) >= ood.MIN_TRAIN and len(run.val_images) >= ood.MIN_VALIDATION:
+        detector = ood.Detector.fit(
+            run.train_images, run.val_images, fitted_on={"fitted_on": "training side of the patient-grouped split"}
+        )
+        run.card["ood"] = detector.save(ood.detector_path(model_path))
     model.save_model(run.network, model_path, run.card)
     return run.card
 

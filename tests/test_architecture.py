@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pneumo_utils"
 LAYERS = {
     "base": ["config", "outputs", "_quiet", "kernels", "voila_kernels", "records"],
     "inputs": ["images", "synthetic", "data", "audit"],
-    "model and measures": ["subgroups", "model", "evaluate", "calibrate", "train", "robustness"],
+    "model and measures": ["subgroups", "ood", "model", "evaluate", "calibrate", "train", "robustness"],
     "explanations, figures and answers": ["cam", "cam_checks", "plots", "predict"],
     "runs": [
         "notebook",

@@ -35,6 +35,11 @@ def _command_bench(args: argparse.Namespace) -> int:
             "train_gflops_per_s",
             "peak_rss_mb",
         )
+    elif args.what == "ood":
+        from pneumo_utils import ood
+
+        result = ood.bench_ood(args.model, config_module.resolve_data_dir(args.data_dir), per_family=args.images or 24)
+        headline = ("worst_family_auroc", "in_distribution")
     else:
         result = bench.bench_gradcam(
             args.model, images=args.images or 32, batch_size=args.batch_size, data_dir=args.data_dir
@@ -50,10 +55,11 @@ def register(commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks that write JSON")
     bench.add_argument(
         "what",
-        choices=["train", "gradcam", "sweep"],
+        choices=["train", "gradcam", "sweep", "ood"],
         help="train: training/inference throughput and peak memory; "
         "gradcam: batched Grad-CAM against the per-image keras.io recipe; "
-        "sweep: a 4-run smoke grid one after another, then on a local Dask cluster",
+        "sweep: a 4-run smoke grid one after another, then on a local Dask cluster; "
+        "ood: the out-of-distribution gate against inputs that are not chest X-rays (AUROC per family)",
     )
     bench.add_argument(
         "--profile",

@@ -60,6 +60,25 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_gate(args: argparse.Namespace) -> int:
+    from pneumo_utils import model, ood
+
+    output = Path(args.output_dir) / f"{args.name or Path(args.model).stem}.keras"
+    if output.resolve() == Path(args.model).resolve():
+        raise UsageError(f"{output}: would replace the model it is made from; choose another --output-dir")
+    for path in (output, model.card_path(output), ood.detector_path(output)):
+        refuse_existing(path, args.overwrite)
+    card = ood.fit_for_model(args.model, config_module.resolve_data_dir(args.data_dir), output)
+    gate = card["ood"]
+    print(
+        f"gate fitted on {gate['train_images']} training images; threshold {gate['threshold']:.0f} "
+        f"({gate['threshold_rule']}: {gate['validation_stopped']:.1%} of {gate['validation_images']} validation "
+        f"X-rays stopped)"
+    )
+    print(f"wrote {output}, {model.card_path(output).name} and {gate['file']}", file=sys.stderr)
+    return 0
+
+
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     parser = commands.add_parser(
@@ -80,3 +99,13 @@ def register(commands) -> None:
     parser.add_argument("--name", default=None, help="file name of the calibrated model (default: the model's)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing calibrated model")
     parser.set_defaults(handler=_command_calibrate)
+
+    gate = commands.add_parser(
+        "gate", help="give a model an out-of-distribution gate fitted on its training split (a copy, with its card)"
+    )
+    gate.add_argument("--model", default=str(DEFAULT_MODEL), help=f"the model (default: {DEFAULT_MODEL})")
+    gate.add_argument("--data-dir", default=None, help=DATA_HELP + "; the data set the model was trained on")
+    gate.add_argument("--output-dir", required=True, help="where <name>.keras, its card and <name>.ood.npz go")
+    gate.add_argument("--name", default=None, help="file name of the copy (default: the model's)")
+    gate.add_argument("--overwrite", action="store_true", help="replace an existing copy")
+    gate.set_defaults(handler=_command_gate)

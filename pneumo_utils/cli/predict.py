@@ -20,10 +20,30 @@ def _load_for_prediction(args: argparse.Namespace):
     """Inputs and model for predict/gradcam; bad paths and bad models are usage errors (exit 2)."""
     from pneumo_utils import predict
     from pneumo_utils.model import load_model
+    from pneumo_utils.ood import Detector
 
     files, problems = predict.collect_inputs(args.inputs)
     network, card = load_model(args.model)
-    return files, problems, network, card
+    detector = None if args.no_ood else Detector.load(args.model, card)
+    if detector is None and not args.no_ood:
+        print(
+            f"note: {args.model} has no out-of-distribution gate (its card names none); every input gets a label",
+            file=sys.stderr,
+        )
+    return files, problems, network, card, detector
+
+
+def _warn_out_of_distribution(records) -> None:
+    from pneumo_utils import outputs
+    from pneumo_utils.ood import VERDICT
+
+    for record in records:
+        if record.in_distribution is False:
+            print(
+                f"warning: {outputs.display(record.path)}: {VERDICT} (ood_score {record.ood_score:.0f}); "
+                "labelled OUT_OF_DISTRIBUTION",
+                file=sys.stderr,
+            )
 
 
 def _overlay_folder(folder: str, flag: str) -> Path:
@@ -47,11 +67,14 @@ def _command_gradcam(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"{outputs.display(args.out)}: --out must be a folder, and this is a file")
     refuse_existing(report_path, args.overwrite)
-    files, problems, network, card = _load_for_prediction(args)
+    files, problems, network, card, detector = _load_for_prediction(args)
     _overlay_folder(args.out, "--out")
     threshold = card["threshold"]["value"]
     writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer, overwrite=args.overwrite)
-    records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    records = problems + predict.predict_files(
+        network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector
+    )
+    _warn_out_of_distribution(records)  # the verdict before any heatmap is looked at
     report = []
     for record in records:
         error = record.error or writer.failures.get(record.path)
@@ -60,6 +83,8 @@ def _command_gradcam(args: argparse.Namespace) -> int:
             "path": outputs.display(record.path),
             "probability": record.probability,
             "label": record.label,
+            "ood_score": record.ood_score,
+            "in_distribution": record.in_distribution,
             "method": args.method,
             "error": error,
         }
@@ -95,7 +120,7 @@ def _command_predict(args: argparse.Namespace) -> int:
     if output and output.suffix.lower() not in (".csv", ".json"):
         raise UsageError(f"{output}: --output must end in .csv or .json")
     refuse_existing(output, args.overwrite)
-    files, problems, network, card = _load_for_prediction(args)
+    files, problems, network, card, detector = _load_for_prediction(args)
     if args.gradcam:
         _overlay_folder(args.gradcam, "--gradcam")
     writer = (
@@ -103,24 +128,31 @@ def _command_predict(args: argparse.Namespace) -> int:
         if args.gradcam
         else None
     )
-    records = problems + predict.predict_files(network, card, files, batch_size=args.batch_size, on_batch=writer)
+    records = problems + predict.predict_files(
+        network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector
+    )
+    _warn_out_of_distribution(records)
     # names that are not valid UTF-8 are shown and written with their odd bytes as \xNN
     rows = [
         {
             "path": outputs.display(r.path),
             "probability": r.probability,
             "label": r.label,
+            "ood_score": r.ood_score,
+            "in_distribution": r.in_distribution,
             "error": r.error and outputs.display(r.error),
         }
         for r in records
     ]
     width = max([len(row["path"]) for row in rows] + [4])
-    print(f"{'path':<{width}}  probability  label")
+    gated = detector is not None
+    print(f"{'path':<{width}}  probability  label" + ("                ood_score" if gated else ""))
     for row in rows:
         if row["error"]:
             print(f"error: {row['error']}", file=sys.stderr)
         else:
-            print(f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['label']}")
+            line = f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['label']}"
+            print(f"{line:<{width + 34}} {row['ood_score']:>10.0f}" if gated else line)
     status = 0
     if output:
         if output.suffix.lower() == ".json":
@@ -128,7 +160,8 @@ def _command_predict(args: argparse.Namespace) -> int:
         else:
             import pandas as pd
 
-            payload = pd.DataFrame(rows, columns=["path", "probability", "label", "error"]).to_csv(index=False).encode()
+            columns = ["path", "probability", "label", "ood_score", "in_distribution", "error"]
+            payload = pd.DataFrame(rows, columns=columns).to_csv(index=False).encode()
         status = save(output, payload, args.overwrite)
     overlay_failures = 0
     if writer is not None:  # the predictions above are saved whatever happens to the overlays
@@ -156,6 +189,11 @@ def register(commands) -> None:
     gradcam.add_argument("--layer", default=None, help="target layer (default: the last convolution)")
     gradcam.add_argument("--overwrite", action="store_true", help="replace an existing gradcam.json in --out")
     gradcam.add_argument("--batch-size", type=positive_int, default=32)
+    gradcam.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="no out-of-distribution gate: every readable input gets NORMAL or PNEUMONIA, however unlike an X-ray",
+    )
     gradcam.set_defaults(handler=_command_gradcam)
 
     predict = commands.add_parser("predict", help="probability and label for new X-rays (JPEG, PNG, DICOM)")
@@ -166,7 +204,12 @@ def register(commands) -> None:
         "--output",
         default=None,
         metavar="FILE.csv|FILE.json",
-        help="one row per input: path, probability, label, error",
+        help="one row per input: path, probability, label, ood_score, in_distribution, error",
+    )
+    predict.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="no out-of-distribution gate: every readable input gets NORMAL or PNEUMONIA, however unlike an X-ray",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--batch-size", type=positive_int, default=64)

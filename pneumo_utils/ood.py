@@ -1,0 +1,406 @@
+"""Know what it does not know: an out-of-distribution gate in front of the model.
+
+The classifier answers with confidence about anything (a grey square gets PNEUMONIA, p = 0.999). The gate
+scores how unlike the training X-rays an input is, *before* its answer is trusted:
+
+- **features**: the preprocessed image (what the model sees) shrunk to 24 x 24 pixels, plus its 16-bin
+  intensity histogram and a few layout statistics (mean, spread, left-right and top-bottom balance). Chest
+  films share a layout (two dark lung fields, a bright mediastinum, bright bones at the edges) and an
+  intensity profile; photographs, plots, text, noise, turned, inverted, cropped or badly exposed images do not;
+- **score**: the squared Mahalanobis distance of those features from the training X-rays, with a Ledoit-Wolf
+  shrinkage covariance (stable with a few thousand images in ~600 dimensions);
+- **threshold**: fitted on the training side of the patient-grouped split only; the threshold is the
+  ``quantile`` (99%) of the scores of the validation side, so about 1% of in-distribution X-rays are stopped.
+
+The detector is independent of the network, so one gate serves a single model and an ensemble alike, and
+it costs a few milliseconds per image. The alternative measured beside it in ``pneumo bench ood`` is the
+model's own confidence (the absolute logit, "max-logit"), which fails exactly where the gate is needed.
+
+Stored beside the model as ``<model>.ood.npz`` and named in the card (``ood``); ``predict`` and the explorer
+read it from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pneumo_utils.outputs import write_bytes
+
+SIDE = 24
+BINS = 16
+QUANTILE = 0.99
+MIN_TRAIN, MIN_VALIDATION = 10, 5
+OUT_OF_DISTRIBUTION = "OUT_OF_DISTRIBUTION"
+VERDICT = "this does not look like the chest X-rays the model was trained on"
+
+
+class OodError(ValueError):
+    """A detector file that is missing, corrupt or does not match its card."""
+
+
+def features(images: np.ndarray) -> np.ndarray:
+    """``(n, s, s)`` uint8 images (the model's input) -> ``(n, d)`` float64 features: the image shrunk to
+    ``SIDE x SIDE``, its intensity histogram and percentiles, its layout (left-right and top-bottom balance) and
+    its texture at full resolution (how sharp, how flat, how noisy: what a shrunken image averages away)."""
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    rows = []
+    for image in images:
+        full = image.astype(np.float32) / 255.0
+        small = cv2.resize(full, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+        histogram = np.histogram(image, bins=BINS, range=(0, 256))[0] / image.size
+        half = SIDE // 2
+        gradient_x, gradient_y = np.abs(np.diff(full, axis=1)), np.abs(np.diff(full, axis=0))
+        laplacian = np.abs(cv2.Laplacian(full, cv2.CV_32F))
+        smooth = cv2.GaussianBlur(full, (0, 0), 2.0)
+        fine = cv2.GaussianBlur(full, (0, 0), 0.7)
+        centred = small - small.mean()
+        mirrored = float((centred * centred[:, ::-1]).sum() / ((centred * centred).sum() + 1e-9))
+        layout = [
+            mirrored,  # chest films are nearly left-right symmetric; crops, pages and photographs are not
+            small.mean(),
+            small.std(),
+            small[:, :half].mean() - small[:, half:].mean(),
+            small[:half].mean() - small[half:].mean(),
+            small[: SIDE // 4].mean(),
+            small[-SIDE // 4 :].mean(),
+        ]
+        texture = [
+            gradient_x.mean(),
+            gradient_y.mean(),
+            laplacian.mean(),
+            np.mean(gradient_x < 1 / 255),
+            np.abs(full - smooth).mean(),
+            np.abs(full - fine).mean(),
+            np.abs(full - fine).std(),
+            np.abs(np.diff(small, axis=0)).mean(),
+            np.abs(np.diff(small, axis=1)).mean(),
+        ]
+        percentiles = np.percentile(full, [2, 10, 25, 50, 75, 90, 98])
+        rows.append(np.concatenate([small.ravel(), histogram, percentiles, layout, texture]))
+    return np.asarray(rows, dtype=np.float64)
+
+
+class Detector:
+    """The fitted gate: mean and precision matrix of the training features, and the threshold."""
+
+    def __init__(
+        self,
+        mean: np.ndarray,
+        precision: np.ndarray,
+        threshold: float,
+        image_size: int,
+        fitted_on: dict[str, Any] | None = None,
+        scale: np.ndarray | None = None,
+    ):
+        self.mean, self.precision = np.asarray(mean), np.asarray(precision, dtype=np.float64)
+        self.scale = np.ones_like(self.mean) if scale is None else np.asarray(scale)
+        self.threshold, self.image_size = float(threshold), int(image_size)
+        self.fitted_on = fitted_on or {}
+
+    @classmethod
+    def fit(
+        cls,
+        train_images: np.ndarray,
+        validation_images: np.ndarray,
+        quantile: float = QUANTILE,
+        fitted_on: dict[str, Any] | None = None,
+    ) -> Detector:
+        """Fit on ``train_images``; the threshold is the ``quantile`` of ``validation_images``' scores."""
+        from sklearn.covariance import LedoitWolf
+
+        if len(train_images) < MIN_TRAIN or len(validation_images) < MIN_VALIDATION:
+            raise ValueError(
+                f"the gate needs at least {MIN_TRAIN} training and {MIN_VALIDATION} validation images, got "
+                f"{len(train_images)} and {len(validation_images)}"
+            )
+        train = features(train_images)
+        # every feature on the scale of its spread among the training X-rays, so the shrinkage of the
+        # covariance does not drown the few histogram and texture features in the many pixel ones
+        scale = train.std(axis=0) + 1e-6
+        estimate = LedoitWolf().fit(train / scale)
+        detector = cls(
+            estimate.location_ * scale, estimate.precision_, np.inf, train_images.shape[-1], fitted_on, scale
+        )
+        validation_scores = detector.score(validation_images)
+        detector.threshold = float(np.quantile(validation_scores, quantile, method="higher"))  # a score of the set
+        detector.fitted_on = {
+            **(fitted_on or {}),
+            "train_images": int(len(train_images)),
+            "validation_images": int(len(validation_images)),
+            "quantile": quantile,
+            "validation_stopped": float(np.mean(validation_scores > detector.threshold)),
+        }
+        return detector
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """The out-of-distribution score of each image (larger: less like the training X-rays)."""
+        centred = (features(images) - self.mean) / self.scale
+        return np.einsum("ij,jk,ik->i", centred, self.precision, centred)
+
+    def in_distribution(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) <= self.threshold
+
+    def save(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Write the detector (``.npz``) and return the card's ``ood`` entry naming it."""
+        buffer = io.BytesIO()
+        np.savez_compressed(  # float32: half the size, and the scores differ in the 6th digit at most
+            buffer,
+            mean=self.mean,
+            precision=self.precision.astype(np.float32),
+            threshold=self.threshold,
+            image_size=self.image_size,
+            scale=self.scale,
+        )
+        payload = buffer.getvalue()
+        write_bytes(path, payload)
+        return {
+            "file": Path(path).name,
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "method": f"Mahalanobis distance (Ledoit-Wolf) of {SIDE}x{SIDE} pixels, a {BINS}-bin histogram "
+            "and layout statistics of the model input, from the training side of the split",
+            "threshold": self.threshold,
+            "threshold_rule": f"{self.fitted_on.get('quantile', QUANTILE):.0%} "
+            "quantile of the validation split's scores",
+            **self.fitted_on,
+        }
+
+    @classmethod
+    def load(cls, model_path: str | os.PathLike, card: dict[str, Any]) -> Detector | None:
+        """The detector the card names (beside the model), None when the card names none."""
+        entry = card.get("ood")
+        if not entry:
+            return None
+        path = Path(model_path).with_name(entry["file"])
+        try:
+            payload = path.read_bytes()
+        except OSError as error:
+            raise OodError(
+                f"{path}: the model card names this out-of-distribution detector, but it cannot be "
+                f"read ({error.strerror or error}); pass --no-ood to predict without it"
+            ) from None
+        if entry.get("sha256") and hashlib.sha256(payload).hexdigest() != entry["sha256"]:
+            raise OodError(f"{path}: does not match the SHA-256 in the model card")
+        stored = np.load(io.BytesIO(payload))
+        return cls(
+            stored["mean"],
+            stored["precision"],
+            float(stored["threshold"]),
+            int(stored["image_size"]),
+            {key: value for key, value in entry.items() if key not in ("file", "sha256")},
+            stored["scale"],
+        )
+
+
+def detector_path(model_path: str | os.PathLike) -> Path:
+    """Where a model's detector lives: ``pneumonia_cnn.keras`` -> ``pneumonia_cnn.ood.npz``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".ood.npz")
+
+
+# --- the out-of-distribution benchmark: inputs a user could feed the model, made here ------------------------
+
+
+def _render(draw, size: int) -> np.ndarray:
+    """A matplotlib drawing as a ``size x size`` grayscale uint8 image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = plt.figure(figsize=(4, 4), dpi=64)
+    draw(figure)
+    figure.canvas.draw()
+    rgba = np.asarray(figure.canvas.buffer_rgba())
+    plt.close(figure)
+    gray = cv2.cvtColor(rgba[:, :, :3], cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _photographs(size: int) -> list[np.ndarray]:
+    """The photographs and pictures shipped with matplotlib (no download)."""
+    import matplotlib.cbook
+
+    pictures = []
+    for name in ("grace_hopper.jpg", "logo2.png", "Minduka_Present_Blue_Pack.png"):
+        try:
+            path = matplotlib.cbook.get_sample_data(name, asfileobj=False)
+        except (OSError, ValueError):
+            continue
+        picture = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if picture is not None:
+            pictures.append(cv2.resize(picture, (size, size), interpolation=cv2.INTER_AREA))
+    return pictures
+
+
+def ood_families(xrays: np.ndarray, size: int, seed: int = 0, per_family: int = 24) -> dict[str, np.ndarray]:
+    """Out-of-distribution inputs by family, ``{family: (n, size, size) uint8}``: made from nothing (uniform,
+    gradients, noise, text, plots, screenshot-like pages, matplotlib's sample photographs) or from the
+    in-distribution ``xrays`` (turned 90 and 180 degrees, inverted, a corner cropped and stretched, over- and
+    under-exposed)."""
+    rng = np.random.default_rng(seed)
+    n = per_family
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    families: dict[str, list[np.ndarray]] = {
+        "uniform": [np.full((size, size), value, np.uint8) for value in rng.integers(0, 256, n)],
+        "gradient": [
+            (np.tile(ramp, (size, 1)) if i % 2 == 0 else np.tile(ramp[:, None], (1, size))).astype(np.uint8)[
+                :, :: (1 if i % 4 < 2 else -1)
+            ]
+            for i in range(n)
+        ],
+        "noise": [
+            (
+                rng.integers(0, 256, (size, size)) if i % 2 == 0 else np.clip(rng.normal(128, 40, (size, size)), 0, 255)
+            ).astype(np.uint8)
+            for i in range(n)
+        ],
+    }
+    words = ["pneumonia", "chest X-ray", "hello world", "Lorem ipsum dolor", "p = 0.93", "NORMAL", "report 2026"]
+    families["text"] = [
+        _render(lambda f, i=i: f.text(0.05, 0.5, "\n".join(rng.choice(words, 3)), fontsize=14 + i % 10), size)
+        for i in range(n)
+    ]
+
+    def plot(figure, i):
+        axis = figure.add_subplot()
+        x = np.linspace(0, 10, 50)
+        (axis.plot(x, np.sin(x + i)) if i % 2 == 0 else axis.bar(range(6), rng.uniform(1, 5, 6)))
+        axis.set_title(f"figure {i}")
+
+    families["plots"] = [_render(lambda f, i=i: plot(f, i), size) for i in range(n)]
+
+    def page(figure, i):
+        figure.patch.set_facecolor("white")
+        for row in range(6):
+            figure.patches.append(
+                __import__("matplotlib").patches.Rectangle(
+                    (0.05, 0.9 - row * 0.15),
+                    rng.uniform(0.3, 0.9),
+                    0.06,
+                    transform=figure.transFigure,
+                    color=str(rng.uniform(0.2, 0.8)),
+                )
+            )
+        figure.text(0.05, 0.95, "Pneumonia explorer", fontsize=12)
+
+    families["screenshots"] = [_render(lambda f, i=i: page(f, i), size) for i in range(n)]
+    photographs = _photographs(size)
+    if photographs:
+        families["photographs"] = [
+            np.roll(photographs[i % len(photographs)], int(rng.integers(-size // 8, size // 8)), axis=1)
+            for i in range(n)
+        ]
+    chosen = xrays[rng.choice(len(xrays), size=min(n, len(xrays)), replace=False)]
+    families["turned 90"] = [np.rot90(image).copy() for image in chosen]
+    families["turned 180"] = [np.rot90(image, 2).copy() for image in chosen]
+    families["inverted"] = [255 - image for image in chosen]
+    quarter = size // 3
+    families["corner crop"] = [
+        cv2.resize(
+            image[:quarter, :quarter] if i % 2 == 0 else image[-quarter:, -quarter:],
+            (size, size),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for i, image in enumerate(chosen)
+    ]
+    families["over-exposed"] = [
+        np.clip(image.astype(np.float32) * 2.5 + 60, 0, 255).astype(np.uint8) for image in chosen
+    ]
+    families["under-exposed"] = [(image.astype(np.float32) * 0.2).astype(np.uint8) for image in chosen]
+    return {name: np.stack(images).astype(np.uint8) for name, images in families.items()}
+
+
+def detection_figures(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str, float]:
+    """AUROC of telling ``out_scores`` from ``in_scores`` (larger = more out), and the share of in-distribution
+    images flagged at the threshold that catches 95% of the out-of-distribution ones (FPR at 95% TPR)."""
+    from sklearn.metrics import roc_auc_score
+
+    targets = np.r_[np.zeros(len(in_scores)), np.ones(len(out_scores))]
+    auroc = float(roc_auc_score(targets, np.r_[in_scores, out_scores]))
+    cut = np.quantile(out_scores, 0.05)  # 95% of the out-of-distribution scores lie at or above it
+    return {"auroc": auroc, "fpr_at_95_tpr": float(np.mean(in_scores >= cut))}
+
+
+def split_images(model_path: str | os.PathLike, data_dir: str | os.PathLike, splits: tuple[str, ...]):
+    """The model, its card, and ``{split: images}`` at the card's preprocessing (the splits of the card's
+    patient-grouped split of ``train/``; ``test-dev`` where present)."""
+    from pneumo_utils import data
+    from pneumo_utils.images import Preprocessing
+    from pneumo_utils.model import load_model
+
+    index = data.index_dataset(data_dir)
+    network, card = load_model(model_path)
+    preprocessing = Preprocessing.from_dict(card["preprocessing"])
+    images = {}
+    for split in splits:
+        try:
+            rows = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
+        except data.DatasetLayoutError:
+            continue  # a half of test/ that is not here
+        if len(rows):
+            images[split] = data.load_split(rows, preprocessing, population=len(index))[0]
+    return network, card, images
+
+
+def fit_for_model(model_path: str | os.PathLike, data_dir: str | os.PathLike, output: str | os.PathLike) -> dict:
+    """A copy of the model at ``output`` whose card names a gate fitted on the training side of its split
+    (threshold from the validation side): for a model trained before the gate existed."""
+    from pneumo_utils.model import save_model
+
+    network, card, images = split_images(model_path, data_dir, ("train", "val"))
+    if "train" not in images or "val" not in images:
+        raise OodError(f"{data_dir}: the gate needs the training and validation sides of train/")
+    detector = Detector.fit(
+        images["train"], images["val"], fitted_on={"fitted_on": "training side of the patient-grouped split"}
+    )
+    card = {**card, "ood": detector.save(detector_path(output))}
+    save_model(network, output, card)
+    return card
+
+
+def bench_ood(model_path: str | os.PathLike, data_dir: str | os.PathLike, per_family: int = 24, seed: int = 0):
+    """The gate against the families of :func:`ood_families`, beside the alternative (the model's own
+    confidence, minus the absolute logit). In-distribution: the validation split and test-dev."""
+    from pneumo_utils.calibrate import predict_logits
+
+    network, card, images = split_images(model_path, data_dir, ("val", "test-dev"))
+    detector = Detector.load(model_path, card)
+    if detector is None:
+        raise OodError(f"{model_path}: its card names no out-of-distribution gate (fit one with pneumo gate)")
+    inside = np.concatenate(list(images.values()))
+    families = ood_families(images["val"], images["val"].shape[-1], seed=seed, per_family=per_family)
+    methods = {
+        "gate (Mahalanobis)": detector.score,
+        "max-logit (the model's confidence)": lambda batch: -np.abs(predict_logits(network, batch)),
+    }
+    inside_scores = {name: method(inside) for name, method in methods.items()}
+    result: dict[str, Any] = {"families": {}, "in_distribution": {}}
+    for family, batch in families.items():
+        result["families"][family] = {"images": int(len(batch))}
+        for name, method in methods.items():
+            result["families"][family][name] = detection_figures(inside_scores[name], method(batch))
+        result["families"][family]["stopped_by_gate"] = float(np.mean(~detector.in_distribution(detector.score(batch))))
+    for split, batch in images.items():
+        result["in_distribution"][split] = {
+            "images": int(len(batch)),
+            "stopped_by_gate": float(np.mean(~detector.in_distribution(detector.score(batch)))),
+        }
+    gate = "gate (Mahalanobis)"
+    result["worst_family_auroc"] = min(entry[gate]["auroc"] for entry in result["families"].values())
+    result["settings"] = {
+        "model": str(model_path),
+        "per_family": per_family,
+        "seed": seed,
+        "threshold": detector.threshold,
+        "in_distribution": "validation split and test-dev",
+    }
+    return result
