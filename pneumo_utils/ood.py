@@ -370,7 +370,8 @@ def fit_for_model(model_path: str | os.PathLike, data_dir: str | os.PathLike, ou
 def bench_ood(model_path: str | os.PathLike, data_dir: str | os.PathLike, per_family: int = 24, seed: int = 0):
     """The gate against the families of :func:`ood_families`, beside the alternative (the model's own
     confidence, minus the absolute logit). In-distribution: the validation split and test-dev."""
-    from pneumo_utils.calibrate import predict_logits
+    from pneumo_utils.calibrate import logit_model
+    from pneumo_utils.data import make_dataset
 
     network, card, images = split_images(model_path, data_dir, ("val", "test-dev"))
     detector = Detector.load(model_path, card)
@@ -378,10 +379,12 @@ def bench_ood(model_path: str | os.PathLike, data_dir: str | os.PathLike, per_fa
         raise OodError(f"{model_path}: its card names no out-of-distribution gate (fit one with pneumo gate)")
     inside = np.concatenate(list(images.values()))
     families = ood_families(images["val"], images["val"].shape[-1], seed=seed, per_family=per_family)
-    methods = {
-        "gate (Mahalanobis)": detector.score,
-        "max-logit (the model's confidence)": lambda batch: -np.abs(predict_logits(network, batch)),
-    }
+    logits = logit_model(network)  # built once: one traced function for every batch
+
+    def max_logit(batch):
+        return -np.abs(logits.predict(make_dataset(batch, batch_size=64), verbose=0).reshape(-1))
+
+    methods = {"gate (Mahalanobis)": detector.score, "max-logit (the model's confidence)": max_logit}
     inside_scores = {name: method(inside) for name, method in methods.items()}
     result: dict[str, Any] = {"families": {}, "in_distribution": {}}
     for family, batch in families.items():

@@ -418,6 +418,7 @@ def promote(
                     for source in sorted((run_dir / folder).rglob("*"))
                     if source.is_file()
                 ]
+        pairs += [(source, results_dir / source.name) for source in sorted(run_dir.glob("bench_*.json"))]
         pairs.append((summary_path, results_dir / SUMMARY_NAME))
         return replace_all(pairs)
 

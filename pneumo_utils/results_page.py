@@ -273,6 +273,7 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
             *_recipes(recipes),
             "",
         ]
+    out += _gate(run_dir, card)
     out += _speed(run_dir)
     out += [
         "## Files",
@@ -308,6 +309,41 @@ def _subgroups(run_dir: Path, threshold: float) -> list[str]:
             if below
             else ["", "No subgroup's interval lies wholly below the overall figure."]
         )
+        lines.append("")
+    return lines
+
+
+def _gate(run_dir: Path, card: dict[str, Any]) -> list[str]:
+    bench = _read(run_dir / "bench_ood.json")
+    gate = card.get("ood")
+    if not gate:
+        return []
+    lines = [
+        "## What it does not know: the out-of-distribution gate",
+        "",
+        f"Beside the model: `{gate['file']}` ({gate['method']}). Threshold {gate['threshold']:.0f} "
+        f"({gate['threshold_rule']}; {gate['validation_stopped']:.1%} of the {gate['validation_images']} "
+        "validation X-rays stopped). `pneumo predict` labels an input above it `OUT_OF_DISTRIBUTION`.",
+        "",
+    ]
+    if bench:
+        gate_name, alternative = "gate (Mahalanobis)", "max-logit (the model's confidence)"
+        stopped = ", ".join(
+            f"{split} {entry['stopped_by_gate']:.1%} of {entry['images']}"
+            for split, entry in bench["in_distribution"].items()
+        )
+        lines += [
+            f"`pneumo bench ood` ({bench['settings']['per_family']} inputs per family; in-distribution X-rays "
+            f"stopped: {stopped}):",
+            "",
+            "| family | gate AUROC | gate FPR at 95% TPR | stopped by the gate | max-logit AUROC |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {family} | {entry[gate_name]['auroc']:.3f} | {entry[gate_name]['fpr_at_95_tpr']:.3f} | "
+            f"{entry['stopped_by_gate']:.0%} | {entry[alternative]['auroc']:.3f} |"
+            for family, entry in bench["families"].items()
+        ]
         lines.append("")
     return lines
 
