@@ -223,7 +223,7 @@ def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_r
     )
     assert result.returncode == 1, result.stderr
     rows = list(csv.DictReader(output.open()))
-    assert list(rows[0]) == ["path", "probability", "label", "error"]
+    assert list(rows[0]) == ["path", "probability", "label", "ood_score", "in_distribution", "error"]
     by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
     assert set(by_name) == {"nothing_here", "corrupt.jpeg", "scan.dcm", good.name}
     for name in ("scan.dcm", good.name):
