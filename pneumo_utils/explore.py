@@ -330,6 +330,9 @@ class Explorer:
             [MEMBERS_LAST_LAYER] if model.ensemble_members(self.network) else [cam.last_conv_layer_name(self.network)]
         )
         self._explainers: dict[str, Any] = {}
+        from pneumo_utils.ood import Detector
+
+        self.detector = Detector.load(model_path, self.card)  # None: the card names no gate
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         return read_image(path, self.preprocessing)
@@ -346,9 +349,15 @@ class Explorer:
         maps, probabilities = self._explainers[layer].explain(image[None], method=method)
         probability = float(probabilities[0])
         overlay = cam.overlay(image, maps[0], alpha=opacity)
+        ood_score = float(self.detector.score(image[None])[0]) if self.detector is not None else None
+        in_distribution = None if ood_score is None else bool(self.detector.in_distribution(ood_score))
+        label = "PNEUMONIA" if probability >= self.threshold else "NORMAL"
         return {
             "probability": probability,
-            "label": "PNEUMONIA" if probability >= self.threshold else "NORMAL",
+            "label": "OUT_OF_DISTRIBUTION" if in_distribution is False else label,
+            "would_be_label": label,
+            "ood_score": ood_score,
+            "in_distribution": in_distribution,
             "map": maps[0],
             "overlay": overlay,
             "layer": layer,
@@ -380,7 +389,16 @@ def verdict_html(name: str, result: dict[str, Any], threshold: float, css_class:
     """One line under a heatmap: the file, P(pneumonia), the label at the card's threshold, method and layer."""
     import html
 
-    return (
+    from pneumo_utils.ood import VERDICT
+
+    warning = (
+        f"<div class='pneumo-ood' style='color:#b00'><b>{VERDICT[0].upper() + VERDICT[1:]}</b> "
+        "(out-of-distribution score "
+        f"{result['ood_score']:.0f}): its answer would be {result['would_be_label']}, and it means nothing here.</div>"
+        if result.get("in_distribution") is False
+        else ""
+    )
+    return warning + (
         f"<b>{html.escape(name)}</b>: P(pneumonia) = <b class='{css_class}'>{result['probability']:.3f}</b> "
         f"&rarr; <b>{result['label']}</b> at the card's threshold {threshold:.3f} "
         f"({result['method']}, layer {result['layer']})"

@@ -80,3 +80,16 @@ def test_bench_ood_writes_the_figures_per_family(tiny_model_path, synthetic_root
     for figures in bench["families"].values():
         assert 0 <= figures["gate (Mahalanobis)"]["auroc"] <= 1 and "max-logit (the model's confidence)" in figures
     assert set(bench["in_distribution"]) >= {"val"} and bench["worst_family_auroc"] <= 1
+
+
+def test_the_explorer_shows_the_verdict_before_the_heatmap(tiny_model_path, synthetic_root):
+    from pneumo_utils import explore
+
+    explorer = explore.Explorer(tiny_model_path)
+    grey = np.full((32, 32), 128, np.uint8)
+    result = explorer.explain(grey)
+    assert result["label"] == "OUT_OF_DISTRIBUTION" and result["would_be_label"] in ("NORMAL", "PNEUMONIA")
+    verdict = explore.verdict_html("holiday.png", result, explorer.threshold)
+    assert verdict.index("does not look like the chest X-rays") < verdict.index("holiday.png")
+    xray = explorer.read(sorted((synthetic_root / "test" / "NORMAL").glob("*.jpeg"))[0])
+    assert "does not look like" not in explore.verdict_html("x.jpeg", explorer.explain(xray), explorer.threshold)

@@ -30,7 +30,18 @@ from pneumo_utils.cli.common import UsageError, parse_overrides  # noqa: F401 - 
 # Each command declares its options next to its code (``register`` in its module); TensorFlow is imported
 # only by the commands that need it, so ``pneumo --help`` and ``pneumo run`` start fast.
 COMMAND_MODULES = (run, sweep, evaluate, calibrate, train, predict, explore, bench, download, index)
-NEEDS_TENSORFLOW = {"evaluate", "calibrate", "gate", "promote", "train", "bench", "gradcam", "predict", "experiments", "explore"}
+NEEDS_TENSORFLOW = {
+    "evaluate",
+    "calibrate",
+    "gate",
+    "promote",
+    "train",
+    "bench",
+    "gradcam",
+    "predict",
+    "experiments",
+    "explore",
+}
 
 
 def _version() -> str:
