@@ -27,6 +27,7 @@ EVALUATE_KEYS = {
     "threshold",
     "confusion_matrix",
     "ci95",
+    "subgroups",
 }
 
 
