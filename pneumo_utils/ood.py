@@ -179,7 +179,7 @@ class Detector:
         entry = card.get("ood")
         if not entry:
             return None
-        path = Path(model_path).with_name(entry["file"])
+        path = detector_path(model_path)  # always beside the model, named after it (a copy keeps the pair)
         try:
             payload = path.read_bytes()
         except OSError as error:

@@ -408,9 +408,15 @@ def promote(
         raise SettingsError(f"{model_path}: the run has no model with a card to promote")
     with outputs.FolderLock(run_dir, purpose="pneumo promote"):
         pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
-        gate = (read_record(card_path(model_path)).get("ood") or {}).get("file")
-        if gate:  # the out-of-distribution detector the card names, beside the model
-            pairs.append((model_path.with_name(gate), saved_model.with_name(gate)))
+        if read_record(card_path(model_path)).get("ood"):  # the out-of-distribution gate beside the model
+            from pneumo_utils.ood import detector_path
+
+            if not detector_path(model_path).is_file():
+                raise SettingsError(
+                    f"{detector_path(model_path)}: the card names an out-of-distribution gate, "
+                    "but its file is missing; nothing was promoted"
+                )
+            pairs.append((detector_path(model_path), detector_path(saved_model)))
         for folder in ("executed", "figures", "metrics"):
             if (run_dir / folder).is_dir():
                 pairs += [

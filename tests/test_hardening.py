@@ -223,6 +223,8 @@ def _finished_run(tmp_path, tiny_model_path):
     (run / "model").mkdir(parents=True)
     for source in (tiny_model_path, tiny_model_path.with_suffix(".json")):
         (run / "model" / f"pneumonia_cnn{source.suffix}").write_bytes(source.read_bytes())
+    gate = tiny_model_path.with_name(tiny_model_path.stem + ".ood.npz")  # the model's gate goes with it
+    (run / "model" / "pneumonia_cnn.ood.npz").write_bytes(gate.read_bytes())
     (run / "figures").mkdir()
     (run / "figures" / "roc.png").write_bytes(b"png")
     (run / pipeline.SUMMARY_NAME).write_text(json.dumps({"status": "ok"}))
@@ -235,7 +237,7 @@ def test_promote_copies_a_finished_run_and_refuses_an_unfinished_one(tmp_path, t
     written = pipeline.promote(run, saved_model=saved, results_dir=tmp_path / "results")
     assert saved.read_bytes() == tiny_model_path.read_bytes() and saved.with_suffix(".json").is_file()
     assert (tmp_path / "results" / "figures" / "roc.png").read_bytes() == b"png"
-    assert len(written) == 4
+    assert len(written) == 5  # model, card, gate, figure, summary
     (run / pipeline.SUMMARY_NAME).write_text(json.dumps({"status": "interrupted"}))
     with pytest.raises(config.SettingsError, match="did not finish"):
         pipeline.promote(run, saved_model=saved, results_dir=tmp_path / "results")
@@ -382,7 +384,7 @@ def test_two_concurrent_predict_commands_one_writes_the_other_refuses(tmp_path, 
     wrote = [stderr for code, stderr in results if code == 0 and f"wrote {output}" in stderr]
     refused = [stderr for code, stderr in results if code != 0 and "already exists" in stderr]
     assert len(wrote) == 1 and len(refused) == 1, results
-    assert output.read_text().startswith("path,probability,label,error")
+    assert output.read_text().startswith("path,probability,label,ood_score,in_distribution,error")
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -69,6 +69,8 @@ def _finished_run(tmp_path, tiny_model_path):
     (run / "model").mkdir(parents=True)
     for source in (tiny_model_path, tiny_model_path.with_suffix(".json")):
         (run / "model" / f"pneumonia_cnn{source.suffix}").write_bytes(source.read_bytes())
+    gate = tiny_model_path.with_name(tiny_model_path.stem + ".ood.npz")  # the model's gate goes with it
+    (run / "model" / "pneumonia_cnn.ood.npz").write_bytes(gate.read_bytes())
     for folder in ("figures", "metrics"):
         (run / folder).mkdir()
         for number in range(3):
@@ -127,7 +129,7 @@ def test_a_promote_that_fails_while_swapping_puts_every_old_file_back(tmp_path, 
     monkeypatch.setattr(os, "replace", real_replace)
     assert _snapshot(saved.parent, results) == before
     written = pipeline.promote(run, saved_model=saved, results_dir=results)  # and then it works
-    assert saved.read_bytes() == tiny_model_path.read_bytes() and len(written) == 9
+    assert saved.read_bytes() == tiny_model_path.read_bytes() and len(written) == 10  # + the gate
     assert (results / "figures" / "new1.txt").read_text() == "new figures 1"
     assert not list(results.rglob("*.promote-*")) and not list(saved.parent.glob("*.promote-*"))
 

@@ -13,7 +13,7 @@ SPLITS = ["test-dev", "test", "test-final", "val", "train", "val-folder"]
 
 
 def _command_calibrate(args: argparse.Namespace) -> int:
-    from pneumo_utils import calibrate, data, model
+    from pneumo_utils import calibrate, data, model, outputs
     from pneumo_utils.evaluate import with_ci
     from pneumo_utils.images import Preprocessing
 
@@ -30,6 +30,7 @@ def _command_calibrate(args: argparse.Namespace) -> int:
         )
     refuse_existing(output, args.overwrite)
     refuse_existing(model.card_path(output), args.overwrite)
+    refuse_existing(Path(args.output_dir) / f"{name}.ood.npz", args.overwrite)
     data_root = config_module.resolve_data_dir(args.data_dir)
     index = data.index_dataset(data_root)
     network, card = model.load_model(args.model)
@@ -55,6 +56,13 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     print(f"{'metric':<12} {'before':<24} after (fitted on this sample: optimistic)")
     for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
         print(f"{metric:<12} {with_ci(site['before'], metric):<24} {with_ci(site['after'], metric)}")
+    from pneumo_utils import ood
+
+    if new_card.get("ood") and ood.detector_path(args.model).is_file():  # the same gate goes with the copy
+        outputs.write_bytes(ood.detector_path(output), ood.detector_path(args.model).read_bytes(), args.overwrite)
+        new_card["ood"] = {**new_card["ood"], "file": ood.detector_path(output).name}
+    elif new_card.pop("ood", None):
+        print(f"note: {ood.detector_path(args.model)} is missing: the calibrated copy has no gate", file=sys.stderr)
     model.save_model(calibrated, output, new_card)
     print(f"wrote {output} and {model.card_path(output).name}", file=sys.stderr)
     return 0
