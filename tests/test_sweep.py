@@ -195,7 +195,7 @@ def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
 def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path, capsys):
     output = tmp_path / "out"
     code, stderr = _sweep_here(
-        capsys, _grid(tmp_path, GRID_2X2), "--output-dir", output, "--scheduler", "tcp://127.0.0.1:9"
+        capsys, _grid(tmp_path, GRID_2X2), "--output-dir", output, "--scheduler", "tcp://127.0.0.1:9", "--timeout", "3"
     )
     assert code == 2
     lines = stderr.strip().splitlines()
