@@ -194,6 +194,37 @@ def operating_point(targets, probabilities, threshold: float, prevalence: float 
     }
 
 
+SUBGROUP_CHOICES = ("pneumonia: bacterial", "pneumonia: viral", "NORMAL batch IM-", "NORMAL batch NORMAL2-IM-")
+
+
+def subgroup_rows(frame: pd.DataFrame, name: str = "all") -> pd.DataFrame:
+    """The rows of a scored set in one subgroup of :mod:`pneumo_utils.subgroups` (``all`` for every row): the
+    threshold lab shows that subgroup's confusion matrix."""
+    from pneumo_utils.subgroups import normal_batch, pneumonia_kind
+
+    if name == "all":
+        return frame
+    if name not in SUBGROUP_CHOICES:
+        raise ValueError(f"subgroup must be all or one of {SUBGROUP_CHOICES}, got {name!r}")
+    files = frame["file"] if "file" in frame else frame["path"]
+    if name.startswith("pneumonia: "):
+        kind = name.removeprefix("pneumonia: ")
+        keep = [
+            target == 1 and pneumonia_kind(file) == kind for file, target in zip(files, frame["target"], strict=True)
+        ]
+    else:
+        batch = name.removeprefix("NORMAL batch ")
+        keep = [
+            target == 0 and normal_batch(file) == batch for file, target in zip(files, frame["target"], strict=True)
+        ]
+    return frame[keep].reset_index(drop=True)
+
+
+def subgroup_names(frames) -> list[str]:
+    """``all`` and the subgroups that have rows in any of the scored sets."""
+    return ["all"] + [name for name in SUBGROUP_CHOICES if any(len(subgroup_rows(frame, name)) for frame in frames)]
+
+
 def lab_html(point: dict[str, Any], card_threshold: float | None = None) -> str:
     """The threshold lab's readout: the confusion matrix and the rates, as one small HTML table."""
 

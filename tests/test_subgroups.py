@@ -84,3 +84,29 @@ def test_the_report_has_the_for_whom_section(smoke_run, tmp_path):
     assert "For whom does it work?" in page and "NORMAL batch" in page and "Wilson" in page
     assert json.loads((smoke_run / "metrics" / "metrics_validation.json").read_text())["subgroups"]
     assert (smoke_run / "figures" / "subgroups_forest.png").is_file()
+
+
+def test_the_threshold_lab_shows_one_subgroups_confusion_matrix():
+    from pneumo_utils import explore
+
+    frame = pd.DataFrame(
+        {
+            "file": [
+                "test/PNEUMONIA/person1_virus_1.jpeg",
+                "test/PNEUMONIA/person2_bacteria_2.jpeg",
+                "test/NORMAL/IM-0001-0001.jpeg",
+                "test/NORMAL/NORMAL2-IM-0002-0001.jpeg",
+            ],
+            "target": [1, 1, 0, 0],
+            "probability": [0.2, 0.9, 0.1, 0.8],
+        }
+    )
+    assert explore.subgroup_names([frame]) == ["all", *explore.SUBGROUP_CHOICES]
+    viral = explore.subgroup_rows(frame, "pneumonia: viral")
+    point = explore.operating_point(viral["target"], viral["probability"], 0.5)
+    assert (point["tp"], point["fn"], point["tn"], point["fp"]) == (0, 1, 0, 0)
+    normal2 = explore.subgroup_rows(frame, "NORMAL batch NORMAL2-IM-")
+    assert list(normal2["file"]) == ["test/NORMAL/NORMAL2-IM-0002-0001.jpeg"]
+    assert "nan" not in explore.lab_html(point)
+    with pytest.raises(ValueError, match="subgroup"):
+        explore.subgroup_rows(frame, "left-handed")
