@@ -7,11 +7,16 @@ so that ``config`` stays the bottom layer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import pandas as pd
 
 from pneumo_utils import synthetic
 from pneumo_utils._quiet import import_tensorflow_quietly
 from pneumo_utils.config import Settings, load_config, output_paths, portable_path
+from pneumo_utils.data import index_dataset
+from pneumo_utils.images import Preprocessing
+from pneumo_utils.model import load_model
 
 
 def setup(
@@ -40,3 +45,27 @@ def prepare_data_dir(config: Settings) -> Path:
             seed=config["seed"],
         )
     return data_dir
+
+
+class RunModel(NamedTuple):
+    """What notebooks 03 and 04 work with: the run's model and card, how the card says to feed it, and the
+    data index. The preprocessing and threshold come from the card, never from the profile's settings: the
+    settings may have changed since the model was trained, and the model must see what it was trained on."""
+
+    network: Any
+    card: dict[str, Any]
+    preprocessing: Preprocessing
+    threshold: float
+    index: pd.DataFrame
+
+
+def load_run_model(settings: Settings, data_root: str | Path) -> RunModel:
+    """Load ``settings.model_path`` with its card (one-line errors for a bad model) and index ``data_root``."""
+    network, card = load_model(settings.model_path)
+    return RunModel(
+        network=network,
+        card=card,
+        preprocessing=Preprocessing.from_dict(card["preprocessing"]),
+        threshold=float(card["threshold"]["value"]),
+        index=index_dataset(data_root),
+    )
