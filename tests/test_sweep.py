@@ -166,7 +166,6 @@ def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
     """An HTTP server (as the Dask dashboard is) accepts the connection and never answers as a scheduler."""
     import http.server
     import threading
-    import time
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -318,7 +317,8 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
             return None
 
         victim_run = wait_for(lock_of_first_worker, 300, "a run in flight on the first worker")
-        time.sleep(2)  # inside its notebook
+        # inside its notebook: papermill writes the executed copy when the notebook starts
+        wait_for(lambda: (output / victim_run / "executed" / "02_train.ipynb").exists(), 300, "the notebook started")
         os.kill(workers[0].pid, signal.SIGKILL)
         workers[0].wait(timeout=30)
         stdout, stderr = sweeping.communicate(timeout=900)
