@@ -407,3 +407,32 @@ def bench_ood(model_path: str | os.PathLike, data_dir: str | os.PathLike, per_fa
         "in_distribution": "validation split and test-dev",
     }
     return result
+
+
+def gate_examples(
+    network,
+    detector: Detector,
+    xrays: np.ndarray,
+    seed: int = 0,
+    families: tuple[str, ...] = ("uniform", "text", "photographs", "turned 90", "inverted"),
+):
+    """For a lesson: one input of each of ``families`` and one of ``xrays``, their would-be probability of
+    pneumonia, their out-of-distribution score and the gate's verdict. Returns ``(images, table)``."""
+    import pandas as pd
+
+    from pneumo_utils.evaluate import predict_probabilities
+
+    made = ood_families(xrays, xrays.shape[-1], seed=seed, per_family=2)
+    shown = {name: made[name][0] for name in families if name in made}
+    shown["an X-ray of the set"] = xrays[0]
+    images = np.stack(list(shown.values()))
+    scores = detector.score(images)
+    table = pd.DataFrame(
+        {
+            "input": list(shown),
+            "would-be P(pneumonia)": predict_probabilities(network, images).round(3),
+            "ood_score": scores.round(0),
+            "gate": ["passes" if ok else OUT_OF_DISTRIBUTION for ok in detector.in_distribution(scores)],
+        }
+    )
+    return images, table

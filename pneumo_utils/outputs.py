@@ -93,9 +93,15 @@ def refuse_committed(path: str | os.PathLike, flag: str, allowed: tuple[Path, ..
             )
 
 
+def is_plain_name(name: str) -> bool:
+    """Letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit, at most 100 characters, no ``..``:
+    a name that cannot be a path (a run, an experiment, a model file)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or "")) and ".." not in name
+
+
 def check_name(name: str, flag: str = "--name") -> str:
-    """A name given on the command line is a name, not a path: letters, digits, ``.``, ``_``, ``-``."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name or "") or ".." in name:
+    """A name given on the command line is a name, not a path (:func:`is_plain_name`)."""
+    if not is_plain_name(name):
         raise CommittedOutput(
             f"{flag} {name!r}: must be a plain name (letters, digits, '.', '_', '-'; no '/' "
             "or '..', at most 100 characters)"

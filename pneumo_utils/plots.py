@@ -191,6 +191,15 @@ def threshold_tradeoff(
     return fig
 
 
+def png_bytes(figure: plt.Figure, dpi: int = 120) -> bytes:
+    """A figure as PNG bytes (for a page that embeds it, or a file written through ``outputs``)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def save(figure: plt.Figure, folder, name: str) -> None:
     """Save a figure as ``folder/name.png`` the way every notebook does (120 dpi, tight bounding box)."""
     from pathlib import Path

@@ -64,7 +64,7 @@ figure img { max-width: 100%; } figcaption { font-size: .85rem; color: #555; }
 """
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -75,10 +75,10 @@ def model_card(run_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The run's model card: ``run_dir/model/*.json``, or the committed card for the committed run."""
     cards = sorted((run_dir / "model").glob("*.json"))
     if cards:
-        return _read_json(cards[0]), cards[0]
+        return read_json(cards[0]), cards[0]
     if run_dir.resolve() == REFERENCE_RESULTS.resolve():
         card = SAVED_MODEL.with_suffix(".json")
-        return _read_json(card), card
+        return read_json(card), card
     return None, None
 
 
@@ -106,7 +106,7 @@ def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
 
     found = {}
     for split in ("test-dev", "test-final", "test", "validation"):
-        result = _read_json(metrics / f"metrics_{split}.json")
+        result = read_json(metrics / f"metrics_{split}.json")
         scores = metrics / f"scores_{split}.csv"
         if isinstance(result, dict) and result.get("subgroups"):
             found[split_label(split)] = result["subgroups"]
@@ -117,8 +117,6 @@ def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
 
 def _subgroup_section(metrics: Path, threshold: float | None, plot: bool = True) -> str:
     """The subgroup tables and sentences; the forest plot drawn here unless the run saved its own."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,10 +142,8 @@ def _subgroup_section(metrics: Path, threshold: float | None, plot: bool = True)
     if not plot:
         return "".join(parts)
     figure = plots.forest_plot(figures)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    encoded = base64.b64encode(plots.png_bytes(figure, dpi=110)).decode("ascii")
     plots.plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     parts.append(
         f'<figure><img alt="forest plot of the subgroup figures" src="data:image/png;base64,{encoded}">'
         "<figcaption>Each subgroup with its 95% interval; dashed: the overall figure.</figcaption></figure>"
@@ -159,7 +155,7 @@ def _metrics_section(metrics: Path) -> str:
     from pneumo_utils.evaluate import METRIC_NAMES, with_ci
 
     results = {
-        path.stem.removeprefix("metrics_"): _read_json(path)
+        path.stem.removeprefix("metrics_"): read_json(path)
         for path in sorted(metrics.glob("metrics_*.json"))
         if path.stem != "metrics_provenance"
     }
@@ -376,7 +372,7 @@ def _provenance_section(summary: dict) -> str:
 def build_report(run_dir: str | Path) -> str:
     """The report of one run as one HTML page (figures embedded as data URIs, no code, no scripts)."""
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "run_summary.json")
+    summary = read_json(run_dir / "run_summary.json")
     if not isinstance(summary, dict):
         raise SettingsError(f"{run_dir}: not a run folder (no readable run_summary.json)")
     metrics, figures = run_dir / "metrics", run_dir / "figures"
@@ -398,7 +394,7 @@ def build_report(run_dir: str | Path) -> str:
     name = "the committed run" if committed else f"run {run_dir.resolve().name}"
     title = f"Pneumonia on chest X-rays: report of {name}"
     sections = [
-        ("What data", _data_section(_read_json(metrics / "eda_summary.json")) + figures_of("data")),
+        ("What data", _data_section(read_json(metrics / "eda_summary.json")) + figures_of("data")),
         ("What model", _model_section(card, card_path) + figures_of("training")),
         ("How the recipe was chosen", _choice_section()),
         ("Metrics", _metrics_section(metrics) + figures_of("metrics")),
@@ -412,10 +408,10 @@ def build_report(run_dir: str | Path) -> str:
             + figures_of("subgroups"),
         ),
         ("Calibration", figures_of("calibration") or "<p>No calibration figure in this run.</p>"),
-        ("Stress validation", _stress_section(_read_json(metrics / "stress_validation.json"))),
+        ("Stress validation", _stress_section(read_json(metrics / "stress_validation.json"))),
         (
             "Grad-CAM: where the network looked",
-            _gradcam_section(_read_json(metrics / "gradcam_checks.json")) + figures_of("gradcam"),
+            _gradcam_section(read_json(metrics / "gradcam_checks.json")) + figures_of("gradcam"),
         ),
     ]
     others = [stem for stem in available if stem not in placed]

@@ -6,14 +6,13 @@ README (a test compares the two). No figure is typed by hand, so none can drift 
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from pneumo_utils.config import PROJECT_ROOT, SettingsError, portable_path
 from pneumo_utils.data import split_label
+from pneumo_utils.report import model_card, read_json, split_subgroups
 
 README_BRIEF_START = "<!-- results brief: written by `pneumo promote`; do not edit -->"
 README_BRIEF_END = "<!-- end of results brief -->"
@@ -34,16 +33,7 @@ _ROWS = (
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def card_path_of(run_dir: str | os.PathLike) -> Path:
-    """The card of a run's model: ``RUN_DIR/model/*.json``; for ``results/`` the committed ``saved_models/``."""
-    run_dir = Path(run_dir)
-    own = sorted((run_dir / "model").glob("*.json"))
-    if own:
-        return own[0]
-    return PROJECT_ROOT / "saved_models" / "pneumonia_cnn.json"
+    return read_json(path) if path.is_file() else None
 
 
 def scored_metrics(run_dir: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
@@ -133,23 +123,20 @@ def _number(values: dict[str, Any], *keys: str) -> str:
 
 
 def _recipes(path: Path) -> list[str]:
-    with path.open(newline="") as handle:
-        table = list(csv.reader(handle))
-    header, body = table[0], table[1:]
-    return [
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-        *("| " + " | ".join(row) + " |" for row in body),
-    ]
+    import pandas as pd
+
+    return [pd.read_csv(path).fillna("").to_markdown(index=False)]  # as pneumo experiments writes its tables
 
 
 def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | None = None) -> str:
     """The whole results page of a run."""
     run_dir = Path(run_dir)
-    card_path = Path(card_path) if card_path else card_path_of(run_dir)
-    card = _read(card_path)
+    if card_path:
+        card_path, card = Path(card_path), _read(Path(card_path))
+    else:
+        card, card_path = model_card(run_dir)
     if card is None:
-        raise SettingsError(f"{portable_path(card_path)}: no model card")
+        raise SettingsError(f"{portable_path(card_path or run_dir / 'model')}: no model card")
     scored = scored_metrics(run_dir)
     if not scored:
         raise SettingsError(f"{portable_path(run_dir / 'metrics')}: no metrics_*.json (run notebook 03 first)")
@@ -285,7 +272,6 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
 
 
 def _subgroups(run_dir: Path, threshold: float) -> list[str]:
-    from pneumo_utils.report import split_subgroups
     from pneumo_utils.subgroups import below_overall, subgroup_table
 
     figures = split_subgroups(run_dir / "metrics", threshold)
@@ -300,9 +286,7 @@ def _subgroups(run_dir: Path, threshold: float) -> list[str]:
         "",
     ]
     for label, entries in figures.items():
-        table = subgroup_table(entries)
-        lines += [f"**{label}**", "", "| " + " | ".join(table.columns) + " |", "|---" * len(table.columns) + "|"]
-        lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in table.itertuples(index=False)]
+        lines += [f"**{label}**", "", subgroup_table(entries).to_markdown(index=False)]
         below = below_overall(entries)
         lines += (
             ["", *(f"- Below the overall figure: {sentence}" for sentence in below)]

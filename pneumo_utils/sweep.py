@@ -33,7 +33,7 @@ import yaml
 
 from pneumo_utils import pipeline
 from pneumo_utils.config import RUNS_DIR, SettingsError, available_profiles, load_config, portable_path
-from pneumo_utils.outputs import first_line
+from pneumo_utils.outputs import first_line, is_plain_name
 
 MAX_RETRIES = 2
 TABLE_NAME = "sweep"
@@ -181,14 +181,10 @@ def _explicit_sets(path: Path, runs: Any) -> list[tuple[str | None, dict[str, An
             raise _fail(path, f"run {position} must be a mapping of setting: value, got {entry!r}")
         entry = dict(entry)
         name = entry.pop("name", None)
-        if name is not None and not _safe_name(str(name)):
+        if name is not None and not is_plain_name(str(name)):
             raise _fail(path, f"run name {name!r} must be letters, digits, '.', '_' or '-'")
         sets.append((None if name is None else str(name), entry))
     return sets
-
-
-def _safe_name(text: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text))
 
 
 def run_id_of(parameters: dict[str, Any]) -> str:
@@ -523,7 +519,7 @@ def sweep_table(rows: list[dict[str, Any]]):
 def write_tables(output: Path, rows: list[dict[str, Any]]) -> list[Path]:
     """``sweep.csv``, ``sweep.md`` and the comparison figure ``sweep.png`` (rewritten from the run folders
     at the end of every sweep: they summarize, they hold nothing of their own)."""
-    from pneumo_utils import outputs
+    from pneumo_utils import outputs, plots
     from pneumo_utils.experiments import compare_figure
 
     table = sweep_table(rows)
@@ -538,17 +534,9 @@ def write_tables(output: Path, rows: list[dict[str, Any]]) -> list[Path]:
     if figure is not None:
         import matplotlib.pyplot as plt
 
-        written.append(outputs.write_bytes(output / f"{TABLE_NAME}.png", _png(figure), overwrite=True))
+        written.append(outputs.write_bytes(output / f"{TABLE_NAME}.png", plots.png_bytes(figure), overwrite=True))
         plt.close(figure)
     return written
-
-
-def _png(figure) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def serial_runs(sweep: Sweep, output_dir: str | os.PathLike, data_dir: str | None = None) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_pneumo_here
+from helpers import finished_run, run_pneumo_here
 
 from pneumo_utils import config, outputs, pipeline
 
@@ -219,16 +219,7 @@ def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
 
 # ----------------------------------------------------------------------------------------- promote
 def _finished_run(tmp_path, tiny_model_path):
-    run = tmp_path / "run"
-    (run / "model").mkdir(parents=True)
-    for source in (tiny_model_path, tiny_model_path.with_suffix(".json")):
-        (run / "model" / f"pneumonia_cnn{source.suffix}").write_bytes(source.read_bytes())
-    gate = tiny_model_path.with_name(tiny_model_path.stem + ".ood.npz")  # the model's gate goes with it
-    (run / "model" / "pneumonia_cnn.ood.npz").write_bytes(gate.read_bytes())
-    (run / "figures").mkdir()
-    (run / "figures" / "roc.png").write_bytes(b"png")
-    (run / pipeline.SUMMARY_NAME).write_text(json.dumps({"status": "ok"}))
-    return run
+    return finished_run(tmp_path / "run", tiny_model_path, {"figures/roc.png": "png"})
 
 
 def test_promote_copies_a_finished_run_and_refuses_an_unfinished_one(tmp_path, tiny_model_path):

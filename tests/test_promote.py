@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from helpers import run_pneumo_here
+from helpers import finished_run, run_pneumo_here
 
 from pneumo_utils import outputs, pipeline
 from pneumo_utils.config import PROJECT_ROOT
@@ -65,18 +65,12 @@ def test_the_lab_notebook_may_add_experiments_but_not_lose_them(tmp_path):
 
 
 def _finished_run(tmp_path, tiny_model_path):
-    run = tmp_path / "run"
-    (run / "model").mkdir(parents=True)
-    for source in (tiny_model_path, tiny_model_path.with_suffix(".json")):
-        (run / "model" / f"pneumonia_cnn{source.suffix}").write_bytes(source.read_bytes())
-    gate = tiny_model_path.with_name(tiny_model_path.stem + ".ood.npz")  # the model's gate goes with it
-    (run / "model" / "pneumonia_cnn.ood.npz").write_bytes(gate.read_bytes())
-    for folder in ("figures", "metrics"):
-        (run / folder).mkdir()
-        for number in range(3):
-            (run / folder / f"new{number}.txt").write_text(f"new {folder} {number}")
-    (run / pipeline.SUMMARY_NAME).write_text(json.dumps({"status": "ok"}))
-    return run
+    files = {
+        f"{folder}/new{number}.txt": f"new {folder} {number}"
+        for folder in ("figures", "metrics")
+        for number in range(3)
+    }
+    return finished_run(tmp_path / "run", tiny_model_path, files)
 
 
 def _committed(tmp_path):
