@@ -1,11 +1,11 @@
-"""Probabilities, the decision threshold, metrics and bootstrap confidence intervals."""
+"""Metrics on arrays: the decision threshold, accuracy to ROC-AUC, bootstrap confidence intervals, calibration
+(temperature, expected calibration error) and outcome labels. Pure functions of targets and probabilities: no
+model and no file is touched here (scoring a saved model on a split is :mod:`pneumo_utils.predict`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn import metrics as skm
-
-from pneumo_utils.subgroups import subgroup_figures
 
 METRIC_NAMES = (
     "accuracy",
@@ -18,43 +18,12 @@ METRIC_NAMES = (
     "pr_auc",
     "brier",
 )
+
+
 BOOTSTRAP_RESAMPLES = 1000
+
+
 BOOTSTRAP_SEED = 0
-
-
-class InvalidScores(RuntimeError):
-    """A model gave scores that are not probabilities (NaN, infinite, or outside [0, 1]): no label may come
-    from it. The message names the model."""
-
-
-def check_scores(probabilities: np.ndarray, source: str) -> np.ndarray:
-    """``probabilities`` unchanged when every one is a finite number in [0, 1]; else :class:`InvalidScores`."""
-    bad = ~np.isfinite(probabilities) | (probabilities < 0.0) | (probabilities > 1.0)
-    if bad.any():
-        example = probabilities[bad][0]
-        raise InvalidScores(
-            f"{source}: gave {int(bad.sum())} of {len(probabilities)} scores that are not "
-            f"probabilities (e.g. {example:.4g}); the model is broken or its output is not a "
-            "sigmoid, so no label is given"
-        )
-    return probabilities
-
-
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 64, source: str | None = None) -> np.ndarray:
-    """P(PNEUMONIA) for uint8 images ``(n, s, s)``, in inference mode (no augmentation, no dropout); checked
-    (:func:`check_scores`) so that a broken model never yields a label. ``source`` names the model in errors."""
-    from pneumo_utils.data import make_dataset
-
-    if len(images) == 0:
-        return np.zeros(0, dtype=np.float32)
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    scores = model.predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1).astype(np.float32)
-    if source is None:
-        from pneumo_utils.model import source_of
-
-        source = source_of(model)
-    return check_scores(scores, source)
 
 
 def outcome_of(label: str, probability: float, threshold: float) -> str:
@@ -305,99 +274,4 @@ def metrics_table(results: dict[str, dict]):
             name: {metric: with_ci(result, metric) for metric in METRIC_NAMES} | {"n": result["n"]}
             for name, result in results.items()
         }
-    )
-
-
-def score_split(network, card: dict, index, split: str, batch_size: int = 64):
-    """The rows of one split (see ``data.select_split``) that could be read, with a ``probability`` column,
-    scored with the card's preprocessing; and how many rows the split had before unreadable files."""
-    from pneumo_utils import data
-    from pneumo_utils.images import Preprocessing
-
-    frame = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
-    images, _, kept = data.load_split(frame, Preprocessing.from_dict(card["preprocessing"]), population=len(index))
-    return kept.assign(probability=predict_probabilities(network, images, batch_size)), len(frame)
-
-
-def evaluation_record(model_path, card: dict, index, data_dir, scored: dict) -> dict:
-    """Provenance of an evaluation: the model and its commit, the data fingerprint, the splits and their
-    sizes (``scored`` maps split name to ``(rows, images_in_split)``), the bootstrap, library versions."""
-    from pneumo_utils import data
-    from pneumo_utils.config import portable_path
-    from pneumo_utils.records import provenance
-
-    return {
-        "model": portable_path(model_path),
-        "model_git_commit": card.get("git_commit"),
-        "model_trained": card.get("date"),
-        "data_dir": portable_path(data_dir),
-        "data_fingerprint": data.dataset_fingerprint(index),
-        "splits": {
-            name: {"images_in_split": total, "scored": int(len(rows)), "unreadable_skipped": int(total - len(rows))}
-            for name, (rows, total) in scored.items()
-        },
-        "threshold": card["threshold"],
-        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED},
-        "evaluation": provenance(),
-    }
-
-
-def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: int = 64) -> tuple[dict, dict]:
-    """Score a saved model on one split with its card's preprocessing and threshold.
-
-    ``split="val"`` rebuilds the patient-grouped validation split with the seed and fraction stored in
-    the card, so it is exactly the split the threshold was chosen on. Returns the metrics (the keys of
-    every metrics JSON) and the :func:`evaluation_record`.
-    """
-    from pneumo_utils import data
-    from pneumo_utils.model import load_model
-
-    index = data.index_dataset(data_dir)  # layout errors first: they need no model
-    network, card = load_model(model_path)
-    rows, total = score_split(network, card, index, split, batch_size)
-    present = set(rows["target"].astype(int))
-    if present != {0, 1}:
-        missing = [name for number, name in enumerate(data.CLASS_NAMES) if number not in present]
-        raise data.DatasetLayoutError(
-            f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
-            f"({total - len(rows)} of {total} unreadable); its figures need both classes"
-        )
-    metrics = evaluate_probabilities(
-        rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]
-    )
-    metrics["subgroups"] = subgroup_figures(rows, card["threshold"]["value"])  # for whom it works
-    return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
-
-
-SCORES_NAME = "scores_{split}.csv"
-
-
-def relative_files(paths, data_root) -> list[str]:
-    """Image paths as recorded in per-image scores: relative to the data root, with forward slashes."""
-    from pathlib import Path
-
-    root = Path(data_root).resolve()
-    return [Path(path).resolve().relative_to(root).as_posix() for path in paths]
-
-
-def write_scores(folder, name: str, rows, data_root):
-    """Per-image scores of one split (``metrics/scores_validation.csv``): the file relative to the data
-    root, its label and target, and the model's probability; the explorer and the report read them."""
-    from pathlib import Path
-
-    from pneumo_utils.records import write_text_atomic
-
-    frame = rows.assign(file=relative_files(rows["path"], data_root))
-    columns = [column for column in ("file", "patient", "label", "target", "probability") if column in frame]
-    return write_text_atomic(Path(folder) / SCORES_NAME.format(split=name), frame[columns].to_csv(index=False))
-
-
-def confident_mistakes(frame, threshold: float, count: int = 8):
-    """The ``count`` wrong predictions farthest from the threshold, with a ``confidence`` column."""
-    wrong = frame[(frame["probability"] >= threshold) != (frame["target"] == 1)]
-    return (
-        wrong.assign(confidence=(wrong["probability"] - threshold).abs())
-        .sort_values("confidence", ascending=False)
-        .head(count)
-        .reset_index(drop=True)
     )

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from pneumo_utils import data, model, predict, scores
+from pneumo_utils._quiet import import_tensorflow_quietly
 from pneumo_utils.config import (
     DATA_DIR_ENV,
     DEFAULT_DATA_DIR,
@@ -27,10 +29,15 @@ from pneumo_utils.config import (
     REFERENCE_RESULTS,
     SAVED_MODEL,
     SettingsError,
+    load_config,
     user_path,
 )
 from pneumo_utils.evaluate import outcome_of
+from pneumo_utils.explain import cam, overlays
 from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
+from pneumo_utils.model import ensemble_members
+from pneumo_utils.model.ood import VERDICT, Detector
+from pneumo_utils.subgroups import normal_batch, pneumonia_kind
 
 RUN_ENV = "PNEUMO_EXPLORE_RUN"
 MODEL_ENV = "PNEUMO_EXPLORE_MODEL"
@@ -114,11 +121,9 @@ def resolve(
 def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike) -> pd.DataFrame:
     """The model's validation split (rebuilt from the seed and fraction in its card) scored now, in the
     shape of ``metrics/scores_validation.csv``."""
-    from pneumo_utils import data, evaluate, model
-
     network, card = model.load_model(model_path)
-    rows, _ = evaluate.score_split(network, card, data.index_dataset(data_root), "val")
-    return rows.assign(file=evaluate.relative_files(rows["path"], data_root))
+    rows, _ = predict.score_split(network, card, data.index_dataset(data_root), "val")
+    return rows.assign(file=scores.scores_frame(rows)["file"])
 
 
 def notebook_session(
@@ -132,9 +137,6 @@ def notebook_session(
     """What notebook 05 explores: the run or model named (parameters, then ``$PNEUMO_EXPLORE_*``, which
     ``pneumo explore`` sets), else the profile's own output folder when notebooks 01-04 left a model there
     (how nbval and ``pneumo run`` use it), else the committed run (``results/`` and ``saved_models/``)."""
-    from pneumo_utils._quiet import import_tensorflow_quietly
-    from pneumo_utils.config import load_config
-
     import_tensorflow_quietly()
     if run_dir or model_path or os.environ.get(RUN_ENV) or os.environ.get(MODEL_ENV):
         return resolve(run_dir, model_path, data_dir)
@@ -200,8 +202,6 @@ SUBGROUP_CHOICES = ("pneumonia: bacterial", "pneumonia: viral", "NORMAL batch IM
 def subgroup_rows(frame: pd.DataFrame, name: str = "all") -> pd.DataFrame:
     """The rows of a scored set in one subgroup of :mod:`pneumo_utils.subgroups` (``all`` for every row): the
     threshold lab shows that subgroup's confusion matrix."""
-    from pneumo_utils.subgroups import normal_batch, pneumonia_kind
-
     if name == "all":
         return frame
     if name not in SUBGROUP_CHOICES:
@@ -351,7 +351,6 @@ class Explorer:
     label and heatmap out."""
 
     def __init__(self, model_path: str | os.PathLike):
-        from pneumo_utils import cam, model
 
         self.network, self.card = model.load_model(model_path)
         self.preprocessing = Preprocessing.from_dict(self.card["preprocessing"])
@@ -361,7 +360,6 @@ class Explorer:
             [MEMBERS_LAST_LAYER] if model.ensemble_members(self.network) else [cam.last_conv_layer_name(self.network)]
         )
         self._explainers: dict[str, Any] = {}
-        from pneumo_utils.ood import Detector
 
         self.detector = Detector.load(model_path, self.card)  # None: the card names no gate
 
@@ -372,14 +370,12 @@ class Explorer:
         self, image: np.ndarray, method: str = "gradcam", layer: str | None = None, opacity: float = 0.4
     ) -> dict[str, Any]:
         """Probability of pneumonia, label at the card's threshold, the map and the overlay (RGB)."""
-        from pneumo_utils import cam
-
         layer = layer or self.layers[-1]
         if layer not in self._explainers:  # an ensemble: each member at its own last convolution (or backbone)
             self._explainers[layer] = cam.CamExplainer(self.network, None if layer == MEMBERS_LAST_LAYER else layer)
         maps, probabilities = self._explainers[layer].explain(image[None], method=method)
         probability = float(probabilities[0])
-        overlay = cam.overlay(image, maps[0], alpha=opacity)
+        overlay = overlays.overlay(image, maps[0], alpha=opacity)
         ood_score = float(self.detector.score(image[None])[0]) if self.detector is not None else None
         in_distribution = None if ood_score is None else bool(self.detector.in_distribution(ood_score))
         label = "PNEUMONIA" if probability >= self.threshold else "NORMAL"
@@ -404,8 +400,6 @@ def conv_layer_names(network) -> list[str]:
     map is the mean of its members' maps at their last convolution)."""
     import keras
 
-    from pneumo_utils.model import ensemble_members
-
     if ensemble_members(network):
         return []
     return [layer.name for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -419,8 +413,6 @@ def display_png(image: np.ndarray, width: int = 256) -> bytes:
 def verdict_html(name: str, result: dict[str, Any], threshold: float, css_class: str = "pneumo-probability") -> str:
     """One line under a heatmap: the file, P(pneumonia), the label at the card's threshold, method and layer."""
     import html
-
-    from pneumo_utils.ood import VERDICT
 
     warning = (
         f"<div class='pneumo-ood' style='color:#b00'><b>{VERDICT[0].upper() + VERDICT[1:]}</b> "

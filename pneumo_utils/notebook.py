@@ -11,10 +11,9 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from pneumo_utils import synthetic
 from pneumo_utils._quiet import import_tensorflow_quietly
 from pneumo_utils.config import Settings, load_config, output_paths, portable_path
-from pneumo_utils.data import index_dataset
+from pneumo_utils.data import index_dataset, synthetic
 from pneumo_utils.images import Preprocessing
 from pneumo_utils.model import load_model
 

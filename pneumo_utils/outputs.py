@@ -198,7 +198,6 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Pa
 
 def json_bytes(payload: Any) -> bytes:
     """The project's JSON: strict (NaN and infinity as null), indented, UTF-8, ending in a newline."""
-
     return (json.dumps(finite(payload), indent=2, default=str, allow_nan=False) + "\n").encode()
 
 

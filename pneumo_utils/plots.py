@@ -10,6 +10,7 @@ from sklearn import metrics as skm
 
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.evaluate import compute_metrics
+from pneumo_utils.explain.overlays import overlay
 
 PALETTE = {"NORMAL": "#4C72B0", "PNEUMONIA": "#DD8452"}
 
@@ -53,8 +54,6 @@ def sample_grid(
     images: np.ndarray, titles: list[str], columns: int = 6, cams: np.ndarray | None = None, title: str | None = None
 ) -> plt.Figure:
     """A grid of X-rays with titles, optionally with Grad-CAM maps overlaid."""
-    from pneumo_utils.cam import overlay
-
     rows = max(1, int(np.ceil(len(images) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
     for position, axis in enumerate(axes.flat):

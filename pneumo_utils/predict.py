@@ -1,4 +1,5 @@
-"""Scoring new files: collect inputs, read them with the model card's preprocessing, predict in batches.
+"""Scoring with a saved model: new files (collected, read with the model card's preprocessing, predicted in
+batches) and the splits of a data set (:func:`score_split`, :func:`evaluate_saved_model`).
 
 A file that cannot be read gets an error message (naming the file and the problem) instead of a
 probability; the other files are still scored.
@@ -13,8 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo_utils import data, evaluate, outputs
+from pneumo_utils.config import portable_path
 from pneumo_utils.data import CLASS_NAMES
+from pneumo_utils.explain import cam, overlays, regions
+from pneumo_utils.explain.cam import CamExplainer
 from pneumo_utils.images import IMAGE_EXTENSIONS, ImageReadError, Preprocessing, is_image_file, read_image
+from pneumo_utils.model import card_split, load_model, predict_probabilities
+from pneumo_utils.model.ood import OUT_OF_DISTRIBUTION
+from pneumo_utils.records import provenance
+from pneumo_utils.subgroups import subgroup_figures
 
 
 class InputPathError(ValueError):
@@ -69,11 +78,8 @@ def read_inputs(files: list[Path], preprocessing: Preprocessing) -> list[Scored]
 
 def score(network, records: list[Scored], threshold: float, batch_size: int = 64, detector=None) -> list[Scored]:
     """Fill in probability and label for the readable records, predicting in batches. With an
-    out-of-distribution ``detector`` (:mod:`pneumo_utils.ood`), an input unlike the training X-rays gets the
+    out-of-distribution ``detector`` (:mod:`pneumo_utils.model.ood`), an input unlike the training X-rays gets the
     label ``OUT_OF_DISTRIBUTION`` instead (its probability is still given)."""
-    from pneumo_utils.evaluate import predict_probabilities
-    from pneumo_utils.ood import OUT_OF_DISTRIBUTION
-
     readable = [record for record in records if record.image is not None]
     if readable:
         images = np.stack([r.image for r in readable])
@@ -162,7 +168,6 @@ class OverlayWriter:
         layer_name: str | None = None,
         overwrite: bool = False,
     ):
-        from pneumo_utils.cam import CamExplainer
 
         self.explainer = CamExplainer(network, layer_name)
         self.threshold, self.out, self.method, self.overwrite = threshold, Path(out), method, overwrite
@@ -172,8 +177,6 @@ class OverlayWriter:
 
     def __call__(self, records: list[Scored]) -> None:
         import cv2
-
-        from pneumo_utils import cam, outputs
 
         readable = [record for record in records if record.image is not None]
         if not readable:
@@ -191,7 +194,7 @@ class OverlayWriter:
                 f"{shown}: P(pneumonia) = {record.probability:.3f} -> {record.label}",
                 f"threshold {self.threshold:.3f}; {self.method} heatmap of {record.label}",
             ]
-            picture = cam.side_by_side(record.image, heatmap, caption)
+            picture = overlays.side_by_side(record.image, heatmap, caption)
             encoded, payload = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             try:
                 if not encoded:
@@ -203,6 +206,56 @@ class OverlayWriter:
             self.statistics[record.path] = {
                 "overlay": name,
                 "explained_class": record.label,
-                "cam": cam.cam_statistics(heatmap),
+                "cam": regions.cam_statistics(heatmap),
                 **({"overlay_name_note": renamed} if renamed else {}),
             }
+
+
+def score_split(network, card: dict, index, split: str, batch_size: int = 64):
+    """The rows of one split (see ``data.select_split``) that could be read, with a ``probability`` column,
+    scored with the card's preprocessing; and how many rows the split had before unreadable files."""
+    images, _, kept, total = card_split(card, index, split)
+    return kept.assign(probability=predict_probabilities(network, images, batch_size)), total
+
+
+def evaluation_record(model_path, card: dict, index, data_dir, scored: dict) -> dict:
+    """Provenance of an evaluation: the model and its commit, the data fingerprint, the splits and their
+    sizes (``scored`` maps split name to ``(rows, images_in_split)``), the bootstrap, library versions."""
+    return {
+        "model": portable_path(model_path),
+        "model_git_commit": card.get("git_commit"),
+        "model_trained": card.get("date"),
+        "data_dir": portable_path(data_dir),
+        "data_fingerprint": data.dataset_fingerprint(index),
+        "splits": {
+            name: {"images_in_split": total, "scored": int(len(rows)), "unreadable_skipped": int(total - len(rows))}
+            for name, (rows, total) in scored.items()
+        },
+        "threshold": card["threshold"],
+        "bootstrap": {"resamples": evaluate.BOOTSTRAP_RESAMPLES, "seed": evaluate.BOOTSTRAP_SEED},
+        "evaluation": provenance(),
+    }
+
+
+def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: int = 64) -> tuple[dict, dict]:
+    """Score a saved model on one split with its card's preprocessing and threshold.
+
+    ``split="val"`` rebuilds the patient-grouped validation split with the seed and fraction stored in
+    the card, so it is exactly the split the threshold was chosen on. Returns the metrics (the keys of
+    every metrics JSON) and the :func:`evaluation_record`.
+    """
+    index = data.index_dataset(data_dir)  # layout errors first: they need no model
+    network, card = load_model(model_path)
+    rows, total = score_split(network, card, index, split, batch_size)
+    present = set(rows["target"].astype(int))
+    if present != {0, 1}:
+        missing = [name for number, name in enumerate(data.CLASS_NAMES) if number not in present]
+        raise data.DatasetLayoutError(
+            f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
+            f"({total - len(rows)} of {total} unreadable); its figures need both classes"
+        )
+    metrics = evaluate.evaluate_probabilities(
+        rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]
+    )
+    metrics["subgroups"] = subgroup_figures(rows, card["threshold"]["value"])  # for whom it works
+    return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})

@@ -4,12 +4,15 @@ made once per session."""
 import subprocess
 import sys
 
+import keras
 import pytest
+
+from pneumo_utils import data, model
 
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
-    from pneumo_utils.synthetic import write_synthetic_dataset
+    from pneumo_utils.data.synthetic import write_synthetic_dataset
 
     return write_synthetic_dataset(
         tmp_path_factory.mktemp("synthetic") / "chest_xray", images_per_class=24, image_size=64, seed=1
@@ -19,7 +22,8 @@ def synthetic_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, synthetic_root):
     """A real (tiny) model trained for two epochs on the synthetic set, saved with its card."""
-    from pneumo_utils import config, train
+    from pneumo_utils import config
+    from pneumo_utils.model import train
 
     workspace = tmp_path_factory.mktemp("tiny_model")
     settings = config.load_config(
@@ -68,3 +72,18 @@ def smoke_run_process(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_run(smoke_run_process):
     return smoke_run_process[0]
+
+
+@pytest.fixture(scope="module")
+def synthetic_index(synthetic_root):
+    """The index of the session's synthetic data set."""
+    return data.index_dataset(synthetic_root)
+
+
+@pytest.fixture(scope="module")
+def two_members():
+    """Two small CNNs of different input sizes and layers: the members of the ensembles under test."""
+    keras.utils.set_random_seed(0)
+    small = model.build_model(48, filters=(4, 8), augmentation={"border": 0.1}, normalization="standardize")
+    large = model.build_model(64, filters=(4, 8), augmentation={})
+    return small, large

@@ -1,5 +1,7 @@
 """Small helpers shared by the tests."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,17 @@ def write_dicom(
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]  # the `pneumo` command of this Python, as a new process
+
+
+def pneumo(*arguments, timeout=300, process=False, env=None):
+    """``pneumo ARGUMENTS`` -> a CompletedProcess: in this process (:func:`run_pneumo_here`), or a real one
+    with ``process=True`` or an ``env`` (what only a separate process shows: a quiet terminal, races)."""
+    if process or env is not None:
+        return subprocess.run([*PNEUMO, *map(str, arguments)], capture_output=True, text=True, timeout=timeout, env=env)
+    return run_pneumo_here(*arguments)
 
 
 def run_pneumo_here(*arguments):

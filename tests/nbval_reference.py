@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 
-from pneumo_utils.pipeline import run_notebooks
+from pneumo_utils.runs.pipeline import run_notebooks
 
 REFERENCE_FILE = Path(__file__).with_name("nbval_reference.json")
 

@@ -8,22 +8,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pneumo_utils"
 
 # lowest first: a module may import its own layer or any layer below it, never one above
 LAYERS = {
-    "base": ["config", "outputs", "_quiet", "kernels", "voila_kernels", "records"],
-    "inputs": ["images", "synthetic", "data", "audit"],
-    "model and measures": ["subgroups", "ood", "model", "evaluate", "calibrate", "train", "robustness"],
-    "explanations, figures and answers": ["cam", "cam_checks", "plots", "predict"],
-    "runs": [
-        "notebook",
-        "pipeline",
-        "sweep",
-        "experiments",
-        "report",
-        "results_page",
-        "bench",
-        "download",
-        "explore",
-        "serve",
-    ],
+    "base": ["config", "outputs", "records", "_quiet"],
+    "inputs": ["images", "data"],
+    "measures": ["evaluate", "subgroups", "scores"],
+    "model": ["model"],
+    "explanations, figures and answers": ["explain", "plots", "predict"],
+    "runs": ["runs", "notebook", "explore", "explore_app"],
     "command line": ["cli"],
 }
 
@@ -81,3 +71,38 @@ def test_every_module_imports_only_its_layer_or_lower_ones():
         if _layer_of(target) > _layer_of(module)
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def test_package_imports_sit_at_the_top_of_each_module():
+    """The file heads show the design: no module outside ``cli/`` imports the package inside a function
+    (``cli/`` does, so that ``pneumo --help`` and a mistyped flag answer without loading TensorFlow)."""
+    inside = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [module or ""]
+                if isinstance(node, ast.Import | ast.ImportFrom) and any(n.startswith("pneumo_utils") for n in names):
+                    inside.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not inside, "imports inside functions: " + ", ".join(inside)
+
+
+def test_the_exit_code_table_names_real_error_types():
+    """``cli.EXIT_CODES`` names types as strings (so ``pneumo --help`` loads no TensorFlow): each must still be
+    where it says, or its errors would end in a traceback instead of a one-line message."""
+    import builtins
+    import importlib
+
+    from pneumo_utils.cli import EXIT_CODES
+
+    for dotted, code in EXIT_CODES.items():
+        module, _, name = dotted.rpartition(".")
+        kind = getattr(builtins if module == "builtins" else importlib.import_module(module), name, None)
+        assert isinstance(kind, type) and issubclass(kind, BaseException), f"{dotted}: no such error type"
+        assert f"{kind.__module__}.{kind.__qualname__}" == dotted, f"{dotted}: defined as {kind.__module__}"
+        assert code in (1, 2, 130)

@@ -4,12 +4,10 @@ command; what only a separate process shows (a quiet terminal, signals, two proc
 real processes in test_pipeline.py, test_hardening.py and test_sweep.py."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from helpers import run_pneumo_here
+from helpers import pneumo
 
 from pneumo_utils.cli import UsageError, parse_overrides
 
@@ -31,19 +29,6 @@ EVALUATE_KEYS = {
 }
 
 
-def pneumo(*arguments, env=None):
-    """``pneumo ARGUMENTS`` -> a CompletedProcess; in this process, or a real subprocess when ``env`` is given."""
-    if env is not None:
-        return subprocess.run(
-            [sys.executable, "-m", "pneumo_utils.cli", *map(str, arguments)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-    return run_pneumo_here(*arguments)
-
-
 def test_parse_overrides_reads_yaml_values():
     assert parse_overrides(["epochs=3", "resume=true", "filters=[8, 16]", "name=a=b"]) == {
         "epochs": 3,
@@ -55,6 +40,7 @@ def test_parse_overrides_reads_yaml_values():
         parse_overrides(["epochs"])
 
 
+@pytest.mark.slow
 def test_evaluate_writes_exactly_the_documented_keys(tiny_model_path, synthetic_root, tmp_path):
     output = tmp_path / "metrics.json"
     result = pneumo("evaluate", "--model", tiny_model_path, "--data-dir", synthetic_root, "--output", output)
@@ -125,6 +111,7 @@ def test_paths_are_project_relative_inside_the_project_and_as_typed_elsewhere():
         assert portable_path(outside) == "/pneumo-nowhere/run"
 
 
+@pytest.mark.slow
 def test_gradcam_writes_overlays_and_json_and_names_bad_files(tiny_model_path, synthetic_root, tmp_path):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -157,6 +144,7 @@ def test_gradcam_missing_input_is_a_usage_error(tiny_model_path, tmp_path):
     assert result.returncode == 2 and "missing.png: no such file or folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_bench_gradcam_writes_the_documented_keys(tiny_model_path, tmp_path):
     output = tmp_path / "bench.json"
     result = pneumo(
@@ -168,6 +156,7 @@ def test_bench_gradcam_writes_the_documented_keys(tiny_model_path, tmp_path):
     assert bench["max_abs_diff"] <= 1e-4 and bench["settings"]["images"] == 4
 
 
+@pytest.mark.slow
 def test_bench_gradcam_compares_each_member_of_an_ensemble(tiny_model_path, tmp_path):
     """The committed model is an ensemble: each member's batched maps against the per-image reference on that
     member (members of different input sizes and kinds: a CNN at 32 px, a frozen MobileNetV2 at 48 px)."""
@@ -190,6 +179,7 @@ def test_bench_gradcam_compares_each_member_of_an_ensemble(tiny_model_path, tmp_
     )
 
 
+@pytest.mark.slow
 def test_bench_train_writes_the_documented_keys(tmp_path):
     output = tmp_path / "bench.json"
     result = pneumo("bench", "train", "--profile", "smoke", "--images", 32, "--output", output)
@@ -205,6 +195,7 @@ def test_bench_train_writes_the_documented_keys(tmp_path):
     assert isinstance(estimate["within_budget"], bool)
 
 
+@pytest.mark.slow
 def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_root, tmp_path):
     import csv
 
@@ -261,6 +252,7 @@ def test_predict_with_a_bad_model_is_one_clear_error(synthetic_root, tmp_path, m
     assert result.stderr.strip().startswith(f"error: {model_path}") and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
     root = tmp_path / "experiments"
     result = pneumo(
@@ -292,6 +284,7 @@ def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
     assert "| tiny " in text and "stress specificity" in text and "validation split" in text
 
 
+@pytest.mark.slow
 def test_train_views_only_scores_a_held_out_view_without_a_random_split_model(synthetic_root, tmp_path):
     root = tmp_path / "experiments"
     view = "cross-batch IM->NORMAL2"

@@ -1,12 +1,14 @@
 """The data layer: layout checks, patient ids, the index, the grouped split and loading."""
 
+import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_TRAIN, real_training_files, write_png
+from helpers import SHARED_TRAIN, pneumo, real_training_files, run_pneumo_here, write_png
 
 from pneumo_utils import data
 from pneumo_utils.images import Preprocessing, TooManyUnreadableError, load_images
@@ -184,3 +186,54 @@ def _frame(paths):
     import pandas as pd
 
     return pd.DataFrame({"path": [str(path) for path in paths], "target": 0})
+
+
+def test_the_unreadable_share_counts_against_the_whole_data_set(tmp_path):
+    import numpy as np
+
+    from pneumo_utils.images import Preprocessing, TooManyUnreadableError, load_images
+
+    good = tmp_path / "good.png"
+    import cv2
+
+    cv2.imwrite(str(good), np.full((32, 32), 120, np.uint8))
+    bad = tmp_path / "bad.jpeg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    small_split = [good] * 20 + [bad]  # 1 of 21 (5%) in this split
+    with pytest.raises(TooManyUnreadableError):
+        load_images(small_split, Preprocessing(image_size=32))
+    images, mask, errors = load_images(small_split, Preprocessing(image_size=32), population=401)  # 1 of 401
+    assert len(images) == 20 and not mask[-1] and len(errors) == 1
+
+
+def test_index_lists_unreadable_files_and_label_conflicts(tmp_path):
+    from pneumo_utils.data.synthetic import write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "data", images_per_class=10, image_size=48, seed=0)
+    (root / "train" / "NORMAL" / "IM-9999-0001.jpeg").write_bytes(b"\xff\xd8\xff broken")
+    normal = sorted((root / "train" / "NORMAL").glob("IM-*.jpeg"))[0]
+    (root / "train" / "PNEUMONIA" / "person9999_virus_1.jpeg").write_bytes(normal.read_bytes())
+    result = pneumo("index", "--data-dir", root)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert any("IM-9999-0001.jpeg" in line for line in report["unreadable"])
+    assert report["label_conflicts"] and "NORMAL,PNEUMONIA" in report["label_conflicts"][0]["labels"]
+    assert "unreadable: " in result.stderr and "label conflict: " in result.stderr
+
+
+def test_images_in_sub_folders_and_label_conflicts_are_mentioned(synthetic_root, tmp_path):
+    data = tmp_path / "chest_xray"
+    shutil.copytree(synthetic_root, data)
+    nested = data / "train" / "NORMAL" / "more"
+    nested.mkdir()
+    first = sorted((data / "train" / "NORMAL").glob("*.jpeg"))[0]
+    shutil.copy(first, nested / "extra.jpeg")
+    shutil.copy(first, data / "train" / "PNEUMONIA" / "same_bytes.jpeg")
+    result = run_pneumo_here("index", "--data-dir", data)
+    assert result.returncode == 0
+    assert "warning: 1 image(s) in sub-folders of train/NORMAL are not read (train/NORMAL/more)" in result.stderr
+    assert "label conflict" in result.stderr
+    from pneumo_utils.data import layout_warnings
+
+    assert any("1 label conflict(s) in train/" in line for line in layout_warnings(data))
+    assert os.path.exists(nested / "extra.jpeg")

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pneumo_utils import download
+from pneumo_utils.data import download
 
 JPEG = cv2.imencode(".jpg", np.full((32, 32), 128, np.uint8))[1].tobytes()
 
@@ -139,6 +139,7 @@ def _run(*arguments):
     )
 
 
+@pytest.mark.slow
 def test_good_archive_is_installed_without_litter(server, tmp_path):
     base, sha256 = server
     dest = tmp_path / "data"

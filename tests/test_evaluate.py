@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pneumo_utils import evaluate
+from pneumo_utils import evaluate, scores
 
 TARGETS = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 PROBABILITIES = np.array([0.1, 0.2, 0.3, 0.8, 0.4, 0.6, 0.7, 0.9, 0.95, 0.99])
@@ -55,7 +55,7 @@ def _scored_frame():
 
 
 def test_confident_mistakes_are_the_wrong_ones_farthest_from_the_threshold():
-    mistakes = evaluate.confident_mistakes(_scored_frame(), threshold=0.5, count=5)
+    mistakes = scores.confident_mistakes(_scored_frame(), threshold=0.5, count=5)
     # wrong at 0.5: the NORMAL at 0.8 (0.3 away) and the PNEUMONIA at 0.4 (0.1 away)
     assert mistakes["probability"].tolist() == [0.8, 0.4]
     assert mistakes["confidence"].round(3).tolist() == [0.3, 0.1]
@@ -83,3 +83,25 @@ def test_the_bootstraps_fast_metrics_equal_the_reference_ones_with_ties():
         fast = evaluate.fast_metrics(targets, probabilities, 0.5)
         for name in evaluate.METRIC_NAMES:
             assert fast[name] == pytest.approx(reference[name], abs=1e-12), name
+
+
+def test_paired_bootstrap_of_a_model_against_itself_is_zero():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, 200)
+    scores = np.clip(targets * 0.3 + rng.random(200) * 0.7, 0, 1)
+    result = evaluate.paired_bootstrap_difference(targets, scores, scores, n_resamples=200)
+    assert result["difference"] == 0.0 and result["ci95"] == [0.0, 0.0]
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_tiny_one():
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 2, 300)
+    good = np.clip(targets * 0.6 + rng.random(300) * 0.4, 0, 1)
+    poor = np.clip(targets * 0.1 + rng.random(300) * 0.9, 0, 1)
+    better = evaluate.paired_bootstrap_difference(targets, good, poor, n_resamples=300)
+    assert better["difference"] > 0 and better["ci95"][0] > 0
+    nudged = good + rng.normal(0, 1e-3, 300)
+    tie = evaluate.paired_bootstrap_difference(targets, good, nudged, n_resamples=300)
+    assert tie["ci95"][0] <= 0 <= tie["ci95"][1]
+    with pytest.raises(ValueError, match="same images"):
+        evaluate.paired_bootstrap_difference(targets, good, poor[:-1])

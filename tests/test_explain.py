@@ -1,11 +1,15 @@
 """Grad-CAM: every model type, batched equals per image, no NaN, and the quantitative checks."""
 
+import cv2
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from keras import layers
 
-from pneumo_utils import cam, cam_checks, model
+from pneumo_utils import data, model
+from pneumo_utils.explain import cam, picking, regions
+from pneumo_utils.explain import checks as cam_checks
 
 SIZE = 32
 
@@ -82,6 +86,7 @@ def test_the_target_layer_is_found_in_nested_models_and_can_be_named():
         cam.CamExplainer(network, "nope")
 
 
+@pytest.mark.slow
 def test_constant_image_gives_no_nan():
     network = model.build_model(SIZE, filters=(4,), dropout=0.0)
     for method in ("gradcam", "gradcam++"):
@@ -108,13 +113,13 @@ def test_batched_equals_per_image_and_the_keras_io_recipe():
 def test_mass_shares_add_up():
     cams = np.zeros((1, 20, 20), np.float32)
     cams[0, 0, 0] = 1.0  # all mass in a corner
-    shares = cam.mass_shares(cams)
+    shares = regions.mass_shares(cams)
     assert shares["corners"][0] == 1.0 and shares["border"][0] == 1.0 and shares["central"][0] == 0.0
-    assert np.isnan(cam.mass_shares(np.zeros((1, 20, 20)))["central"][0])
+    assert np.isnan(regions.mass_shares(np.zeros((1, 20, 20)))["central"][0])
 
 
+@pytest.mark.slow
 def test_randomization_drops_the_correlation(tiny_model_path, synthetic_root):
-    from pneumo_utils import data
     from pneumo_utils.images import Preprocessing
 
     network, card = model.load_model(tiny_model_path)
@@ -126,8 +131,8 @@ def test_randomization_drops_the_correlation(tiny_model_path, synthetic_root):
     assert check["spearman_mean"] < 0.9 and check["images"] == 12
 
 
+@pytest.mark.slow
 def test_deletion_and_insertion_scores_are_probabilities(tiny_model_path, synthetic_root):
-    from pneumo_utils import data
     from pneumo_utils.images import Preprocessing
 
     network, card = model.load_model(tiny_model_path)
@@ -139,7 +144,6 @@ def test_deletion_and_insertion_scores_are_probabilities(tiny_model_path, synthe
 
 
 def test_example_pickers_sort_outcomes_and_keep_only_correct_rows():
-    import pandas as pd
 
     frame = pd.DataFrame(
         {
@@ -148,11 +152,31 @@ def test_example_pickers_sort_outcomes_and_keep_only_correct_rows():
             "label": ["PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"],
         }
     )
-    picked = cam.pick_examples(frame, threshold=0.5, per_group=5)
+    picked = picking.pick_examples(frame, threshold=0.5, per_group=5)
     assert sorted(picked["outcome"]) == sorted(
         ["PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct", "NORMAL, correct", "NORMAL, false alarm"]
     )
-    correct = cam.correct_by_class(frame, threshold=0.5, per_class=1)
+    correct = picking.correct_by_class(frame, threshold=0.5, per_class=1)
     assert {label: len(rows) for label, rows in correct.items()} == {"NORMAL": 1, "PNEUMONIA": 1}
     assert correct["PNEUMONIA"]["probability"].tolist() == [0.9]
     assert correct["NORMAL"]["probability"].iloc[0] in (0.1, 0.3)
+
+
+@pytest.mark.slow
+def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps(two_members):
+
+    ensemble = model.build_ensemble(list(two_members))
+    images = np.random.default_rng(1).uniform(0, 255, (3, 64, 64)).astype(np.float32)
+    maps, probabilities = cam.CamExplainer(ensemble).explain(images)
+    members = model.ensemble_members(ensemble)
+    small_images = np.stack([cv2.resize(image, (48, 48), interpolation=cv2.INTER_AREA) for image in images])
+    member_maps = [
+        cam.CamExplainer(members[0]).explain(small_images)[0],
+        cam.CamExplainer(members[1]).explain(images)[0],
+    ]
+    resized = [
+        np.stack([cv2.resize(cam, (64, 64), interpolation=cv2.INTER_LINEAR) for cam in member_maps[0]]),
+        member_maps[1],
+    ]
+    np.testing.assert_allclose(maps, np.mean(resized, axis=0), atol=1e-5)
+    np.testing.assert_allclose(probabilities, ensemble.predict(images[..., None], verbose=0).reshape(-1), atol=1e-6)

@@ -3,17 +3,17 @@ one-file report, with a real tiny model and a real smoke run."""
 
 import json
 import re
+import shutil
+import socket
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import PNEUMO, run_pneumo_here
 
-from pneumo_utils import config, explore, report
+from pneumo_utils import config, explore
 from pneumo_utils.images import ImageReadError, Preprocessing
-
-PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]
 
 
 def test_operating_point_counts_rates_and_prevalence():
@@ -103,6 +103,7 @@ def test_the_explorer_explains_one_image(tiny_model_path, synthetic_root):
     assert "a&lt;b&gt;.png" in verdict and f"{result['probability']:.3f}" in verdict
 
 
+@pytest.mark.slow
 def test_a_run_is_found_with_its_scores_and_data(smoke_run):
     session = explore.resolve(smoke_run)
     assert session.model_path == smoke_run / "model" / "pneumonia_cnn.keras"
@@ -115,6 +116,7 @@ def test_a_run_is_found_with_its_scores_and_data(smoke_run):
     assert plot.png(point)[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_explore_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = subprocess.run(
         [*PNEUMO, "explore", "--run", str(tmp_path), "--no-browser"], capture_output=True, text=True, timeout=120
@@ -123,72 +125,15 @@ def test_explore_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_the_report_of_a_smoke_run_is_one_self_contained_file(smoke_run, tmp_path):
-    output = tmp_path / "report.html"
-    result = subprocess.run(
-        [*PNEUMO, "report", str(smoke_run), "--output", str(output), *(["--pdf"] if report.find_chromium() else [])],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    page = output.read_text()
-    figures = sorted((smoke_run / "figures").glob("*.png"))
-    assert page.count('src="data:image/png;base64,') == len(figures) >= 8  # every figure, embedded
-    assert not re.search(r'src="(?!data:)', page) and "<script" not in page  # nothing to fetch, no code
-    assert "In [" not in page and "input_prompt" not in page  # no input cells
-    assert (
-        "<th>metric</th><th>validation (patient-grouped split of train/)</th><th>test-dev (used for selection)</th>"
-        "<th>test-final (held out, never used for a choice)</th><th>test (the whole test/ folder)</th>"
-    ) in page
-    assert re.search(r"<td>roc_auc</td><td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", page)
-    for heading in (
-        "What data",
-        "What model",
-        "How the recipe was chosen",
-        "Calibration",
-        "Stress validation",
-        "Grad-CAM",
-        "Provenance",
-    ):
-        assert f"<h2>{heading}" in page
-    if report.find_chromium():
-        assert output.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
-    again = subprocess.run(
-        [*PNEUMO, "report", str(smoke_run), "--output", str(output)], capture_output=True, text=True, timeout=120
-    )
-    assert again.returncode == 2 and "already exists" in again.stderr  # never replaced without --overwrite
-
-
-def test_report_pdf_says_so_when_there_is_no_chromium(smoke_run, tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium on this PATH
-    monkeypatch.delenv("PNEUMO_CHROMIUM", raising=False)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pneumo_utils.cli",
-            "report",
-            str(smoke_run),
-            "--output",
-            str(tmp_path / "r.html"),
-            "--pdf",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1 and "--pdf needs Chromium" in result.stderr
-    assert (tmp_path / "r.html").is_file() and not (tmp_path / "r.pdf").exists()
-
-
+@pytest.mark.slow
 def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp_path):
     """The committed model can be an ensemble: the explorer's one layer choice is its members' last convolution
     and its heatmap is the mean of the members' maps, as ``pneumo gradcam`` gives."""
     import keras
     from helpers import minimal_card
 
-    from pneumo_utils import cam, model
+    from pneumo_utils import model
+    from pneumo_utils.explain import cam
 
     keras.utils.set_random_seed(3)
     members = [
@@ -207,17 +152,6 @@ def test_the_explorer_explains_an_ensemble_with_the_mean_of_its_members_maps(tmp
     maps = [cam.CamExplainer(member).explain(image[None])[0][0] for member in model.ensemble_members(explorer.network)]
     np.testing.assert_allclose(result["map"], np.mean(maps, axis=0), atol=1e-5)
     assert result["layer"] == explore.MEMBERS_LAST_LAYER and 0.0 <= result["probability"] <= 1.0
-
-
-def test_the_report_states_an_ensembles_epochs_per_member():
-    from pneumo_utils import report
-
-    single = {"epochs_run": 18, "kept_epoch": 14}
-    assert report._epochs_text(single) == "18 epochs run, epoch 14 kept"
-    ensemble = {"epochs_run": 24, "kept_epoch": 12, "members": 2, "kept_epochs": [12, 10]}
-    assert report._epochs_text(ensemble) == (
-        "an ensemble of 2 members trained one after the other, 24 epochs run in all, epochs 12, 10 kept"
-    )
 
 
 def test_a_run_whose_data_folder_moved_says_so_and_names_the_flag(smoke_run, tmp_path, monkeypatch):
@@ -241,3 +175,26 @@ def test_a_run_whose_data_folder_moved_says_so_and_names_the_flag(smoke_run, tmp
     monkeypatch.setenv(config.DATA_DIR_ENV, str(data_root))
     moved = explore.resolve(run)  # and so does $PNEUMO_DATA_DIR, tried before the recorded folder
     assert moved.data_problem is None and moved.data_root == data_root
+
+
+def test_explore_with_a_model_and_no_run_or_data_says_what_to_give(tiny_model_path, monkeypatch, tmp_path):
+    monkeypatch.delenv("PNEUMO_DATA_DIR", raising=False)
+    monkeypatch.setattr("pneumo_utils.explore.DEFAULT_DATA_DIR", tmp_path / "nothing")
+    result = run_pneumo_here("explore", "--model", tiny_model_path, "--no-browser", "--port", "38999")
+    assert result.returncode == 2 and "--model without --run" in result.stderr, result.stderr
+
+
+def test_explore_refuses_a_broken_model_a_bad_host_and_a_busy_port(smoke_run, tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    shutil.copy(smoke_run / "model" / "pneumonia_cnn.json", broken.with_suffix(".json"))
+    result = run_pneumo_here("explore", "--run", smoke_run, "--model", broken, "--no-browser", "--port", "38998")
+    assert result.returncode == 2 and "broken.keras" in result.stderr and "Traceback" not in result.stderr
+    result = run_pneumo_here("explore", "--run", smoke_run, "--host", "999.1.1.1", "--no-browser")
+    assert result.returncode == 2 and "--host 999.1.1.1: not an address" in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_pneumo_here("explore", "--run", smoke_run, "--no-browser", "--port", port)
+    assert result.returncode == 2 and f"127.0.0.1:{port} is in use; choose another with --port" in result.stderr

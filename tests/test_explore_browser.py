@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port
 
-from pneumo_utils.report import CHROMIUM_FLAGS, find_chromium
+from pneumo_utils.runs.report import CHROMIUM_FLAGS, find_chromium
 
 CHROMIUM = find_chromium()
 FLAGS = list(CHROMIUM_FLAGS)
@@ -73,6 +73,7 @@ def _changed(page, selector: str, before: str, timeout: float = 30.0, attribute:
     raise AssertionError(f"{selector} did not change within {timeout} s")
 
 
+@pytest.mark.slow
 def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
     from playwright.sync_api import sync_playwright
 

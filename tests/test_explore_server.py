@@ -18,7 +18,7 @@ pytest.importorskip("voila")
 
 from helpers import free_port, wait_for  # noqa: E402
 
-from pneumo_utils import serve  # noqa: E402
+from pneumo_utils.runs import serve  # noqa: E402
 
 
 def _running(process: psutil.Process) -> bool:

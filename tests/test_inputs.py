@@ -1,5 +1,9 @@
 """Every input format the reader accepts, and every bad input it must refuse with one clear line."""
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -105,9 +109,8 @@ def _deflated_dicom_bomb(path, side=16384):
     return path
 
 
+@pytest.mark.slow
 def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path):
-    import subprocess
-    import sys
 
     bomb = _deflated_dicom_bomb(tmp_path / "bomb.dcm")
     assert bomb.stat().st_size < 2_000_000
@@ -158,3 +161,47 @@ def test_a_float_tiff_with_a_nan_pixel_is_refused_in_one_line(tmp_path):
     assert cv2.imwrite(str(path), pixels)
     with pytest.raises(ImageReadError, match="1 pixel\\(s\\) are not numbers"):
         read_image(path, PREPROCESSING)
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pneumo_utils.images import Preprocessing, read_image
+
+    upright = np.zeros((60, 40), np.uint8)
+    upright[:10] = 255  # bright band at the top
+    Image.fromarray(upright).save(tmp_path / "upright.jpeg", quality=95)
+    stored = np.rot90(upright, k=1)  # stored turned left; EXIF 6 says: turn right to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "turned.jpeg", quality=95, exif=exif)
+    size = Preprocessing(image_size=40)
+    a, b = read_image(tmp_path / "upright.jpeg", size), read_image(tmp_path / "turned.jpeg", size)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 3
+
+
+def test_tiff_and_webp_are_read_by_name_and_in_folders(tmp_path):
+    import cv2
+    import numpy as np
+
+    from pneumo_utils import predict
+    from pneumo_utils.images import Preprocessing, read_image
+
+    picture = np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)
+    for name in ("a.tiff", "b.tif", "c.webp"):
+        cv2.imwrite(
+            str(tmp_path / "folder" / name) if (tmp_path / "folder").mkdir(exist_ok=True) is None else "", picture
+        )
+        assert read_image(tmp_path / "folder" / name, Preprocessing(image_size=32)).shape == (32, 32)
+    files, problems = predict.collect_inputs([tmp_path / "folder"])
+    assert sorted(path.name for path in files) == ["a.tiff", "b.tif", "c.webp"] and not problems
+
+
+def test_a_fifo_is_not_a_regular_file(tmp_path):
+    from pneumo_utils.images import ImageReadError, Preprocessing, read_image
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        read_image(fifo, Preprocessing(image_size=32))

@@ -7,7 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from helpers import minimal_card, run_pneumo_here, write_png
+from helpers import minimal_card, pneumo, run_pneumo_here, write_png
 
 from pneumo_utils import model
 
@@ -85,3 +85,57 @@ def test_a_model_that_takes_any_size_is_refused(tmp_path):
 def test_the_card_says_what_kind_of_model_it_describes(tiny_model_path):
     card = model.load_model(tiny_model_path)[1]
     assert card["kind"] == "CNN trained from scratch" and card["name"] == "pneumonia_cnn"
+
+
+def _image(tmp_path):
+    import cv2
+    import numpy as np
+
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8))
+    return path
+
+
+@pytest.mark.parametrize(
+    "card",
+    [
+        {},
+        [],
+        {"threshold": {"value": 0.5}},
+        {"preprocessing": {"image_size": 32}},
+        {"preprocessing": {"image_size": 32}, "threshold": {"value": "high"}},
+    ],
+)
+def test_malformed_cards_are_one_line_and_exit_2(tmp_path, tiny_model_path, card):
+    model_path = tmp_path / "m.keras"
+    model_path.write_bytes(tiny_model_path.read_bytes())
+    model_path.with_suffix(".json").write_text(json.dumps(card))
+    result = pneumo("predict", _image(tmp_path), "--model", model_path)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "m.json: model card" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["three_channels", "two_outputs", "unknown_layer"])
+def test_odd_models_are_one_line_and_exit_2(tmp_path, kind):
+    import zipfile
+
+    import keras
+    from helpers import minimal_card
+
+    from pneumo_utils import model
+
+    inputs = keras.Input((32, 32, 3 if kind == "three_channels" else 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    network = keras.Model(inputs, keras.layers.Dense(2 if kind == "two_outputs" else 1, activation="sigmoid")(x))
+    path = model.save_model(network, tmp_path / "odd.keras", minimal_card(32))
+    if kind == "unknown_layer":  # rename a layer class inside the archive to one Keras does not know
+        with zipfile.ZipFile(path) as archive:
+            files = {name: archive.read(name) for name in archive.namelist()}
+        files["config.json"] = files["config.json"].replace(b'"Conv2D"', b'"NoSuchLayer"')
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, payload in files.items():
+                archive.writestr(name, payload)
+    result = pneumo("predict", _image(tmp_path), "--model", path)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "odd.keras" in result.stderr
+    assert "\x1b[" not in result.stderr

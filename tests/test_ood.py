@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from helpers import run_pneumo_here, write_png
 
-from pneumo_utils import data, ood
+from pneumo_utils import data
 from pneumo_utils.images import Preprocessing
+from pneumo_utils.model import ood
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,7 @@ def test_the_gate_is_stored_beside_the_model_and_checked(synthetic_split, tmp_pa
     assert ood.Detector.load(tmp_path / "m.keras", {}) is None
 
 
+@pytest.mark.slow
 def test_predict_labels_an_out_of_distribution_input(tiny_model_path, synthetic_root, tmp_path):
     card = json.loads(tiny_model_path.with_suffix(".json").read_text())
     assert card["ood"]["file"] == "tiny.ood.npz" and (tiny_model_path.parent / "tiny.ood.npz").is_file()
@@ -69,6 +71,7 @@ def test_predict_labels_an_out_of_distribution_input(tiny_model_path, synthetic_
     assert off.returncode == 0 and "OUT_OF_DISTRIBUTION" not in off.stdout + off.stderr
 
 
+@pytest.mark.slow
 def test_bench_ood_writes_the_figures_per_family(tiny_model_path, synthetic_root, tmp_path):
     output = tmp_path / "bench_ood.json"
     result = run_pneumo_here(

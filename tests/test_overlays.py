@@ -34,6 +34,7 @@ def test_an_output_folder_that_is_a_file_or_cannot_be_made_is_refused_first(tiny
     assert a_file.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_existing_overlays_are_kept_and_the_predictions_saved_anyway(tiny_model_path, inputs, tmp_path):
     out, table = tmp_path / "overlays", tmp_path / "predictions.csv"
     first = run_pneumo_here("predict", inputs, "--gradcam", out, "--model", tiny_model_path)
@@ -48,6 +49,7 @@ def test_existing_overlays_are_kept_and_the_predictions_saved_anyway(tiny_model_
     assert replaced.returncode == 0, replaced.stderr
 
 
+@pytest.mark.slow
 def test_an_overlay_that_cannot_be_written_is_not_listed(tiny_model_path, inputs, tmp_path):
     out = tmp_path / "out"
     (out / "plain_gradcam.png").mkdir(parents=True)  # its name is taken by a folder
@@ -59,6 +61,7 @@ def test_an_overlay_that_cannot_be_written_is_not_listed(tiny_model_path, inputs
     assert listed == ["other_gradcam.png"] and all((out / name).is_file() for name in listed)
 
 
+@pytest.mark.slow
 def test_odd_and_long_names_get_a_stated_safe_replacement(tiny_model_path, inputs, tmp_path):
     picture = (inputs / "plain.png").read_bytes()
     latin1 = os.fsencode(inputs) + b"/caf\xe9.png"

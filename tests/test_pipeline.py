@@ -1,14 +1,20 @@
 """`pneumo run`: the four notebooks end to end on the smoke profile, and a failing notebook."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 
 import nbformat
 import pytest
+from helpers import PNEUMO, pneumo
 from nbformat.v4 import new_code_cell, new_notebook
 
-from pneumo_utils import pipeline
+from pneumo_utils import outputs
 from pneumo_utils.config import PROJECT_ROOT
+from pneumo_utils.runs import pipeline
 
 NOISE = re.compile(
     r"cuda|oneDNN|absl|cuInit|without encryption|ZMQError|DecompressionBomb|MissingIDField|Traceback", re.IGNORECASE
@@ -61,6 +67,7 @@ def test_the_smoke_profile_visibly_learns(smoke_run_process):
     assert last_auc >= 0.9, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_failing_notebook_stops_with_notebook_cell_and_error(tmp_path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -103,6 +110,7 @@ def test_epoch_lines_start_on_a_line_of_their_own_below_the_progress_bar():
 
 
 @pytest.mark.parametrize("manager_name, interrupted", [("PoliteKernelManager", False), ("AsyncKernelManager", True)])
+@pytest.mark.slow
 def test_kernels_are_shut_down_without_an_interrupt(tmp_path, manager_name, interrupted):
     """jupyter_client interrupts (SIGINT) a kernel before asking it to shut down, which the kernel logs as
     'KeyboardInterrupt caught in kernel' in a clean run's kernels.log; the project's manager only asks."""
@@ -110,7 +118,7 @@ def test_kernels_are_shut_down_without_an_interrupt(tmp_path, manager_name, inte
 
     from jupyter_client.manager import AsyncKernelManager
 
-    from pneumo_utils.kernels import PoliteKernelManager
+    from pneumo_utils.runs.kernels import PoliteKernelManager
 
     manager_class = {"PoliteKernelManager": PoliteKernelManager, "AsyncKernelManager": AsyncKernelManager}[manager_name]
     marker = tmp_path / "interrupted"
@@ -134,3 +142,30 @@ def test_kernels_are_shut_down_without_an_interrupt(tmp_path, manager_name, inte
 
     asyncio.run(scenario())
     assert marker.exists() is interrupted
+
+
+@pytest.mark.slow
+def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
+    first = subprocess.Popen(
+        [*PNEUMO, "run", "--profile", "smoke", "--output-dir", str(tmp_path), "--quiet", "-p", "epochs=30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # its own process group, as a terminal's foreground job
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "executed" / "02_train.ipynb").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        second = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path, "--quiet", timeout=60, process=True)
+        assert second.returncode == 1
+        assert "in use by another process (pid" in second.stderr and str(first.pid) in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the whole group, kernels included
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr and "ZMQError" not in stderr
+    summary = json.loads((tmp_path / pipeline.SUMMARY_NAME).read_text())
+    assert summary["status"] == "interrupted"
+    assert not (tmp_path / outputs.LOCK_NAME).exists()

@@ -8,8 +8,9 @@ import os
 import pytest
 from helpers import finished_run, run_pneumo_here
 
-from pneumo_utils import outputs, pipeline
+from pneumo_utils import config, outputs
 from pneumo_utils.config import PROJECT_ROOT
+from pneumo_utils.runs import pipeline
 
 
 @pytest.mark.parametrize(
@@ -146,3 +147,15 @@ def test_an_empty_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     taken = outputs.FolderLock(tmp_path).acquire()
     assert taken.taken_over is None and json.loads(lock.read_text())["pid"] == os.getpid()
     taken.release()
+
+
+def test_promote_copies_a_finished_run_and_refuses_an_unfinished_one(tmp_path, tiny_model_path):
+    run = _finished_run(tmp_path, tiny_model_path)
+    saved = tmp_path / "saved_models" / "pneumonia_cnn.keras"
+    written = pipeline.promote(run, saved_model=saved, results_dir=tmp_path / "results")
+    assert saved.read_bytes() == tiny_model_path.read_bytes() and saved.with_suffix(".json").is_file()
+    assert (tmp_path / "results" / "figures" / "roc.png").read_bytes() == b"png"
+    assert len(written) == 5  # model, card, gate, figure, summary
+    (run / pipeline.SUMMARY_NAME).write_text(json.dumps({"status": "interrupted"}))
+    with pytest.raises(config.SettingsError, match="did not finish"):
+        pipeline.promote(run, saved_model=saved, results_dir=tmp_path / "results")

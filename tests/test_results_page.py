@@ -7,8 +7,8 @@ import re
 
 from helpers import run_pneumo_here
 
-from pneumo_utils import results_page
 from pneumo_utils.config import PROJECT_ROOT
+from pneumo_utils.runs import results_page
 
 RESULTS = PROJECT_ROOT / "results"
 REGENERATE = "regenerate with: pneumo promote results"

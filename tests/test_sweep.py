@@ -1,7 +1,10 @@
-"""Issue 10: ``pneumo sweep`` on Dask, with real schedulers, workers and notebooks (loopback only).
+"""``pneumo sweep`` on Dask, with real schedulers, workers and notebooks (loopback only).
 
-Every process a test starts is stopped by the test. The grids are the smoke profile made as small as it
-goes (one epoch, 16 synthetic images per class) so that a 2x2 grid of four notebooks each stays affordable.
+Every process a test starts is stopped by the test. The grids that run are the smoke profile made as small as it
+goes (one epoch, 16 synthetic images per class), two runs of the notebooks a case needs: the one that trains,
+and the one that evaluates where the table's figures are checked. All four notebooks run end to end in the
+session's smoke run (``conftest.py``) and under nbval; a sweep runs the same pipeline, so running them again
+here would add time, not another case.
 """
 
 import json
@@ -14,14 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import wait_for
+from helpers import PNEUMO, wait_for
 
-from pneumo_utils import sweep
+from pneumo_utils.runs import sweep
 
-PNEUMO = [sys.executable, "-m", "pneumo_utils.cli"]
 TINY = "profile: smoke\nepochs: 1\nsynthetic_images_per_class: 16\n"
 GRID_2X2 = TINY + "grid:\n  image_size: [32, 48]\n  seed: [1, 2]\n"
-RUN_IDS = {"image_size-32_seed-1", "image_size-32_seed-2", "image_size-48_seed-1", "image_size-48_seed-2"}
+GRID_2 = TINY + "notebooks: [02_train, 03_evaluate]\ngrid:\n  image_size: [32, 48]\n"  # the grid that runs
+RUN_IDS = {"image_size-32", "image_size-48"}
 
 
 def _grid(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
@@ -47,7 +50,7 @@ def _table(output: Path) -> pd.DataFrame:
     return pd.read_csv(output / "sweep.csv")
 
 
-def _assert_finished_grid(output: Path, notebooks: int = 4):
+def _assert_finished_grid(output: Path, notebooks: int = 2):
     table = _table(output)
     assert sorted(table["run"]) == sorted(RUN_IDS)  # each run exactly once
     assert set(table["status"]) == {"ok"}
@@ -56,8 +59,8 @@ def _assert_finished_grid(output: Path, notebooks: int = 4):
         assert len(executed) == notebooks, (run_id, executed)
         summary = json.loads((output / run_id / "run_summary.json").read_text())
         assert summary["status"] == "ok" and summary["config"]["image_size"] in (32, 48)
-    assert (output / "sweep.md").read_text().count("| image_size-") == 4
-    if notebooks >= 3:  # the comparison figure needs the validation figures of notebook 03
+    assert (output / "sweep.md").read_text().count("| image_size-") == len(RUN_IDS)
+    if notebooks >= 2:  # the comparison figure needs the validation figures of notebook 03
         assert (output / "sweep.png").stat().st_size > 0
     return table
 
@@ -162,6 +165,7 @@ def test_scheduler_addresses_are_checked_before_anything(tmp_path, capsys, addre
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
     """An HTTP server (as the Dask dashboard is) accepts the connection and never answers as a scheduler."""
     import http.server
@@ -191,6 +195,7 @@ def test_a_port_that_never_speaks_dask_times_out(tmp_path, capsys):
     assert code == 2 and "cannot reach the Dask scheduler" in stderr, stderr
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path, capsys):
     output = tmp_path / "out"
     code, stderr = _sweep_here(
@@ -205,22 +210,24 @@ def test_an_unreachable_scheduler_is_one_line_exit_2(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------ running
 
 
-def test_a_2x2_grid_on_the_local_cluster_then_a_rerun_skips_it(tmp_path, capsys):
+@pytest.mark.slow
+def test_a_grid_on_the_local_cluster_then_a_rerun_skips_it(tmp_path, capsys):
     output = tmp_path / "out"
-    grid = _grid(tmp_path, GRID_2X2)
+    grid = _grid(tmp_path, GRID_2)
     result = _sweep(grid, "--output-dir", output, "--workers", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "dashboard" in result.stderr and "4/4" in result.stderr
-    assert len([line for line in result.stderr.splitlines() if line.startswith("[")]) == 4  # one line per run
+    assert "dashboard" in result.stderr and "2/2" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("[")]) == 2  # one line per run
     table = _assert_finished_grid(output)
     assert table["roc_auc"].str.match(r"\d\.\d{3} \[").all()
 
     before = {path: path.stat().st_mtime_ns for path in output.rglob("run_summary.json")}
     code, stderr = _sweep_here(capsys, grid, "--output-dir", output)  # nothing to run: no cluster is started
-    assert code == 0 and "4 of 4 runs already finished" in stderr and "Dask:" not in stderr
+    assert code == 0 and "2 of 2 runs already finished" in stderr and "Dask:" not in stderr
     assert {path: path.stat().st_mtime_ns for path in output.rglob("run_summary.json")} == before
 
 
+@pytest.mark.slow
 def test_one_failing_run_is_reported_and_the_others_finish(tmp_path):
     output = tmp_path / "out"
     grid = _grid(
@@ -251,6 +258,7 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp_path):
     scheduler_file = tmp_path / "scheduler.json"
     processes = []
@@ -296,8 +304,8 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
         ]
         processes += workers
         output = tmp_path / "out"
-        # the same 2x2 grid, with the notebook that trains (the other three add time, not another case)
-        grid = _grid(tmp_path, GRID_2X2.replace("grid:", "notebooks: [02_train]\ngrid:"))
+        # the same grid, with the notebook that trains only: one run per worker, the killed one's redone
+        grid = _grid(tmp_path, TINY + "notebooks: [02_train]\ngrid:\n  image_size: [32, 48]\n")
         sweeping = subprocess.Popen(
             [*PNEUMO, "sweep", str(grid), "--output-dir", str(output), "--scheduler", address],
             stdout=subprocess.PIPE,

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from pneumo_utils import data, model, train
+from pneumo_utils import data, model
+from pneumo_utils.model import train
 
 
 def test_class_weights_balance_the_classes():
@@ -32,6 +33,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_the_last_epoch(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (32, 32, 32), dtype=np.uint8)
@@ -87,7 +89,8 @@ _KILLABLE_TRAINING = """
 import sys
 import keras
 import numpy as np
-from pneumo_utils import data, model, train
+from pneumo_utils import data, model
+from pneumo_utils.model import train
 
 resume = sys.argv[2] == "resume"
 rng = np.random.default_rng(0)
@@ -133,3 +136,89 @@ def test_a_training_killed_at_any_moment_resumes(tmp_path, seed):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     epochs = resumed.stdout.strip().splitlines()[-1]
     assert epochs == "epochs " + ",".join(str(epoch) for epoch in range(1, 13)), epochs
+
+
+@pytest.mark.slow
+def test_profile_members_train_into_one_saved_ensemble(synthetic_root, tmp_path):
+    from pneumo_utils import config
+    from pneumo_utils.model import train
+
+    settings = config.load_config(
+        "smoke",
+        output_dir=str(tmp_path),
+        data_dir=str(synthetic_root),
+        image_size=32,
+        filters=[4, 8],
+        epochs=1,
+        val_fraction=0.25,
+        seed=0,
+        members=[{"seed": 1}, {"seed": 2, "image_size": 40, "augment_border": 0.1}],
+    )
+    run = train.prepare(settings, synthetic_root)
+    assert run.network.input_shape == (None, 40, 40, 1)
+    train.fit(run, checkpoint_dir=tmp_path / "checkpoints", verbose=0)
+    card = train.finish(run, tmp_path / "ensemble.keras")
+    assert card["training"]["members"] == 2 and card["training"]["kept_epochs"] == [1, 1]
+    assert card["preprocessing"]["image_size"] == 40
+    loaded, _ = model.load_model(tmp_path / "ensemble.keras")
+    np.testing.assert_allclose(model.predict_probabilities(loaded, run.val_images), run.val_probabilities, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_trains_only_its_regularized_head():
+    import keras
+
+    from pneumo_utils import model
+
+    network = model.build_backbone_model(32, "mobilenetv2", weights=None, alpha=0.35, trainable=False, head_l2=0.01)
+    trainable = sum(int(np.prod(weight.shape)) for weight in network.trainable_weights)
+    assert trainable == 2 * 1280 + 1280 + 1  # feature batch norm (scale, offset) and the logit's weights and bias
+    before = [weight.numpy().copy() for weight in network.non_trainable_weights]
+    network.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy")
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    network.fit(images, np.r_[np.zeros(4), np.ones(4)], epochs=1, verbose=0)
+    moving = [name for name in (weight.path for weight in network.non_trainable_weights) if "feature_norm" in name]
+    unchanged = [
+        np.array_equal(old, weight.numpy())
+        for old, weight in zip(before, network.non_trainable_weights, strict=True)
+        if "feature_norm" not in weight.path
+    ]
+    assert moving and all(unchanged)  # the backbone, its batch-norm statistics included, did not move
+    assert network.losses  # the L2 penalty of the head is part of the loss
+
+
+@pytest.mark.slow
+def test_training_can_choose_the_epoch_and_calibrate_on_test_dev_without_a_gradient_step_on_it(tmp_path):
+    """``selection_split`` and ``calibration_split: test-dev``: early stopping watches test-dev, and the run's
+    model is calibrated as pneumo calibrate does, after training on train/ only; the validation figures in its
+    card are at the new threshold."""
+    from pneumo_utils import config
+    from pneumo_utils.data.synthetic import write_synthetic_dataset
+    from pneumo_utils.model import load_model, train
+
+    root = write_synthetic_dataset(
+        tmp_path / "chest_xray", images_per_class=100, image_size=48, seed=3, test_fraction=0.6
+    )  # test-dev: 27 NORMAL, 22 PNEUMONIA (names fix the halves)
+    settings = config.load_config(
+        "smoke",
+        output_dir=str(tmp_path / "run"),
+        data_dir=str(root),
+        image_size=32,
+        filters=[4, 8],
+        epochs=1,
+        seed=0,
+        calibration_split="test-dev",
+        selection_split="test-dev",
+    )
+    run = train.prepare(settings, root)
+    assert not set(run.train_rows["path"]) & set(data.select_split(run.index, "test", 0.2, 0)["path"])
+    assert len(run.monitor_images) == 49 and len(run.val_images) != 49  # early stopping watches test-dev
+    train.fit(run, checkpoint_dir=tmp_path / "checkpoints", verbose=0)
+    card = train.finish(run, tmp_path / "model.keras")
+    site = card["site_calibration"]
+    assert site["sample"]["split"] == "test-dev" and site["sample"]["counts"] == {"NORMAL": 27, "PNEUMONIA": 22}
+    assert card["validation_metrics"]["threshold"] == card["threshold"]["value"] == site["after"]["threshold"]
+    assert card["validation_metrics"]["calibration"]["temperature"] == site["temperature"]
+    assert card["training"]["epoch_chosen_on"].startswith("test-dev (used for selection")
+    _, saved = load_model(tmp_path / "model.keras")
+    assert saved["threshold"] == card["threshold"]

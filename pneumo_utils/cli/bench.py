@@ -18,8 +18,8 @@ from pneumo_utils.cli.common import (
 
 
 def _command_bench(args: argparse.Namespace) -> int:
-    from pneumo_utils import bench
     from pneumo_utils.records import provenance
+    from pneumo_utils.runs import bench
 
     output = Path(args.output) if args.output else None
     refuse_existing(output, args.overwrite)
@@ -36,7 +36,7 @@ def _command_bench(args: argparse.Namespace) -> int:
             "peak_rss_mb",
         )
     elif args.what == "ood":
-        from pneumo_utils import ood
+        from pneumo_utils.model import ood
 
         result = ood.bench_ood(args.model, config_module.resolve_data_dir(args.data_dir), per_family=args.images or 24)
         headline = ("worst_family_auroc", "in_distribution")

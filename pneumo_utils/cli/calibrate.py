@@ -13,9 +13,9 @@ SPLITS = ["test-dev", "test", "test-final", "val", "train", "val-folder"]
 
 
 def _command_calibrate(args: argparse.Namespace) -> int:
-    from pneumo_utils import calibrate, data, model, outputs
+    from pneumo_utils import data, model, outputs
     from pneumo_utils.evaluate import with_ci
-    from pneumo_utils.images import Preprocessing
+    from pneumo_utils.model import calibrate
 
     if not 0.0 < args.sensitivity <= 1.0:
         raise UsageError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
@@ -32,8 +32,7 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     data_root = config_module.resolve_data_dir(args.data_dir)
     index = data.index_dataset(data_root)
     network, card = model.load_model(args.model)
-    rows = data.select_split(index, args.split, card["split"]["val_fraction"], card["split"]["seed"])
-    images, _, kept = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]), population=len(index))
+    images, _, kept, _ = model.card_split(card, index, args.split)
     sample = {
         "data_dir": args.data_dir or config_module.portable_path(data_root),
         "split": args.split,
@@ -54,7 +53,7 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     print(f"{'metric':<12} {'before':<24} after (fitted on this sample: optimistic)")
     for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
         print(f"{metric:<12} {with_ci(site['before'], metric):<24} {with_ci(site['after'], metric)}")
-    from pneumo_utils import ood
+    from pneumo_utils.model import ood
 
     if new_card.get("ood") and ood.detector_path(args.model).is_file():  # the same gate goes with the copy
         outputs.write_bytes(ood.detector_path(output), ood.detector_path(args.model).read_bytes(), args.overwrite)
@@ -67,7 +66,8 @@ def _command_calibrate(args: argparse.Namespace) -> int:
 
 
 def _command_gate(args: argparse.Namespace) -> int:
-    from pneumo_utils import model, ood
+    from pneumo_utils import model
+    from pneumo_utils.model import ood
 
     output = Path(args.output_dir) / f"{args.name or Path(args.model).stem}.keras"
     if output.resolve() == Path(args.model).resolve():

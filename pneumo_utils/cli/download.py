@@ -8,7 +8,7 @@ from pneumo_utils import config as config_module
 
 
 def _command_download(args: argparse.Namespace) -> int:
-    from pneumo_utils import download
+    from pneumo_utils.data import download
 
     root = download.download(args.source, args.dest, url=args.url, sha256=args.sha256, overwrite=args.overwrite)
     print(f"data set ready in {root}; check it with: pneumo index --data-dir {root}")

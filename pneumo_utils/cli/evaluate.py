@@ -18,11 +18,11 @@ from pneumo_utils.cli.common import (
 
 
 def _command_evaluate(args: argparse.Namespace) -> int:
-    from pneumo_utils import evaluate
+    from pneumo_utils import predict
 
     output = Path(args.output) if args.output else None
     refuse_existing(output, args.overwrite)
-    metrics, record = evaluate.evaluate_saved_model(
+    metrics, record = predict.evaluate_saved_model(
         args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
     )
     counts = record["splits"][args.split]

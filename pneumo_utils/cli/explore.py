@@ -39,7 +39,7 @@ def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: i
         f"{manager}cull_idle_timeout={cull_idle_timeout}",
         f"{manager}cull_connected=False",
         f"{manager}cull_interval={max(1, min(60, cull_idle_timeout // 2))}",
-        f"{manager}kernel_manager_class=pneumo_utils.voila_kernels.PoliteServerKernelManager",
+        f"{manager}kernel_manager_class=pneumo_utils.runs.voila_kernels.PoliteServerKernelManager",
         *([] if open_browser else ["--no-browser"]),
     ]
 
@@ -65,7 +65,8 @@ def _check_address(host: str, port: int) -> None:
 
 
 def _command_explore(args: argparse.Namespace) -> int:
-    from pneumo_utils import explore, serve
+    from pneumo_utils import explore
+    from pneumo_utils.runs import serve
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
@@ -115,7 +116,8 @@ def _command_explore(args: argparse.Namespace) -> int:
 def _command_markdown(args: argparse.Namespace) -> int:
     """``pneumo report RUN_DIR --markdown``: RUN_DIR/README.md (the results in full, from the run's files). The
     committed run's pages are written by ``pneumo promote`` (``pneumo promote results`` rewrites only them)."""
-    from pneumo_utils import outputs, results_page
+    from pneumo_utils import outputs
+    from pneumo_utils.runs import results_page
 
     run_dir = Path(args.run_dir)
     output = Path(args.output) if args.output else run_dir / "README.md"
@@ -128,7 +130,8 @@ def _command_markdown(args: argparse.Namespace) -> int:
 
 
 def _command_report(args: argparse.Namespace) -> int:
-    from pneumo_utils import outputs, report
+    from pneumo_utils import outputs
+    from pneumo_utils.runs import report
 
     if args.markdown:
         return _command_markdown(args)

@@ -20,7 +20,7 @@ def _load_for_prediction(args: argparse.Namespace):
     """Inputs and model for predict/gradcam; bad paths and bad models are usage errors (exit 2)."""
     from pneumo_utils import predict
     from pneumo_utils.model import load_model
-    from pneumo_utils.ood import Detector
+    from pneumo_utils.model.ood import Detector
 
     files, problems = predict.collect_inputs(args.inputs)
     network, card = load_model(args.model)
@@ -35,7 +35,7 @@ def _load_for_prediction(args: argparse.Namespace):
 
 def _warn_out_of_distribution(records) -> None:
     from pneumo_utils import outputs
-    from pneumo_utils.ood import VERDICT
+    from pneumo_utils.model.ood import VERDICT
 
     for record in records:
         if record.in_distribution is False:

@@ -14,7 +14,7 @@ from pneumo_utils.cli.common import (
 
 
 def _command_run(args: argparse.Namespace) -> int:
-    from pneumo_utils import pipeline
+    from pneumo_utils.runs import pipeline
 
     overrides = parse_overrides(args.parameter)
     summary = pipeline.run_notebooks(
@@ -33,8 +33,8 @@ def _command_run(args: argparse.Namespace) -> int:
 
 
 def _command_promote(args: argparse.Namespace) -> int:
-    from pneumo_utils import pipeline
     from pneumo_utils.config import REFERENCE_RESULTS
+    from pneumo_utils.runs import pipeline
 
     if Path(args.run_dir).resolve() != REFERENCE_RESULTS.resolve():
         written = pipeline.promote(args.run_dir)

@@ -9,7 +9,7 @@ from pneumo_utils.cli.common import positive_int
 
 
 def _command_sweep(args: argparse.Namespace) -> int:
-    from pneumo_utils import sweep
+    from pneumo_utils.runs import sweep
 
     if args.scheduler:
         sweep.check_scheduler_address(args.scheduler)  # before the grid is even read

@@ -15,8 +15,8 @@ from pneumo_utils.cli.common import (
 
 
 def _command_train(args: argparse.Namespace) -> int:
-    from pneumo_utils import experiments
     from pneumo_utils.data import SHIFT_VIEWS
+    from pneumo_utils.runs import experiments
 
     views = _parse_views(args.views, SHIFT_VIEWS)
     overrides = parse_overrides(args.parameter)
@@ -74,7 +74,7 @@ def _parse_views(text: str, known: tuple[str, ...]) -> list[str]:
 
 
 def _command_experiments(args: argparse.Namespace) -> int:
-    from pneumo_utils import experiments
+    from pneumo_utils.runs import experiments, tables
 
     if args.data_dir:
         for name in experiments.add_missing_stress(args.root, args.data_dir):
@@ -94,14 +94,14 @@ def _command_experiments(args: argparse.Namespace) -> int:
         )
     notes = Path(args.notes).read_text() if args.notes else ""
     ensembles = [item.split("+") for item in args.ensemble]
-    held = experiments.recorded_rows(Path(args.output).with_suffix(".csv"))
-    found = len(experiments.experiments_table(args.root))
+    held = tables.recorded_rows(Path(args.output).with_suffix(".csv"))
+    found = len(tables.experiments_table(args.root))
     if found < held and not args.overwrite:
         raise UsageError(
             f"{args.output}: holds {held} experiments, --root {args.root} has {found}; a table is not "
             "rewritten from fewer records (pass --overwrite to replace it)"
         )
-    output = experiments.write_table(args.root, args.output, notes, ensembles=ensembles)
+    output = tables.write_table(args.root, args.output, notes, ensembles=ensembles)
     print(output.read_text())
     return 0
 

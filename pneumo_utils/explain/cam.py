@@ -1,18 +1,5 @@
-"""Grad-CAM and Grad-CAM++ for the project's models (ensembles included), batched, with overlays and the
-example picking of notebook 04. The checks of the maps live in :mod:`pneumo_utils.cam_checks`.
-
-Keras 3 makes the usual keras.io recipe fragile: a ``Sequential`` model loaded from a ``.keras`` file
-"has never been called" (no ``model.output``), a target layer inside a nested backbone gives "Graph
-disconnected", and the recipe averages gradients over the batch and divides by zero on all-negative maps.
-Here the model is *walked* layer by layer (recursing into nested models) so the target activation and the
-logit come out of one forward pass whatever the model type; functional models with branches use a
-two-output functional model instead.
-
-For the sigmoid head the score is the **logit** (the sigmoid saturates); PNEUMONIA uses the logit,
-NORMAL the negated logit. Every image's logit depends only on that image (batch norm and dropout run in
-inference mode), so the gradient of the batch's summed scores is every image's own gradient: one
-gradient computation per batch gives the same maps as one per image.
-"""
+"""Grad-CAM and Grad-CAM++ maps of a model's logit: batched, for plain models, backbones and ensembles (one map per
+member, averaged)."""
 
 from __future__ import annotations
 
@@ -24,12 +11,14 @@ import numpy as np
 import tensorflow as tf
 
 from pneumo_utils.images import resize_all
+from pneumo_utils.model import ensemble_members, predict_probabilities
 
 EPSILON = 1e-8
+
+
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
 
 
-# --------------------------------------------------------------------------------------------- layers
 def _children(layer) -> list:
     return [child for child in getattr(layer, "layers", []) if not isinstance(child, keras.layers.InputLayer)]
 
@@ -131,7 +120,6 @@ class CamExplainer:
     layer_name: str | None = None
 
     def __post_init__(self):
-        from pneumo_utils.model import ensemble_members
 
         members = ensemble_members(self.model)
         if members:
@@ -239,7 +227,6 @@ class CamExplainer:
             else np.stack([cv2.resize(cam, grid[::-1], interpolation=cv2.INTER_LINEAR) for cam in cams])
             for cams in maps
         ]
-        from pneumo_utils.evaluate import predict_probabilities
 
         probabilities = predict_probabilities(self.model, images.astype(np.float32), batch_size)
         return np.clip(np.mean(resized, axis=0), 0.0, 1.0).astype(np.float32), probabilities
@@ -297,91 +284,6 @@ def keras_io_gradcam(img_array: np.ndarray, model: keras.Model, last_conv_layer_
     return heatmap.numpy()
 
 
-# ------------------------------------------------------------------------------------------ overlays
-def correct_by_class(frame, threshold: float, per_class: int, seed: int = 0) -> dict:
-    """Up to ``per_class`` random correctly classified rows of each class: ``{label: rows}``."""
-    correct = frame[(frame["probability"] >= threshold) == (frame["target"] == 1)]
-    return {
-        label: rows.sample(min(per_class, len(rows)), random_state=seed).reset_index(drop=True)
-        for label, rows in correct.groupby("label")
-    }
-
-
-def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
-    """The heatmap over the grayscale X-ray as an RGB uint8 image."""
-    cam = cv2.resize(cam, (image.shape[1], image.shape[0])) if cam.shape != image.shape[:2] else cam
-    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), colormap)
-    base = cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_GRAY2BGR)
-    blended = cv2.addWeighted(heat, alpha, base, 1 - alpha, 0)
-    return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
-
-
-def side_by_side(image: np.ndarray, cam: np.ndarray, caption: list[str], height: int = 384) -> np.ndarray:
-    """The X-ray beside its heatmap overlay, under caption lines: an RGB uint8 picture for a PNG."""
-    original = cv2.cvtColor(cv2.resize(image.astype(np.uint8), (height, height)), cv2.COLOR_GRAY2RGB)
-    heat = cv2.resize(overlay(image, cam), (height, height))
-    banner = np.full((10 + 24 * len(caption), 2 * height, 3), 255, np.uint8)
-    for line, text in enumerate(caption):
-        cv2.putText(banner, text, (8, 25 + 24 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([banner, np.hstack([original, heat])])
-
-
-def cam_statistics(cam: np.ndarray, border_fraction: float = 0.15) -> dict[str, float]:
-    """Where one map's mass lies (central field, border band, corners) and where its peak is (0-1)."""
-    shares = mass_shares(cam[None], border_fraction)
-    peak_y, peak_x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    return {
-        "central_share": float(shares["central"][0]),
-        "border_share": float(shares["border"][0]),
-        "corner_share": float(shares["corners"][0]),
-        "peak_x": round(peak_x / cam.shape[1], 3),
-        "peak_y": round(peak_y / cam.shape[0], 3),
-        "mean": float(cam.mean()),
-    }
-
-
-OUTCOMES = ("PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct", "NORMAL, false alarm")  # grid order
-
-
-def pick_examples(frame, threshold: float, per_group: int, seed: int = 0):
-    """Up to ``per_group`` rows of each outcome (true/false per class), from a frame with
-    ``target`` and ``probability`` columns; the rows get an ``outcome`` column."""
-    import pandas as pd
-
-    from pneumo_utils.config import CLASS_NAMES
-    from pneumo_utils.evaluate import outcome_of
-
-    labels = [CLASS_NAMES[int(target)] for target in frame["target"]]
-    outcomes = pd.Series(
-        [
-            f"{label}, {outcome_of(label, probability, threshold)}"
-            for label, probability in zip(labels, frame["probability"], strict=True)
-        ],
-        index=frame.index,
-    )
-    picked = []
-    for outcome in OUTCOMES:
-        rows = frame[outcomes == outcome]
-        if len(rows):
-            picked.append(rows.sample(min(per_group, len(rows)), random_state=seed).assign(outcome=outcome))
-    return pd.concat(picked, ignore_index=True) if picked else frame.iloc[:0].assign(outcome=[])
-
-
-def region_masks(height: int, width: int, border_fraction: float = 0.15) -> dict[str, np.ndarray]:
-    """Boolean masks: the central field (inside the border band), the border band, and its four corners.
-
-    Laterality markers, text and burned-in labels sit in the band, mostly in the corners (Zech et al. 2018).
-    """
-    dy, dx = int(round(height * border_fraction)), int(round(width * border_fraction))
-    central = np.zeros((height, width), dtype=bool)
-    central[dy : height - dy, dx : width - dx] = True
-    corners = np.zeros((height, width), dtype=bool)
-    for rows in (slice(0, dy), slice(height - dy, height)):
-        for columns in (slice(0, dx), slice(width - dx, width)):
-            corners[rows, columns] = True
-    return {"central": central, "border": ~central, "corners": corners}
-
-
 def predicted_class_maps(
     explainer: CamExplainer, images: np.ndarray, probabilities: np.ndarray, threshold: float, method: str = "gradcam"
 ) -> np.ndarray:
@@ -393,14 +295,3 @@ def predicted_class_maps(
         if chosen.any():
             cams[chosen] = explainer.explain(images[chosen], target_class=target_class, method=method)[0]
     return cams
-
-
-def mass_shares(cams: np.ndarray, border_fraction: float = 0.15) -> dict[str, np.ndarray]:
-    """Per map, the share of its mass in each region of :func:`region_masks` (NaN for an all-zero map)."""
-    masks = region_masks(cams.shape[1], cams.shape[2], border_fraction)
-    total = cams.reshape(len(cams), -1).sum(axis=1)
-    shares = {}
-    for name, mask in masks.items():
-        mass = cams[:, mask].sum(axis=1)
-        shares[name] = np.where(total > EPSILON, mass / np.maximum(total, EPSILON), np.nan)
-    return shares

@@ -12,7 +12,8 @@ import cv2
 import keras
 import numpy as np
 
-from pneumo_utils.cam import CamExplainer, mass_shares, region_masks
+from pneumo_utils.explain.cam import CamExplainer
+from pneumo_utils.explain.regions import mass_shares, region_masks
 
 
 def randomized_copy(model: keras.Model, seed: int = 0) -> keras.Model:

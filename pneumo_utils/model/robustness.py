@@ -16,8 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pneumo_utils import data, evaluate
 from pneumo_utils.config import portable_path
 from pneumo_utils.images import Preprocessing, after_resize
+from pneumo_utils.model.inference import card_split, predict_probabilities
+from pneumo_utils.model.store import load_model
+from pneumo_utils.records import write_json_atomic
 
 
 def _gamma(image, value):
@@ -65,21 +69,17 @@ def perturb(raw: np.ndarray, name: str, preprocessing: Preprocessing, seed: int 
 def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike, seed: int = 0) -> dict:
     """ROC-AUC, sensitivity and specificity (at the stored threshold) on the validation split, clean and
     under each change; plus their means over the changes."""
-    from pneumo_utils import data, evaluate
-    from pneumo_utils.model import load_model
-
     network, card = load_model(model_path)
     preprocessing = Preprocessing.from_dict(card["preprocessing"])
     raw_preprocessing = Preprocessing(image_size=preprocessing.image_size, clahe=False)
     index = data.index_dataset(data_dir)
-    rows = data.select_split(index, "val", card["split"]["val_fraction"], card["split"]["seed"])
-    raw, targets, _ = data.load_split(rows, raw_preprocessing, population=len(index))
+    raw, targets, _, _ = card_split(card, index, "val", raw_preprocessing)
     threshold = card["threshold"]["value"]
     conditions = {"clean": np.stack([after_resize(image, preprocessing) for image in raw])}
     conditions.update({name: perturb(raw, name, preprocessing, seed) for name in PERTURBATIONS})
     results = {}
     for name, images in conditions.items():
-        metrics = evaluate.compute_metrics(targets, evaluate.predict_probabilities(network, images), threshold)
+        metrics = evaluate.compute_metrics(targets, predict_probabilities(network, images), threshold)
         results[name] = {key: metrics[key] for key in ("roc_auc", "sensitivity", "specificity", "accuracy")}
     changed = [results[name] for name in PERTURBATIONS]
     summary = {key: float(np.mean([item[key] for item in changed])) for key in changed[0]}
@@ -96,7 +96,5 @@ def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike
 
 def write_stress(folder: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
     """Stress-validate ``folder/model.keras`` and write ``folder/robustness.json``."""
-    from pneumo_utils.records import write_json_atomic
-
     folder = Path(folder)
     return write_json_atomic(folder / "robustness.json", stress_validation(folder / "model.keras", data_dir))

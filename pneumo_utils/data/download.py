@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from pneumo_utils.config import SettingsError
 from pneumo_utils.data import CLASS_NAMES, SPLITS, DatasetLayoutError, check_layout
+from pneumo_utils.outputs import OutputExists
 
 SOURCES = {
     # Kermany et al., Mendeley Data v2 (doi:10.17632/rscbjbr9sj.2), file ChestXRay2017.zip (about 1.2 GB).
@@ -206,7 +207,7 @@ def install(dataset_root: Path, dest: Path, overwrite: bool) -> Path:
     final = dest / DATASET_FOLDER
     if final.exists():
         if not overwrite:
-            raise FileExistsError(f"{final}: already exists; pass --overwrite to replace it")
+            raise OutputExists(f"{final}: already exists; pass --overwrite to replace it")
         retired = dest / f".{DATASET_FOLDER}.old-{os.getpid()}"
         os.replace(final, retired)
         os.replace(dataset_root, final)
@@ -233,7 +234,7 @@ def download(
     if url is not None and not re.match(r"https?://[^/\s]+", url):
         raise SettingsError(f"{url}: not an http(s) address (http://host/path or https://host/path)")
     if (dest / DATASET_FOLDER).exists() and not overwrite:
-        raise FileExistsError(f"{dest / DATASET_FOLDER}: already exists; pass --overwrite to replace it")
+        raise OutputExists(f"{dest / DATASET_FOLDER}: already exists; pass --overwrite to replace it")
     try:
         dest.mkdir(parents=True, exist_ok=True)
         workspace = Path(tempfile.mkdtemp(prefix=".pneumo-download-", dir=dest))

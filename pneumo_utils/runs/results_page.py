@@ -12,7 +12,8 @@ from typing import Any
 
 from pneumo_utils.config import PROJECT_ROOT, SettingsError, portable_path
 from pneumo_utils.data import split_label
-from pneumo_utils.report import model_card, read_json, split_subgroups
+from pneumo_utils.runs.report import model_card, read_json, split_subgroups
+from pneumo_utils.subgroups import below_overall, subgroup_table
 
 README_BRIEF_START = "<!-- results brief: written by `pneumo promote`; do not edit -->"
 README_BRIEF_END = "<!-- end of results brief -->"
@@ -272,7 +273,6 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
 
 
 def _subgroups(run_dir: Path, threshold: float) -> list[str]:
-    from pneumo_utils.subgroups import below_overall, subgroup_table
 
     figures = split_subgroups(run_dir / "metrics", threshold)
     if not figures:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from pneumo_utils import evaluate
 from pneumo_utils import model as model_module
+from pneumo_utils.data import make_dataset
 
 MIN_IMAGES_PER_CLASS = 20  # fewer than this of a class cannot fix a threshold (one image = 5 points)
 
@@ -53,7 +54,6 @@ def logit_model(network: keras.Model) -> keras.Model:
 
 
 def predict_logits(network: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    from pneumo_utils.data import make_dataset
 
     return logit_model(network).predict(make_dataset(images, batch_size=batch_size), verbose=0).reshape(-1)
 

@@ -31,6 +31,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pneumo_utils import data
+from pneumo_utils.data import make_dataset
+from pneumo_utils.model import load_model, save_model
+from pneumo_utils.model.calibrate import logit_model
+from pneumo_utils.model.inference import card_split, predict_probabilities
 from pneumo_utils.outputs import write_bytes
 
 SIDE = 24
@@ -333,29 +338,22 @@ def detection_figures(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str
 def split_images(model_path: str | os.PathLike, data_dir: str | os.PathLike, splits: tuple[str, ...]):
     """The model, its card, and ``{split: images}`` at the card's preprocessing (the splits of the card's
     patient-grouped split of ``train/``; ``test-dev`` where present)."""
-    from pneumo_utils import data
-    from pneumo_utils.images import Preprocessing
-    from pneumo_utils.model import load_model
-
     index = data.index_dataset(data_dir)
     network, card = load_model(model_path)
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
     images = {}
     for split in splits:
         try:
-            rows = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
+            split_images, _, _, total = card_split(card, index, split)
         except data.DatasetLayoutError:
             continue  # a half of test/ that is not here
-        if len(rows):
-            images[split] = data.load_split(rows, preprocessing, population=len(index))[0]
+        if total:
+            images[split] = split_images
     return network, card, images
 
 
 def fit_for_model(model_path: str | os.PathLike, data_dir: str | os.PathLike, output: str | os.PathLike) -> dict:
     """A copy of the model at ``output`` whose card names a gate fitted on the training side of its split
     (threshold from the validation side): for a model trained before the gate existed."""
-    from pneumo_utils.model import save_model
-
     network, card, images = split_images(model_path, data_dir, ("train", "val"))
     if "train" not in images or "val" not in images:
         raise OodError(f"{data_dir}: the gate needs the training and validation sides of train/")
@@ -370,9 +368,6 @@ def fit_for_model(model_path: str | os.PathLike, data_dir: str | os.PathLike, ou
 def bench_ood(model_path: str | os.PathLike, data_dir: str | os.PathLike, per_family: int = 24, seed: int = 0):
     """The gate against the families of :func:`ood_families`, beside the alternative (the model's own
     confidence, minus the absolute logit). In-distribution: the validation split and test-dev."""
-    from pneumo_utils.calibrate import logit_model
-    from pneumo_utils.data import make_dataset
-
     network, card, images = split_images(model_path, data_dir, ("val", "test-dev"))
     detector = Detector.load(model_path, card)
     if detector is None:
@@ -419,8 +414,6 @@ def gate_examples(
     """For a lesson: one input of each of ``families`` and one of ``xrays``, their would-be probability of
     pneumonia, their out-of-distribution score and the gate's verdict. Returns ``(images, table)``."""
     import pandas as pd
-
-    from pneumo_utils.evaluate import predict_probabilities
 
     made = ood_families(xrays, xrays.shape[-1], seed=seed, per_family=2)
     shown = {name: made[name][0] for name in families if name in made}

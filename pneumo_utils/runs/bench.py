@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from pneumo_utils import config as config_module
+from pneumo_utils import data
 from pneumo_utils.config import portable_path
+from pneumo_utils.data import synthetic
+from pneumo_utils.explain import cam
+from pneumo_utils.images import Preprocessing, resize_all
+from pneumo_utils.model import MEMBER_PREFIX, ensemble_members, load_model, train
+from pneumo_utils.runs import sweep
 
 
 def peak_rss_mb() -> float:
@@ -46,7 +52,6 @@ def forward_flops(network) -> int:
 
 
 def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str, Any]:
-    from pneumo_utils import data, synthetic, train
 
     size = settings["image_size"]
     rng = np.random.default_rng(settings["seed"])
@@ -91,8 +96,6 @@ def _training_estimate(settings, members: list[dict[str, Any]]) -> dict[str, Any
     """Minutes one full training of these settings takes on the public data at the measured rates: every
     member's epochs over the training images plus a validation pass per epoch (reading the images and the
     notebooks are not counted), with the model's size in float32, against the project's budget."""
-    from pneumo_utils import train
-
     epochs = [member["epochs"] for member in (train.member_settings(settings) or [settings])]
     seconds = sum(
         count * (FULL_TRAIN_IMAGES / member["train_images_per_s"] + FULL_VAL_IMAGES / member["inference_images_per_s"])
@@ -129,7 +132,6 @@ def bench_train(
     """
     import tensorflow as tf
 
-    from pneumo_utils import train
 
     settings = config_module.load_config(profile, **(overrides or {}))
     members = [_bench_one(member, images, repeats) for member in (train.member_settings(settings) or [settings])]
@@ -173,15 +175,10 @@ def bench_gradcam(
     preprocessing), else synthetic X-rays of the model's input size. Each timing is the best of
     ``repeats`` after one untimed warm-up (graph tracing).
     """
-    from pneumo_utils import synthetic
-    from pneumo_utils.model import MEMBER_PREFIX, ensemble_members, load_model
-
     network, card = load_model(model_path)
     size = card["preprocessing"]["image_size"]
     source = "synthetic X-rays"
     if data_dir:
-        from pneumo_utils import data
-        from pneumo_utils.images import Preprocessing
 
         rows = data.index_dataset(data_dir)
         rows = rows[rows["split"] == "train"].sample(images, random_state=seed)
@@ -226,9 +223,6 @@ def bench_gradcam(
 def _bench_cam_one(network, reference_model, pictures: np.ndarray, batch_size: int, repeats: int) -> dict[str, Any]:
     """Batched Grad-CAM of one single (non-ensemble) model against the keras.io recipe on the same network
     (``reference_model``: the model itself, or the member as it sits inside an ensemble)."""
-    from pneumo_utils import cam
-    from pneumo_utils.images import resize_all
-
     size = int(network.input_shape[1])
     pictures = resize_all(pictures, size).astype(np.float32)
     explainer = cam.CamExplainer(network)
@@ -281,7 +275,6 @@ def bench_sweep(workers: int | None = None, grid_text: str = BENCH_SWEEP_GRID) -
     import tempfile
     from pathlib import Path
 
-    from pneumo_utils import sweep
 
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-sweep-") as folder:
         grid_path = Path(folder) / "bench_grid.yaml"

@@ -31,9 +31,12 @@ from typing import Any
 
 import yaml
 
-from pneumo_utils import pipeline
+from pneumo_utils import outputs, plots
 from pneumo_utils.config import RUNS_DIR, SettingsError, available_profiles, load_config, portable_path
-from pneumo_utils.outputs import first_line, is_plain_name
+from pneumo_utils.data import check_layout
+from pneumo_utils.outputs import FolderLock, first_line, is_plain_name
+from pneumo_utils.runs import pipeline
+from pneumo_utils.runs.tables import compare_figure, figure_columns
 
 MAX_RETRIES = 2
 TABLE_NAME = "sweep"
@@ -387,7 +390,6 @@ def run_sweep(
     output = Path(output_dir) if output_dir else default_output_dir(sweep)
     output = output.resolve()
     if data_dir:
-        from pneumo_utils.data import check_layout
 
         data_dir = str(Path(data_dir).expanduser().resolve())
         check_layout(data_dir)
@@ -406,7 +408,6 @@ def run_sweep(
             file=stream,
         )
     if todo:
-        from pneumo_utils.outputs import FolderLock
 
         with FolderLock(output, purpose="pneumo sweep"):
             _run_on_dask(sweep, todo, rows, output, data_dir, scheduler, workers, overwrite, stream, timeout)
@@ -496,7 +497,6 @@ def sweep_table(rows: list[dict[str, Any]]):
     columns as ``pneumo experiments``), time and error."""
     import pandas as pd
 
-    from pneumo_utils.experiments import figure_columns
 
     table = []
     for row in rows:
@@ -519,9 +519,6 @@ def sweep_table(rows: list[dict[str, Any]]):
 def write_tables(output: Path, rows: list[dict[str, Any]]) -> list[Path]:
     """``sweep.csv``, ``sweep.md`` and the comparison figure ``sweep.png`` (rewritten from the run folders
     at the end of every sweep: they summarize, they hold nothing of their own)."""
-    from pneumo_utils import outputs, plots
-    from pneumo_utils.experiments import compare_figure
-
     table = sweep_table(rows)
     written = [outputs.write_text(output / f"{TABLE_NAME}.csv", table.to_csv(index=False), overwrite=True)]
     text = (

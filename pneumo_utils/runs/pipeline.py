@@ -20,15 +20,21 @@ from pneumo_utils import outputs
 from pneumo_utils.config import (
     NOTEBOOKS_DIR,
     PROJECT_ROOT,
+    REFERENCE_RESULTS,
     RUNS_DIR,
+    SAVED_MODEL,
     SettingsError,
     load_config,
     portable_path,
     resolve_profile_path,
 )
-from pneumo_utils.kernels import PoliteKernelManager
+from pneumo_utils.data import check_layout, layout_warnings
+from pneumo_utils.model import card_path
+from pneumo_utils.model.ood import detector_path
 from pneumo_utils.outputs import first_line
 from pneumo_utils.records import provenance
+from pneumo_utils.runs import report, results_page
+from pneumo_utils.runs.kernels import PoliteKernelManager
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
 SUMMARY_NAME = "run_summary.json"
@@ -143,7 +149,6 @@ def check_data(config: dict[str, Any]) -> None:
             )
     if config.synthetic:
         return
-    from pneumo_utils.data import check_layout, layout_warnings
 
     for line in layout_warnings(config["data_dir"], check_layout(config["data_dir"])):
         print(f"warning: {line}", file=sys.stderr)
@@ -389,9 +394,6 @@ def promote(
     written are they swapped in, each old file kept as ``*.promote-old`` until the last swap succeeded. Any
     failure removes what was staged and puts every old file back, and says which path failed.
     """
-    from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL
-    from pneumo_utils.model import card_path
-
     run_dir = Path(run_dir)
     saved_model = Path(saved_model or SAVED_MODEL)
     results_dir = Path(results_dir or REFERENCE_RESULTS)
@@ -409,7 +411,6 @@ def promote(
     with outputs.FolderLock(run_dir, purpose="pneumo promote"):
         pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
         if read_record(card_path(model_path)).get("ood"):  # the out-of-distribution gate beside the model
-            from pneumo_utils.ood import detector_path
 
             if not detector_path(model_path).is_file():
                 raise SettingsError(
@@ -432,9 +433,6 @@ def promote(
 def write_pages(results_dir: str | os.PathLike | None = None, readme: str | os.PathLike | None = None) -> list[Path]:
     """The committed run's generated pages, from its files: ``results/README.md`` (the results in full),
     ``results/report.html`` and the results table of the project's README."""
-    from pneumo_utils import report, results_page
-    from pneumo_utils.config import PROJECT_ROOT, REFERENCE_RESULTS
-
     results_dir = Path(results_dir or REFERENCE_RESULTS)
     readme = Path(readme or PROJECT_ROOT / "README.md")
     written = [

@@ -19,8 +19,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pneumo_utils import plots
 from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL, SettingsError, portable_path
 from pneumo_utils.data import split_label
+from pneumo_utils.evaluate import METRIC_NAMES, with_ci
+from pneumo_utils.subgroups import below_overall, subgroup_figures, subgroup_table
 
 SPLIT_NOTES = {
     "validation": "patient-grouped split carved from train/ (the epoch; the threshold unless the model was "
@@ -101,8 +104,6 @@ def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
     from before they were written, from the per-image scores (kinds and batches from the file names)."""
     import pandas as pd
 
-    from pneumo_utils.data import split_label
-    from pneumo_utils.subgroups import subgroup_figures
 
     found = {}
     for split in ("test-dev", "test-final", "test", "validation"):
@@ -120,8 +121,6 @@ def _subgroup_section(metrics: Path, threshold: float | None, plot: bool = True)
     import matplotlib
 
     matplotlib.use("Agg")
-    from pneumo_utils import plots
-    from pneumo_utils.subgroups import below_overall, subgroup_table
 
     figures = split_subgroups(metrics, threshold)
     if not figures:
@@ -152,7 +151,6 @@ def _subgroup_section(metrics: Path, threshold: float | None, plot: bool = True)
 
 
 def _metrics_section(metrics: Path) -> str:
-    from pneumo_utils.evaluate import METRIC_NAMES, with_ci
 
     results = {
         path.stem.removeprefix("metrics_"): read_json(path)

@@ -20,10 +20,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from pneumo_utils import data, evaluate, model, ood
+from pneumo_utils import data, evaluate, model
 from pneumo_utils.config import Settings, SettingsError, portable_path, resolve_profile_path
 from pneumo_utils.images import Preprocessing, resize_all
-from pneumo_utils.records import write_json_atomic
+from pneumo_utils.model import calibrate, ood
+from pneumo_utils.records import write_json_atomic, write_text_atomic
 
 
 def set_seed(seed: int) -> None:
@@ -113,7 +114,6 @@ class _EpochLog(keras.callbacks.Callback):
         self.path, self.rows = path, [] if previous is None else previous.to_dict("records")
 
     def on_epoch_end(self, epoch, logs=None):
-        from pneumo_utils.records import write_text_atomic
 
         self.rows = [row for row in self.rows if row["epoch"] < epoch + 1] + [{"epoch": epoch + 1, **(logs or {})}]
         write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False))
@@ -552,7 +552,7 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     config = run.config
     calibration = None
     if config.calibrate:
-        raw = evaluate.predict_probabilities(run.network, run.val_images)
+        raw = model.predict_probabilities(run.network, run.val_images)
         temperature = evaluate.fit_temperature(run.val_targets, raw)
         run.network = model.with_temperature(run.network, temperature)
         calibration = {
@@ -560,7 +560,7 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
             "temperature": temperature,
             "ece_before": evaluate.expected_calibration_error(run.val_targets, raw),
         }
-    run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
+    run.val_probabilities = model.predict_probabilities(run.network, run.val_images)
     if calibration:
         calibration["ece_after"] = evaluate.expected_calibration_error(run.val_targets, run.val_probabilities)
     threshold = evaluate.choose_threshold(
@@ -608,13 +608,11 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
 
 def calibrate_on_split(run: TrainingRun, split: str) -> None:
     """Refit the temperature and threshold on another labelled split (``test-dev``: the test period) with
-    :func:`pneumo_utils.calibrate.calibrate_model`, exactly as ``pneumo calibrate`` does; no weight changes.
+    :func:`pneumo_utils.model.calibrate.calibrate_model`, exactly as ``pneumo calibrate`` does; no weight changes.
 
     The validation figures in the card are recomputed at the new threshold; the validation-chosen threshold
     stays in ``site_calibration.previous_threshold`` (notebook 03 compares the two).
     """
-    from pneumo_utils import calibrate
-
     config = run.config
     rows = data.select_split(run.index, split, config.val_fraction, config.seed)
     images, _, kept = data.load_split(rows, run.preprocessing, population=len(run.index))
@@ -624,7 +622,7 @@ def calibrate_on_split(run: TrainingRun, split: str) -> None:
         run.network, run.card, images, kept, sample, min_sensitivity=config.min_sensitivity
     )
     site = run.card["site_calibration"]
-    run.val_probabilities = evaluate.predict_probabilities(run.network, run.val_images)
+    run.val_probabilities = model.predict_probabilities(run.network, run.val_images)
     before = evaluate.apply_temperature_to_logits(raw_validation, 1.0)
     run.card["validation_metrics"] = evaluate.compute_metrics(
         run.val_targets, run.val_probabilities, run.card["threshold"]["value"]

@@ -7,7 +7,7 @@ for the shutdown only; a kernel that does not stop within jupyter_client's wait 
 killed by it, so nothing is left running.
 
 ``pneumo run`` passes :class:`PoliteKernelManager` to papermill; ``pneumo explore`` names
-``pneumo_utils.voila_kernels.PoliteServerKernelManager`` (the same rule on jupyter_server's manager, which
+``pneumo_utils.runs.voila_kernels.PoliteServerKernelManager`` (the same rule on jupyter_server's manager, which
 only the explorer's extra installs) in Voilà's ``--MappingKernelManager.kernel_manager_class``.
 """
 

@@ -1,0 +1,97 @@
+"""Saving and loading a model with its card: atomic saves, safe-mode loads, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pneumo_utils.model.card import ModelLoadError, card_path, check_card
+from pneumo_utils.outputs import first_line
+from pneumo_utils.records import write_json_atomic
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Save the model and its card atomically: a crash leaves the previous model intact, never half a file."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: model files must end in .keras")
+    json.dumps(card, default=str)  # a card that cannot be written fails here, before anything is replaced
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
+    # An uncompiled view of the same layers: the file holds the weights, not the optimizer's state.
+    inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
+    try:
+        inference_model.save(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    write_json_atomic(card_path(path), card)
+    return path
+
+
+def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+    """Load a ``.keras`` model (safe mode on) and its card; clear one-line errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file does not exist")
+    if path.suffix != ".keras":
+        raise ModelLoadError(f"{path}: not a .keras model file")
+    card_file = card_path(path)
+    if not card_file.is_file():
+        raise ModelLoadError(f"{card_file}: model card missing (it records the preprocessing and threshold)")
+    try:
+        card = json.loads(card_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{card_file}: model card is not valid JSON ({error})") from None
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is not)")
+    check_card(card, card_file)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ModelLoadError(
+            f"{path}: cannot load as a Keras model ({type(error).__name__}: {first_line(error)})"
+        ) from None
+    check_model(model, card, path)
+    _SOURCES[model] = str(path)
+    return model, card
+
+
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def source_of(network) -> str:
+    """The file a loaded model came from (for messages), or its name for a model built in memory."""
+    try:
+        return _SOURCES.get(network) or f"model {network.name!r}"
+    except TypeError:
+        return f"model {getattr(network, 'name', '?')!r}"
+
+
+def check_model(network: keras.Model, card: dict[str, Any], path: str | os.PathLike) -> None:
+    """The model must take one grayscale image of the card's size and give one probability."""
+    if len(network.inputs) != 1 or len(network.outputs) != 1:
+        raise ModelLoadError(
+            f"{path}: the model must have one input and one output "
+            f"(it has {len(network.inputs)} and {len(network.outputs)})"
+        )
+    shape = tuple(network.inputs[0].shape)
+    size = card["preprocessing"]["image_size"]
+    if len(shape) != 4 or shape[-1] != 1:
+        raise ModelLoadError(
+            f"{path}: the model takes input of shape {shape[1:]}; this project feeds grayscale "
+            f"images ({size}, {size}, 1)"
+        )
+    if shape[1:3] != (size, size):  # also a model that takes any size: the card alone must not decide memory
+        raise ModelLoadError(f"{path}: the model takes {shape[1]}x{shape[2]} images but its card says {size}")
+    if tuple(network.outputs[0].shape)[-1] != 1:
+        raise ModelLoadError(
+            f"{path}: the model gives {tuple(network.outputs[0].shape)[-1]} outputs per image; "
+            "this project expects one probability of pneumonia"
+        )
