@@ -50,9 +50,10 @@ class SettingsError(ValueError):
 class Settings(Mapping):
     """The settings of one run: typed, frozen and validated once, when :func:`load_config` builds them.
 
-    Every default lives here (a profile sets what differs). The object is also a read-only mapping, so
-    ``settings["epochs"]`` reads like the profile it came from (the notebooks use that form) while the
-    package reads ``settings.epochs``; :meth:`replace` gives a changed copy (an ensemble member's settings).
+    Every default lives here (a profile sets what differs). The package and the notebooks read
+    ``settings.epochs``; the object is also a read-only mapping (``dict(settings)``, ``"seed" in settings``) so
+    that it can be recorded beside a result as it is. :meth:`replace` gives a changed copy (an ensemble
+    member's settings).
     """
 
     profile: str = DEFAULT_PROFILE

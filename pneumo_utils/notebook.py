@@ -1,7 +1,7 @@
 """What every numbered notebook starts with: the run's settings, its output folders and its data root.
 
-A module above ``config``, ``synthetic`` and ``data`` (it writes the synthetic set a smoke profile asks for),
-so that ``config`` stays the bottom layer.
+A module above ``settings``, ``synthetic`` and ``data`` (it writes the synthetic set a smoke profile asks for),
+so that ``settings`` stays the bottom layer.
 """
 
 from __future__ import annotations
@@ -27,21 +27,19 @@ def setup(
     settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **(overrides or {}))
     paths = output_paths(settings)
     data_root = prepare_data_dir(settings)
-    print(
-        f"profile: {settings['profile']}\ndata:    {portable_path(data_root)}\nresults: {portable_path(paths['root'])}"
-    )
+    print(f"profile: {settings.profile}\ndata:    {portable_path(data_root)}\nresults: {portable_path(paths['root'])}")
     return settings, paths, data_root
 
 
-def prepare_data_dir(config: Settings) -> Path:
+def prepare_data_dir(settings: Settings) -> Path:
     """Return the run's dataset root, writing the synthetic set first when the profile asks for one."""
-    data_dir = Path(config.data_dir)
-    if config.synthetic:
+    data_dir = Path(settings.data_dir)
+    if settings.synthetic:
         synthetic.ensure_synthetic_dataset(
             data_dir,
-            images_per_class=config["synthetic_images_per_class"],
-            image_size=config["synthetic_image_size"],
-            seed=config["seed"],
+            images_per_class=settings.synthetic_images_per_class,
+            image_size=settings.synthetic_image_size,
+            seed=settings.seed,
         )
     return data_dir
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import (
     DEFAULT_MODEL,
     json_bytes,
@@ -38,7 +38,7 @@ def _command_bench(args: argparse.Namespace) -> int:
     elif args.what == "ood":
         from pneumo_utils.model import ood
 
-        result = ood.bench_ood(args.model, config_module.resolve_data_dir(args.data_dir), per_family=args.images or 24)
+        result = ood.bench_ood(args.model, config.resolve_data_dir(args.data_dir), per_family=args.images or 24)
         headline = ("worst_family_auroc", "in_distribution")
     else:
         result = bench.bench_gradcam(
@@ -63,7 +63,7 @@ def register(commands) -> None:
     )
     bench.add_argument(
         "--profile",
-        choices=config_module.available_profiles(),
+        choices=config.available_profiles(),
         default="full",
         help="train: the profile whose model and settings are measured",
     )

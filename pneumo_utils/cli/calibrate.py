@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import DATA_HELP, DEFAULT_MODEL, UsageError, refuse_existing
 
 SPLITS = ["test-dev", "test", "test-final", "val", "train", "val-folder"]
@@ -29,12 +29,12 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     refuse_existing(output, args.overwrite)
     refuse_existing(model.card_path(output), args.overwrite)
     refuse_existing(Path(args.output_dir) / f"{name}.ood.npz", args.overwrite)
-    data_root = config_module.resolve_data_dir(args.data_dir)
+    data_root = config.resolve_data_dir(args.data_dir)
     index = data.index_dataset(data_root)
     network, card = model.load_model(args.model)
     images, _, kept, _ = model.card_split(card, index, args.split)
     sample = {
-        "data_dir": args.data_dir or config_module.portable_path(data_root),
+        "data_dir": args.data_dir or config.portable_path(data_root),
         "split": args.split,
         "fingerprint": data.dataset_fingerprint(kept),
     }
@@ -74,7 +74,7 @@ def _command_gate(args: argparse.Namespace) -> int:
         raise UsageError(f"{output}: would replace the model it is made from; choose another --output-dir")
     for path in (output, model.card_path(output), ood.detector_path(output)):
         refuse_existing(path, args.overwrite)
-    card = ood.fit_for_model(args.model, config_module.resolve_data_dir(args.data_dir), output)
+    card = ood.fit_for_model(args.model, config.resolve_data_dir(args.data_dir), output)
     gate = card["ood"]
     print(
         f"gate fitted on {gate['train_images']} training images; threshold {gate['threshold']:.0f} "

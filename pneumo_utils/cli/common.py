@@ -9,11 +9,11 @@ from typing import Any
 
 import yaml
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.outputs import json_bytes  # noqa: F401 - the commands' one JSON serializer
 
 DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
-DEFAULT_MODEL = config_module.SAVED_MODEL
+DEFAULT_MODEL = config.SAVED_MODEL
 
 
 class UsageError(Exception):

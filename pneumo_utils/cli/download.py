@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 
 
 def _command_download(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def register(commands) -> None:
         default="mendeley",
         help="mendeley: ChestXRay2017.zip over https; kaggle: kagglehub (pip install kagglehub)",
     )
-    fetch.add_argument("--dest", default=str(config_module.PROJECT_ROOT / "data"), help="folder to install into")
+    fetch.add_argument("--dest", default=str(config.PROJECT_ROOT / "data"), help="folder to install into")
     fetch.add_argument("--url", default=None, help="download this zip instead of the source's address")
     fetch.add_argument("--sha256", default=None, help="expected SHA-256 of the zip")
     fetch.add_argument("--overwrite", action="store_true", help="replace an existing <dest>/chest_xray")

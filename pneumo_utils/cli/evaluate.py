@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import (
     DATA_HELP,
     DEFAULT_MODEL,
@@ -23,7 +23,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     refuse_existing(output, args.overwrite)
     metrics, record = predict.evaluate_saved_model(
-        args.model, config_module.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
+        args.model, config.resolve_data_dir(args.data_dir), args.split, batch_size=args.batch_size
     )
     counts = record["splits"][args.split]
     if counts["unreadable_skipped"]:

@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import UsageError, refuse_existing, save
 
-EXPLORE_NOTEBOOK = config_module.NOTEBOOKS_DIR / "05_explore.ipynb"
+EXPLORE_NOTEBOOK = config.NOTEBOOKS_DIR / "05_explore.ipynb"
 
 
-DEFAULT_LOG = config_module.PROJECT_ROOT / "runs" / "explorer.log"
+DEFAULT_LOG = config.PROJECT_ROOT / "runs" / "explorer.log"
 
 
 def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: int = 300) -> list[str]:
@@ -102,8 +102,8 @@ def _command_explore(args: argparse.Namespace) -> int:
         environment[explore.DATA_ENV] = str(session.data_root)
     log = Path(args.log) if args.log else DEFAULT_LOG
     print(
-        f"explorer: http://{args.host}:{args.port}/ (model {config_module.portable_path(session.model_path)}; "
-        f"log {args.log or config_module.portable_path(log)}; Ctrl-C stops it)",
+        f"explorer: http://{args.host}:{args.port}/ (model {config.portable_path(session.model_path)}; "
+        f"log {args.log or config.portable_path(log)}; Ctrl-C stops it)",
         flush=True,
     )
     if session.data_problem:

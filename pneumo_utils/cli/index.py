@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import (
     DATA_HELP,
 )
@@ -15,8 +15,8 @@ from pneumo_utils.cli.common import (
 def _command_index(args: argparse.Namespace) -> int:
     from pneumo_utils import data
 
-    index = data.index_dataset(config_module.resolve_data_dir(args.data_dir))
-    report = data.summary(index, config_module.resolve_data_dir(args.data_dir)) | data.problems(index)
+    index = data.index_dataset(config.resolve_data_dir(args.data_dir))
+    report = data.summary(index, config.resolve_data_dir(args.data_dir)) | data.problems(index)
     print(json.dumps(report, indent=2, default=int))
     for line in report["unreadable"]:
         print(f"unreadable: {line}", file=sys.stderr)
@@ -24,7 +24,7 @@ def _command_index(args: argparse.Namespace) -> int:
         print(
             f"label conflict: {conflict['files']} ({conflict['labels']}, splits {conflict['splits']})", file=sys.stderr
         )
-    for line in data.layout_warnings(config_module.resolve_data_dir(args.data_dir)):
+    for line in data.layout_warnings(config.resolve_data_dir(args.data_dir)):
         if "label conflict" not in line:  # listed one by one above
             print(f"warning: {line}", file=sys.stderr)
     return 0

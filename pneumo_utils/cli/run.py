@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import (
     DATA_HELP,
     parse_overrides,
@@ -26,7 +26,7 @@ def _command_run(args: argparse.Namespace) -> int:
         progress_bar=not args.quiet and sys.stderr.isatty(),  # a bar in a log file is noise
     )
     print(pipeline.summary_text(summary))
-    run_dir = (config_module.PROJECT_ROOT / summary["parameters"]["output_dir"]).resolve()
+    run_dir = (config.PROJECT_ROOT / summary["parameters"]["output_dir"]).resolve()
     shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
     print(f"to make this run the committed one: pneumo promote {shown}", file=sys.stderr)
     return 0
@@ -40,7 +40,7 @@ def _command_promote(args: argparse.Namespace) -> int:
         written = pipeline.promote(args.run_dir)
         print(f"promoted {args.run_dir}: {len(written)} files written to saved_models/ and results/")
     pages = pipeline.write_pages()
-    print("pages written from the committed files: " + ", ".join(config_module.portable_path(page) for page in pages))
+    print("pages written from the committed files: " + ", ".join(config.portable_path(page) for page in pages))
     return 0
 
 
@@ -49,7 +49,7 @@ def register(commands) -> None:
     run = commands.add_parser("run", help="execute the four notebooks in order with papermill")
     run.add_argument(
         "--profile",
-        choices=config_module.available_profiles(),
+        choices=config.available_profiles(),
         default=None,
         help="parameter set: smoke (synthetic data, minutes) or full (real data); default full",
     )

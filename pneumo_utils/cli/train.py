@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils.cli.common import (
     DATA_HELP,
     UsageError,
@@ -84,7 +84,7 @@ def _command_experiments(args: argparse.Namespace) -> int:
         if not separator or not name or "/" in name or name.startswith("."):
             raise UsageError(f"--score-on-test-dev expects NAME=MODEL_PATH with a plain NAME, got {item!r}")
         record = experiments.record_saved_model_on_test_dev(
-            name, model_path, args.root, config_module.resolve_data_dir(args.data_dir)
+            name, model_path, args.root, config.resolve_data_dir(args.data_dir)
         )
         print(
             f"{name}: test-dev (used for selection) ROC-AUC {record['roc_auc']:.3f}, accuracy "
@@ -111,8 +111,8 @@ def register(commands) -> None:
     train = commands.add_parser("train", help="train one configuration and record it as an experiment")
     train.add_argument("--name", required=True, help="experiment name (a folder under --root)")
     train.add_argument("--description", default="", help="one line on what this experiment tries")
-    train.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
-    train.add_argument("--profile", choices=config_module.available_profiles(), default=None)
+    train.add_argument("--root", default=str(config.PROJECT_ROOT / "results" / "experiments"))
+    train.add_argument("--profile", choices=config.available_profiles(), default=None)
     train.add_argument("--data-dir", default=None, help=DATA_HELP)
     train.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--overwrite", action="store_true", help="redo an experiment already recorded")
@@ -132,8 +132,8 @@ def register(commands) -> None:
     train.set_defaults(handler=_command_train)
 
     table = commands.add_parser("experiments", help="gather recorded experiments into one table")
-    table.add_argument("--root", default=str(config_module.PROJECT_ROOT / "results" / "experiments"))
-    table.add_argument("--output", default=str(config_module.PROJECT_ROOT / "results" / "experiments.md"))
+    table.add_argument("--root", default=str(config.PROJECT_ROOT / "results" / "experiments"))
+    table.add_argument("--output", default=str(config.PROJECT_ROOT / "results" / "experiments.md"))
     table.add_argument("--data-dir", default=None, help="also stress-validate experiments that lack it")
     table.add_argument(
         "--ensemble",

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pneumo_utils.config import recorded_settings
+from pneumo_utils.config import Settings, recorded_settings
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.records import provenance
 
@@ -22,7 +22,7 @@ def card_path(model_path: str | os.PathLike) -> Path:
 
 
 def make_card(
-    config: dict[str, Any],
+    settings: Settings,
     preprocessing: dict[str, Any],
     threshold: dict[str, Any],
     validation_metrics: dict[str, Any],
@@ -30,16 +30,16 @@ def make_card(
     data: dict[str, Any],
 ) -> dict[str, Any]:
     """The model card: everything downstream needs to use the model as it was trained, and provenance."""
-    members = config.get("members") or []
+    members = settings.members or []
     kind = (
         f"ensemble of {len(members)} members (the mean of their logits)"
         if members
-        else f"{config['backbone']} backbone with a trained head"
-        if config.get("backbone")
+        else f"{settings.backbone} backbone with a trained head"
+        if settings.backbone
         else "CNN trained from scratch"
     )
     return {
-        "name": Path(config.get("model_path") or "pneumonia_cnn").stem,
+        "name": Path(settings.model_path or "pneumonia_cnn").stem,
         "kind": kind,
         "task": "binary classification of pediatric chest X-rays: NORMAL (0) vs PNEUMONIA (1)",
         "input": {
@@ -53,13 +53,13 @@ def make_card(
         "threshold": threshold,
         "split": {
             "method": "patient-grouped stratified split of train/",
-            "val_fraction": config["val_fraction"],
-            "seed": config["seed"],
+            "val_fraction": settings.val_fraction,
+            "seed": settings.seed,
         },
         "validation_metrics": validation_metrics,
         "training": training,
         "data": data,
-        "parameters": recorded_settings(config),
+        "parameters": recorded_settings(settings),
         "intended_use": (
             "Teaching and research on pediatric chest X-rays (Kermany et al. 2018 data). "
             "Not a medical device; not for diagnosis or triage."

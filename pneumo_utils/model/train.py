@@ -257,11 +257,20 @@ def kept_epochs(history: pd.DataFrame, monitor: str = "val_auc") -> list[int]:
     return [best_epoch(rows, monitor) for _, rows in history.groupby("member", sort=True)]
 
 
+@dataclass(frozen=True)
+class MemberRun:
+    """One member of an ensemble under training: its own settings (the profile's, changed by its entry of
+    ``members``) and its network, whose layers the ensemble shares."""
+
+    settings: Settings
+    network: keras.Model
+
+
 @dataclass(kw_only=True)
 class TrainingRun:
     """Everything one training run reads and produces, step by step."""
 
-    config: Settings
+    settings: Settings
     data_root: Path
     index: pd.DataFrame
     preprocessing: Preprocessing
@@ -275,54 +284,54 @@ class TrainingRun:
     monitor_targets: np.ndarray | None = None
     class_weight: dict[int, float]
     network: keras.Model
-    members: list[dict[str, Any]] = field(default_factory=list)  # ensemble members: settings and network
+    members: list[MemberRun] = field(default_factory=list)  # an ensemble's members, trained one after another
     history: pd.DataFrame | None = None
     seconds: float | None = None
     val_probabilities: np.ndarray | None = None
     card: dict[str, Any] = field(default_factory=dict)
 
 
-def augmentation_settings(config: Settings) -> dict[str, float]:
+def augmentation_settings(settings: Settings) -> dict[str, float]:
     return {
-        key: config[f"augment_{key}"]
+        key: getattr(settings, f"augment_{key}")
         for key in ("rotation", "zoom", "shift", "contrast", "brightness", "gamma", "border", "sharpness")
-        if f"augment_{key}" in config
+        if f"augment_{key}" in settings
     }
 
 
-def build_from_config(config: Settings) -> keras.Model:
+def build_from_config(settings: Settings) -> keras.Model:
     """The profile's model: input size, filters (or a pretrained ``backbone``), dropout, augmentation and
     normalization. ``precision`` sets Keras' dtype policy (``float32``, or ``mixed_bfloat16``, which is faster
     only on CPUs with native bfloat16 arithmetic)."""
-    keras.mixed_precision.set_global_policy(config.precision)
-    if config.backbone:
+    keras.mixed_precision.set_global_policy(settings.precision)
+    if settings.backbone:
         return model.build_backbone_model(
-            config.image_size,
-            config.backbone,
-            weights=config.weights,
-            dropout=config.dropout,
-            augmentation=augmentation_settings(config),
-            alpha=config.alpha,
-            weights_sha256=config.weights_sha256,
-            trainable=config.backbone_trainable,
-            head_l2=config.head_l2,
+            settings.image_size,
+            settings.backbone,
+            weights=settings.weights,
+            dropout=settings.dropout,
+            augmentation=augmentation_settings(settings),
+            alpha=settings.alpha,
+            weights_sha256=settings.weights_sha256,
+            trainable=settings.backbone_trainable,
+            head_l2=settings.head_l2,
         )
     return model.build_model(
-        config["image_size"],
-        filters=tuple(config["filters"]),
-        dropout=config["dropout"],
-        augmentation=augmentation_settings(config),
-        normalization=config.normalization,
-        batchnorm_momentum=config.batchnorm_momentum,
+        settings.image_size,
+        filters=tuple(settings.filters),
+        dropout=settings.dropout,
+        augmentation=augmentation_settings(settings),
+        normalization=settings.normalization,
+        batchnorm_momentum=settings.batchnorm_momentum,
     )
 
 
-def compile_from_config(network: keras.Model, config: Settings, total_steps: int) -> keras.Model:
+def compile_from_config(network: keras.Model, settings: Settings, total_steps: int) -> keras.Model:
     """Compile with the profile's optimizer, learning-rate schedule and label smoothing."""
     optimizer = make_optimizer(
-        config.optimizer, config.learning_rate, config.weight_decay, config.lr_schedule, total_steps
+        settings.optimizer, settings.learning_rate, settings.weight_decay, settings.lr_schedule, total_steps
     )
-    return compile_model(network, optimizer, label_smoothing=config.label_smoothing)
+    return compile_model(network, optimizer, label_smoothing=settings.label_smoothing)
 
 
 MEMBER_FORBIDDEN = (
@@ -340,16 +349,16 @@ MEMBER_FORBIDDEN = (
 )
 
 
-def member_settings(config: Settings) -> list[Settings]:
+def member_settings(settings: Settings) -> list[Settings]:
     """The settings of each ensemble member: the profile's, changed by that member's entry of ``members``.
 
     An empty ``members`` list means one model with the profile's settings. A member may change the
     recipe (``seed``, ``image_size``, ``filters``, augmentation, ...) but not the data, the split or the
     threshold rule, which the whole ensemble shares.
     """
-    settings = []
-    for number, entry in enumerate(config.members, start=1):
-        unknown = sorted(set(entry) - set(config))
+    members = []
+    for number, entry in enumerate(settings.members, start=1):
+        unknown = sorted(set(entry) - set(settings))
         forbidden = sorted(set(entry) & set(MEMBER_FORBIDDEN))
         if unknown or forbidden:
             raise SettingsError(
@@ -360,12 +369,12 @@ def member_settings(config: Settings) -> list[Settings]:
         weights = entry.get("weights")
         if isinstance(weights, str) and weights != "imagenet":  # a path in a profile: from the project root
             entry = {**entry, "weights": str(resolve_profile_path(weights))}
-        settings.append(config.replace(**entry, members=[]))
-    return settings
+        members.append(settings.replace(**entry, members=[]))
+    return members
 
 
 def prepare(
-    config: Settings,
+    settings: Settings,
     data_root: str | os.PathLike,
     index: pd.DataFrame | None = None,
     rows: tuple[pd.DataFrame, pd.DataFrame] | None = None,
@@ -377,31 +386,31 @@ def prepare(
     ensemble (:func:`pneumo_utils.model.build_ensemble`) whose members are built here, each with its own
     seed, and trained one after the other by :func:`fit`; images are read once at the largest size.
     """
-    set_seed(config["seed"])
-    members = member_settings(config)
+    set_seed(settings.seed)
+    members = member_settings(settings)
     image_size = (
-        max([config["image_size"], *(member["image_size"] for member in members)]) if members else config["image_size"]
+        max([settings.image_size, *(member.image_size for member in members)]) if members else settings.image_size
     )
-    preprocessing = Preprocessing(image_size=image_size, clahe=config.clahe)
+    preprocessing = Preprocessing(image_size=image_size, clahe=settings.clahe)
     index = data.index_dataset(data_root) if index is None else index
     if rows is None:
-        rows = data.grouped_split(index, val_fraction=config["val_fraction"], seed=config["seed"])
+        rows = data.grouped_split(index, val_fraction=settings.val_fraction, seed=settings.seed)
     train_rows, val_rows = rows
     train_images, train_targets, train_rows = data.load_split(train_rows, preprocessing, population=len(index))
     val_images, val_targets, val_rows = data.load_split(val_rows, preprocessing, population=len(index))
     monitor_images = monitor_targets = None
-    if config.selection_split != "val":  # the epoch is chosen on test-dev: no gradient step is taken on it
-        monitor_rows = data.select_split(index, config.selection_split, config.val_fraction, config.seed)
+    if settings.selection_split != "val":  # the epoch is chosen on test-dev: no gradient step is taken on it
+        monitor_rows = data.select_split(index, settings.selection_split, settings.val_fraction, settings.seed)
         monitor_images, monitor_targets, _ = data.load_split(monitor_rows, preprocessing, population=len(index))
     member_runs = []
-    for settings in members:
-        set_seed(settings["seed"])
-        member_runs.append({"settings": settings, "network": build_from_config(settings)})
+    for member in members:
+        set_seed(member.seed)
+        member_runs.append(MemberRun(member, build_from_config(member)))
     network = (
-        model.build_ensemble([member["network"] for member in member_runs]) if members else build_from_config(config)
+        model.build_ensemble([member.network for member in member_runs]) if members else build_from_config(settings)
     )
     return TrainingRun(
-        config=config,
+        settings=settings,
         data_root=Path(data_root),
         index=index,
         preprocessing=preprocessing,
@@ -432,17 +441,17 @@ def _fit_one(
     resume: bool,
 ) -> pd.DataFrame:
     train_dataset = data.make_dataset(
-        train_images, train_targets, settings["batch_size"], shuffle=True, seed=settings["seed"]
+        train_images, train_targets, settings.batch_size, shuffle=True, seed=settings.seed
     )
-    val_dataset = data.make_dataset(val_images, val_targets, settings["batch_size"])
-    steps = int(np.ceil(len(train_images) / settings["batch_size"])) * settings["epochs"]
+    val_dataset = data.make_dataset(val_images, val_targets, settings.batch_size)
+    steps = int(np.ceil(len(train_images) / settings.batch_size)) * settings.epochs
     compile_from_config(network, settings, total_steps=steps)
     return fit_model(
         network,
         train_dataset,
         val_dataset,
-        epochs=settings["epochs"],
-        patience=settings["patience"],
+        epochs=settings.epochs,
+        patience=settings.patience,
         class_weight=class_weight,
         checkpoint_dir=checkpoint_dir,
         verbose=verbose,
@@ -457,9 +466,9 @@ def _seconds(history: pd.DataFrame, wall: float, resume: bool) -> float:
     return wall
 
 
-def monitored_label(config: Settings) -> str:
+def monitored_label(settings: Settings) -> str:
     """What the ``val_*`` columns of a training history measure: the validation split, or test-dev."""
-    return "validation" if config.selection_split == "val" else data.split_label(config.selection_split)
+    return "validation" if settings.selection_split == "val" else data.split_label(settings.selection_split)
 
 
 def _monitored(run: TrainingRun) -> tuple[np.ndarray, np.ndarray]:
@@ -475,13 +484,13 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     An ensemble's members are trained one after the other on the same split; a finished member is kept
     in ``checkpoint_dir/member<k>/finished.keras``, so a resumed run skips it.
     """
-    config = run.config
-    resume = config.resume
+    settings = run.settings
+    resume = settings.resume
     started = time.perf_counter()
     if not run.members:
         run.history = _fit_one(
             run.network,
-            config,
+            settings,
             run.train_images,
             run.train_targets,
             *_monitored(run),
@@ -494,7 +503,7 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
         return run
     histories = []
     for number, member in enumerate(run.members, start=1):
-        settings, network = member["settings"], member["network"]
+        network = member.network
         folder = Path(checkpoint_dir) / f"member{number}"
         finished = folder / "finished.keras"
         history_file = folder / "history.csv"
@@ -502,13 +511,13 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
             network.set_weights(keras.models.load_model(finished, compile=False).get_weights())
             history = pd.read_csv(history_file)
         else:
-            set_seed(settings["seed"])
-            size = settings["image_size"]
+            set_seed(member.settings.seed)
+            size = member.settings.image_size
             if verbose:
-                print(f"member {number} of {len(run.members)}: {size} px, seed {settings['seed']}", flush=True)
+                print(f"member {number} of {len(run.members)}: {size} px, seed {member.settings.seed}", flush=True)
             history = _fit_one(
                 network,
-                settings,
+                member.settings,
                 resize_all(run.train_images, size),
                 run.train_targets,
                 resize_all(_monitored(run)[0], size),
@@ -527,20 +536,20 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
     return run
 
 
-def pretrained_weights(config: Settings) -> list[dict[str, Any]]:
+def pretrained_weights(settings: Settings) -> list[dict[str, Any]]:
     """Where each pretrained network (the model, or each ensemble member) started: backbone, width, the weights
     file as recorded in results and its SHA-256, so a card says which ImageNet bytes its model grew from."""
     started = []
-    for number, settings in enumerate(member_settings(config) or [config], start=1):
-        if not settings.backbone or settings.weights is None:
+    for number, member in enumerate(member_settings(settings) or [settings], start=1):
+        if not member.backbone or member.weights is None:
             continue
-        entry = {"member": number, "backbone": settings.backbone, "alpha": settings.alpha}
-        if settings.weights == "imagenet":
+        entry = {"member": number, "backbone": member.backbone, "alpha": member.alpha}
+        if member.weights == "imagenet":
             entry["weights"] = "imagenet (keras.applications download)"
         else:
             entry |= {
-                "weights": portable_path(settings.weights),
-                "sha256": model.check_weights_file(settings.weights, settings.weights_sha256),
+                "weights": portable_path(member.weights),
+                "sha256": model.check_weights_file(member.weights, member.weights_sha256),
             }
         started.append(entry)
     return started
@@ -549,9 +558,9 @@ def pretrained_weights(config: Settings) -> list[dict[str, Any]]:
 def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     """Choose the temperature and threshold on the validation split (then on ``calibration_split`` when it
     is test-dev), and save the model and its card atomically."""
-    config = run.config
+    settings = run.settings
     calibration = None
-    if config.calibrate:
+    if settings.calibrate:
         raw = model.predict_probabilities(run.network, run.val_images)
         temperature = evaluate.fit_temperature(run.val_targets, raw)
         run.network = model.with_temperature(run.network, temperature)
@@ -564,11 +573,11 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
     if calibration:
         calibration["ece_after"] = evaluate.expected_calibration_error(run.val_targets, run.val_probabilities)
     threshold = evaluate.choose_threshold(
-        run.val_targets, run.val_probabilities, min_sensitivity=config["min_sensitivity"]
+        run.val_targets, run.val_probabilities, min_sensitivity=settings.min_sensitivity
     )
     val_metrics = evaluate.compute_metrics(run.val_targets, run.val_probabilities, threshold["threshold"])
     run.card = model.make_card(
-        config,
+        settings,
         preprocessing=run.preprocessing.to_dict(),
         threshold={"value": threshold["threshold"], "rule": threshold["rule"]},
         validation_metrics=val_metrics | ({"calibration": calibration} if calibration else {}),
@@ -576,8 +585,8 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
             "epochs_run": len(run.history),
             "kept_epoch": best_epoch(run.history),
             "epoch_chosen_on": "validation split"
-            if config.selection_split == "val"
-            else f"{config.selection_split} (used for selection; no gradient step on it)",
+            if settings.selection_split == "val"
+            else f"{settings.selection_split} (used for selection; no gradient step on it)",
             "members": len(run.members) or 1,
             "kept_epochs": kept_epochs(run.history),
             "seconds": round(run.seconds, 1),
@@ -591,11 +600,11 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
             "train_split_images": int((run.index["split"] == "train").sum()),
         },
     )
-    pretrained = pretrained_weights(config)
+    pretrained = pretrained_weights(settings)
     if pretrained:
         run.card["pretrained"] = pretrained
-    if config.calibration_split != "val":
-        calibrate_on_split(run, config.calibration_split)
+    if settings.calibration_split != "val":
+        calibrate_on_split(run, settings.calibration_split)
     # the out-of-distribution gate: fitted on the training side of the split, its threshold on the validation side
     if len(run.train_images) >= ood.MIN_TRAIN and len(run.val_images) >= ood.MIN_VALIDATION:
         detector = ood.Detector.fit(
@@ -613,13 +622,13 @@ def calibrate_on_split(run: TrainingRun, split: str) -> None:
     The validation figures in the card are recomputed at the new threshold; the validation-chosen threshold
     stays in ``site_calibration.previous_threshold`` (notebook 03 compares the two).
     """
-    config = run.config
-    rows = data.select_split(run.index, split, config.val_fraction, config.seed)
+    settings = run.settings
+    rows = data.select_split(run.index, split, settings.val_fraction, settings.seed)
     images, _, kept = data.load_split(rows, run.preprocessing, population=len(run.index))
     sample = {"data_dir": portable_path(run.data_root), "split": split, "fingerprint": data.dataset_fingerprint(kept)}
     raw_validation = calibrate.predict_logits(run.network, run.val_images)
     run.network, run.card = calibrate.calibrate_model(
-        run.network, run.card, images, kept, sample, min_sensitivity=config.min_sensitivity
+        run.network, run.card, images, kept, sample, min_sensitivity=settings.min_sensitivity
     )
     site = run.card["site_calibration"]
     run.val_probabilities = model.predict_probabilities(run.network, run.val_images)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils import data
 from pneumo_utils.config import portable_path
 from pneumo_utils.data import synthetic
@@ -53,17 +53,17 @@ def forward_flops(network) -> int:
 
 def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str, Any]:
 
-    size = settings["image_size"]
-    rng = np.random.default_rng(settings["seed"])
+    size = settings.image_size
+    rng = np.random.default_rng(settings.seed)
     pictures = np.stack([synthetic.synthetic_xray(rng, size, pneumonia=bool(i % 2)) for i in range(images)])
     targets = (np.arange(images) % 2).astype(np.float32)
-    train.set_seed(settings["seed"])
+    train.set_seed(settings.seed)
     network = train.compile_from_config(
         train.build_from_config(settings),
         settings,
-        total_steps=int(np.ceil(images / settings["batch_size"])) * (repeats + 1),
+        total_steps=int(np.ceil(images / settings.batch_size)) * (repeats + 1),
     )
-    dataset = data.make_dataset(pictures, targets, settings["batch_size"], shuffle=True, seed=settings["seed"])
+    dataset = data.make_dataset(pictures, targets, settings.batch_size, shuffle=True, seed=settings.seed)
     network.fit(dataset, epochs=1, verbose=0, shuffle=False)  # the tf.data pipeline shuffles, seeded
     started = time.perf_counter()
     network.fit(dataset, epochs=repeats, verbose=0, shuffle=False)
@@ -77,7 +77,7 @@ def _bench_one(settings: dict[str, Any], images: int, repeats: int) -> dict[str,
     train_rate = images * repeats / train_seconds
     return {
         "image_size": size,
-        "filters": settings["filters"],
+        "filters": settings.filters,
         "backbone": settings.backbone,
         "parameters": int(network.count_params()),
         "forward_flops_per_image": flops,
@@ -133,7 +133,7 @@ def bench_train(
     import tensorflow as tf
 
 
-    settings = config_module.load_config(profile, **(overrides or {}))
+    settings = config.load_config(profile, **(overrides or {}))
     members = [_bench_one(member, images, repeats) for member in (train.member_settings(settings) or [settings])]
     seconds_per_image = sum(1.0 / member["train_images_per_s"] for member in members)
     flops = sum(member["forward_flops_per_image"] for member in members)
@@ -146,9 +146,9 @@ def bench_train(
         "members": members,
         "full_run_estimate": _training_estimate(settings, members),
         "settings": {
-            "profile": settings["profile"],
+            "profile": settings.profile,
             "image_size": max(member["image_size"] for member in members),
-            "batch_size": settings["batch_size"],
+            "batch_size": settings.batch_size,
             "inference_batch_size": 64,
             "images": images,
             "timed_epochs": repeats,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from pneumo_utils import config as config_module
+from pneumo_utils import config
 from pneumo_utils import data, evaluate, model, notebook, predict, scores
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.model import load_model, robustness, train
@@ -36,19 +36,19 @@ def run_experiment(
     if record_path.exists() and not overwrite:
         raise OutputExists(f"{record_path}: experiment {name!r} already recorded; pass --overwrite to redo it")
     overrides = dict(overrides or {})
-    settings = config_module.load_config(
+    settings = config.load_config(
         profile, data_dir=data_dir, output_dir=str(folder), model_path=str(folder / "model.keras"), **overrides
     )
     data_root = notebook.prepare_data_dir(settings)
     run = train.prepare(settings, data_root)
     train.fit(run, checkpoint_dir=folder / "checkpoints")
-    card = train.finish(run, settings["model_path"])
+    card = train.finish(run, settings.model_path)
     validation = evaluate.evaluate_probabilities(run.val_targets, run.val_probabilities, card["threshold"]["value"])
     record = {
         "name": name,
         "description": description,
         "overrides": overrides,
-        "settings": config_module.recorded_settings(settings),
+        "settings": config.recorded_settings(settings),
         "split": "validation (patient-grouped split of train/)",
         "validation": validation,
         "threshold": card["threshold"],
@@ -136,11 +136,11 @@ def train_view(
 
     folder = Path(folder)
     index = data.index_dataset(data_root) if index is None else index
-    train_rows, inner_val, shifted = data.shift_view(index, view, settings["val_fraction"], settings["seed"])
+    train_rows, inner_val, shifted = data.shift_view(index, view, settings.val_fraction, settings.seed)
     run = train.prepare(settings, data_root, index=index, rows=(train_rows, inner_val))
     train.fit(run, checkpoint_dir=folder / "checkpoints", verbose=2)
     inner_probabilities = model.predict_probabilities(run.network, run.val_images)
-    threshold = evaluate.choose_threshold(run.val_targets, inner_probabilities, settings["min_sensitivity"])
+    threshold = evaluate.choose_threshold(run.val_targets, inner_probabilities, settings.min_sensitivity)
     images, targets, kept = data.load_split(shifted, run.preprocessing, population=len(index))
     probabilities = model.predict_probabilities(run.network, images)
     scores.write_scores(folder / "scores.csv", kept, probabilities)
@@ -175,7 +175,7 @@ def run_views(
     folder = Path(root) / name
     record_path = folder / VIEWS_NAME
     record = json.loads(record_path.read_text()) if record_path.exists() else {"name": name, "views": {}}
-    settings = config_module.load_config(
+    settings = config.load_config(
         profile,
         data_dir=data_dir,
         output_dir=str(folder),
@@ -225,7 +225,7 @@ def record_saved_model_on_test_dev(
     result = score_test_dev(network, card, data.index_dataset(data_dir), folder)
     if result is None:
         raise data.DatasetLayoutError(f"{data_dir}: no test-dev images to score")
-    record = {"name": name, "model": config_module.portable_path(model_path), **result, **provenance()}
+    record = {"name": name, "model": config.portable_path(model_path), **result, **provenance()}
     write_json_atomic(folder / TEST_DEV_NAME, record)
     return record
 

@@ -35,6 +35,7 @@ from pneumo_utils.outputs import first_line
 from pneumo_utils.records import provenance
 from pneumo_utils.runs import report, results_page
 from pneumo_utils.runs.kernels import PoliteKernelManager
+from pneumo_utils.config import Settings
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
 SUMMARY_NAME = "run_summary.json"
@@ -125,32 +126,32 @@ def split_settings(
             f"unknown setting(s) {unknown}; profile settings: {sorted(profile_keys)}; "
             f"notebook parameters: {sorted(notebook_keys)}"
         )
-    settings = {key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys}
+    profile_overrides = {key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys}
     extra = {key: value for key, value in overrides.items() if key in notebook_keys and key not in profile_keys}
     for key, value in extra.items():
         allowed = NOTEBOOK_PARAMETER_CHOICES.get(key)
         if allowed is not None and value is not None and value not in allowed:
             raise SettingsError(f"-p {key}={value!r}: must be one of {list(allowed)}")
-    return settings, extra
+    return profile_overrides, extra
 
 
-def check_data(config: dict[str, Any]) -> None:
+def check_data(settings: Settings) -> None:
     """The data folder's layout and every backbone weights file, checked in this process before any kernel
     starts (one-line error)."""
-    for number, entry in enumerate(config.members or [{}], start=1):
-        weights = entry.get("weights", config.weights)
+    for number, entry in enumerate(settings.members or [{}], start=1):
+        weights = entry.get("weights", settings.weights)
         if weights not in (None, "imagenet") and "weights" in entry:
             weights = resolve_profile_path(weights)  # a member's path is written in the profile
         if weights not in (None, "imagenet") and not Path(weights).is_file():
-            where = f"member {number}: " if config.members else ""
+            where = f"member {number}: " if settings.members else ""
             raise SettingsError(
                 f"{where}weights file {portable_path(weights)} does not exist; give a weights file, "
                 "imagenet (downloaded by Keras, needs internet) or null"
             )
-    if config.synthetic:
+    if settings.synthetic:
         return
 
-    for line in layout_warnings(config["data_dir"], check_layout(config["data_dir"])):
+    for line in layout_warnings(settings.data_dir, check_layout(settings.data_dir)):
         print(f"warning: {line}", file=sys.stderr)
 
 
@@ -242,17 +243,17 @@ def run_notebooks(
     overrides = dict(overrides or {})
     declared = notebook_parameters(notebooks, notebooks_dir)
     profile_keys = set(load_config(profile))
-    settings, notebook_only = split_settings(overrides, profile_keys, declared)
+    profile_overrides, notebook_only = split_settings(overrides, profile_keys, declared)
     if output_dir is None and not os.environ.get("PNEUMO_OUTPUT_DIR"):
         output_dir = str(default_output_dir(load_config(profile)["profile"]))
-    config = load_config(profile, data_dir=data_dir, output_dir=output_dir, **settings)
-    check_data(config)
-    output = Path(config["output_dir"])
+    settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **profile_overrides)
+    check_data(settings)
+    output = Path(settings.output_dir)
     summary_path = output / SUMMARY_NAME
-    purpose = lock_purpose or f"pneumo run --profile {config['profile']}"
+    purpose = lock_purpose or f"pneumo run --profile {settings.profile}"
     with outputs.FolderLock(output, purpose=purpose, reclaim_same_purpose=lock_purpose is not None):
         previous = read_record(summary_path) if summary_path.exists() else None
-        resuming = bool(settings.get("resume")) and previous is not None and previous.get("status") != "ok"
+        resuming = bool(profile_overrides.get("resume")) and previous is not None and previous.get("status") != "ok"
         if previous is not None and not overwrite and not resuming:
             raise OutputExists(
                 f"{portable_path(output)}: already holds a run ({SUMMARY_NAME}); pass --overwrite "
@@ -260,8 +261,8 @@ def run_notebooks(
             )
         return _execute(
             papermill,
-            config,
             settings,
+            profile_overrides,
             notebook_only,
             declared,
             data_dir,
@@ -275,8 +276,8 @@ def run_notebooks(
 
 def _execute(
     papermill,
-    config,
     settings,
+    profile_overrides,
     notebook_only,
     declared,
     data_dir,
@@ -286,7 +287,7 @@ def _execute(
     summary_path,
     echo=True,
 ) -> dict[str, Any]:
-    output = Path(config["output_dir"])
+    output = Path(settings.output_dir)
     executed = output / "executed"
     executed.mkdir(parents=True, exist_ok=True)
 
@@ -297,22 +298,22 @@ def _execute(
         return shown if Path(shown).is_absolute() else os.path.relpath(path, notebooks_dir)
 
     relative = {"output_dir": for_kernel(output)}
-    if data_dir or not config.synthetic:
-        relative["data_dir"] = for_kernel(config["data_dir"])
-    parameters = {"profile": config["profile"], **relative, "overrides": settings}
+    if data_dir or not settings.synthetic:
+        relative["data_dir"] = for_kernel(settings.data_dir)
+    parameters = {"profile": settings.profile, **relative, "overrides": profile_overrides}
     summary: dict[str, Any] = {
-        "profile": config["profile"],
+        "profile": settings.profile,
         "parameters": {
             **parameters,
             "output_dir": portable_path(output),
-            **({"data_dir": portable_path(config["data_dir"])} if "data_dir" in relative else {}),
+            **({"data_dir": portable_path(settings.data_dir)} if "data_dir" in relative else {}),
             "notebook_parameters": notebook_only,
         },
         "config": {
             key: (portable_path(value) if key in ("output_dir", "data_dir", "model_path") else value)
-            for key, value in config.items()
+            for key, value in settings.items()
         },
-        "data_dir": portable_path(config["data_dir"]),
+        "data_dir": portable_path(settings.data_dir),
         "notebooks": [],
         "status": "running",
         **provenance(),
