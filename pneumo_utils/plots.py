@@ -226,7 +226,7 @@ def forest_plot(figures: dict[str, dict[str, dict]], title: str = "For whom does
             axis.errorbar(
                 entry["value"],
                 position,
-                xerr=[[entry["value"] - low], [high - entry["value"]]],
+                xerr=[[max(entry["value"] - low, 0.0)], [max(high - entry["value"], 0.0)]],  # rounding at 0 or 1
                 fmt="o",
                 color=colour,
                 capsize=3,

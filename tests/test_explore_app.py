@@ -67,6 +67,6 @@ def test_method_layer_and_stress_controls_redraw(app):
 
 def test_an_unreadable_upload_is_one_line_and_keeps_the_chosen_image(app):
     chosen = app.image
-    app.upload.value = ({"name": "notes.png", "type": "image/png", "size": 5, "content": b"hello"},)
+    app.upload.value = ({"name": "notes.png", "type": "image/png", "size": 5, "content": b"hello", "last_modified": 0},)
     assert "pneumo-error" in app.message.value and "notes.png" in app.message.value
     assert app.image is chosen

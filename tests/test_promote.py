@@ -150,7 +150,7 @@ def test_an_empty_lock_left_by_a_killed_process_is_taken_over(tmp_path):
 
 
 def test_promote_copies_a_finished_run_and_refuses_an_unfinished_one(tmp_path, tiny_model_path):
-    run = _finished_run(tmp_path, tiny_model_path)
+    run = finished_run(tmp_path / "run", tiny_model_path, {"figures/roc.png": "png"})
     saved = tmp_path / "saved_models" / "pneumonia_cnn.keras"
     written = pipeline.promote(run, saved_model=saved, results_dir=tmp_path / "results")
     assert saved.read_bytes() == tiny_model_path.read_bytes() and saved.with_suffix(".json").is_file()

@@ -9,6 +9,10 @@ Training (``train``), calibration (``calibrate``), the out-of-distribution gate 
 ``model.load_model(...)`` reads as before.
 """
 
+from pneumo_utils._quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines stay off the terminal
+
 from pneumo_utils.model.card import (
     CARD_FIELDS,
     CARD_SUFFIX,

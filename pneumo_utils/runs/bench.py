@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo_utils import config
-from pneumo_utils import data
+from pneumo_utils import config, data
 from pneumo_utils.config import portable_path
 from pneumo_utils.data import synthetic
 from pneumo_utils.explain import cam
@@ -132,7 +131,6 @@ def bench_train(
     """
     import tensorflow as tf
 
-
     settings = config.load_config(profile, **(overrides or {}))
     members = [_bench_one(member, images, repeats) for member in (train.member_settings(settings) or [settings])]
     seconds_per_image = sum(1.0 / member["train_images_per_s"] for member in members)
@@ -179,7 +177,6 @@ def bench_gradcam(
     size = card["preprocessing"]["image_size"]
     source = "synthetic X-rays"
     if data_dir:
-
         rows = data.index_dataset(data_dir)
         rows = rows[rows["split"] == "train"].sample(images, random_state=seed)
         pictures, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
@@ -274,7 +271,6 @@ def bench_sweep(workers: int | None = None, grid_text: str = BENCH_SWEEP_GRID) -
     import io
     import tempfile
     from pathlib import Path
-
 
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-sweep-") as folder:
         grid_path = Path(folder) / "bench_grid.yaml"

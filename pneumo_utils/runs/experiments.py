@@ -11,12 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from pneumo_utils import config
-from pneumo_utils import data, evaluate, model, notebook, predict, scores
+from pneumo_utils import config, data, evaluate, model, notebook, predict, scores
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.model import load_model, robustness, train
-from pneumo_utils.records import provenance, write_json_atomic
 from pneumo_utils.outputs import OutputExists
+from pneumo_utils.records import provenance, write_json_atomic
 
 RECORD_NAME = "experiment.json"
 
@@ -132,7 +131,6 @@ def train_view(
     written to ``folder/scores.csv`` so that ensembles of recipes can be scored without training again.
     """
     import shutil
-
 
     folder = Path(folder)
     index = data.index_dataset(data_root) if index is None else index

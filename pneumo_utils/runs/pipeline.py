@@ -23,6 +23,7 @@ from pneumo_utils.config import (
     REFERENCE_RESULTS,
     RUNS_DIR,
     SAVED_MODEL,
+    Settings,
     SettingsError,
     load_config,
     portable_path,
@@ -35,7 +36,6 @@ from pneumo_utils.outputs import first_line
 from pneumo_utils.records import provenance
 from pneumo_utils.runs import report, results_page
 from pneumo_utils.runs.kernels import PoliteKernelManager
-from pneumo_utils.config import Settings
 
 NOTEBOOKS = ("01_eda.ipynb", "02_train.ipynb", "03_evaluate.ipynb", "04_gradcam.ipynb")
 SUMMARY_NAME = "run_summary.json"
@@ -126,7 +126,9 @@ def split_settings(
             f"unknown setting(s) {unknown}; profile settings: {sorted(profile_keys)}; "
             f"notebook parameters: {sorted(notebook_keys)}"
         )
-    profile_overrides = {key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys}
+    profile_overrides = {
+        key: value for key, value in overrides.items() if key not in notebook_keys or key in profile_keys
+    }
     extra = {key: value for key, value in overrides.items() if key in notebook_keys and key not in profile_keys}
     for key, value in extra.items():
         allowed = NOTEBOOK_PARAMETER_CHOICES.get(key)
@@ -412,7 +414,6 @@ def promote(
     with outputs.FolderLock(run_dir, purpose="pneumo promote"):
         pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
         if read_record(card_path(model_path)).get("ood"):  # the out-of-distribution gate beside the model
-
             if not detector_path(model_path).is_file():
                 raise SettingsError(
                     f"{detector_path(model_path)}: the card names an out-of-distribution gate, "

@@ -104,7 +104,6 @@ def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
     from before they were written, from the per-image scores (kinds and batches from the file names)."""
     import pandas as pd
 
-
     found = {}
     for split in ("test-dev", "test-final", "test", "validation"):
         result = read_json(metrics / f"metrics_{split}.json")

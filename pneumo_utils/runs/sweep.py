@@ -390,7 +390,6 @@ def run_sweep(
     output = Path(output_dir) if output_dir else default_output_dir(sweep)
     output = output.resolve()
     if data_dir:
-
         data_dir = str(Path(data_dir).expanduser().resolve())
         check_layout(data_dir)
     rows: dict[str, dict[str, Any]] = {}
@@ -408,7 +407,6 @@ def run_sweep(
             file=stream,
         )
     if todo:
-
         with FolderLock(output, purpose="pneumo sweep"):
             _run_on_dask(sweep, todo, rows, output, data_dir, scheduler, workers, overwrite, stream, timeout)
     ordered = []
@@ -496,7 +494,6 @@ def sweep_table(rows: list[dict[str, Any]]):
     """One row per run: its parameters, status, validation figures with CIs and stress columns (the same
     columns as ``pneumo experiments``), time and error."""
     import pandas as pd
-
 
     table = []
     for row in rows:
