@@ -1,5 +1,5 @@
 """Shared fixtures: a synthetic data set, a tiny trained model with its card, and a finished smoke run, each
-made once per session."""
+made once per session (per pytest-xdist worker), and the grouping that keeps the suite's two workers apart."""
 
 import subprocess
 import sys
@@ -87,3 +87,14 @@ def two_members():
     small = model.build_model(48, filters=(4, 8), augmentation={"border": 0.1}, normalization="standardize")
     large = model.build_model(64, filters=(4, 8), augmentation={})
     return small, large
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, the project's default), every test that reads the session's
+    smoke run runs on one worker, so the run is made once; the notebooks run on one worker, in order (each
+    reads what the one before wrote)."""
+    for item in items:
+        if "notebooks" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+        elif "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_run"))

@@ -3,6 +3,7 @@ run, each control is set and what it should change is read back. The browser tes
 Chromium through Voilà; this one needs no browser and shows which control broke."""
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 
@@ -67,6 +68,7 @@ def test_method_layer_and_stress_controls_redraw(app):
 
 def test_an_unreadable_upload_is_one_line_and_keeps_the_chosen_image(app):
     chosen = app.image
-    app.upload.value = ({"name": "notes.png", "type": "image/png", "size": 5, "content": b"hello", "last_modified": 0},)
+    upload = {"name": "notes.png", "type": "image/png", "size": 5, "content": b"hello"}
+    app.upload.value = ({**upload, "last_modified": datetime.now(UTC)},)
     assert "pneumo-error" in app.message.value and "notes.png" in app.message.value
     assert app.image is chosen

@@ -5,11 +5,10 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import nbformat
 import pytest
-from helpers import PNEUMO, pneumo
+from helpers import PNEUMO, pneumo, wait_for
 from nbformat.v4 import new_code_cell, new_notebook
 
 from pneumo_utils import outputs
@@ -153,10 +152,8 @@ def test_second_run_into_a_busy_folder_stops_and_ctrl_c_is_recorded(tmp_path):
         text=True,
         start_new_session=True,
     )  # its own process group, as a terminal's foreground job
-    try:
-        deadline = time.time() + 120
-        while not (tmp_path / "executed" / "02_train.ipynb").exists() and time.time() < deadline:
-            time.sleep(0.5)
+    try:  # the run holds its folder from the start: its first notebook's executed copy appears then
+        wait_for(lambda: (tmp_path / "executed" / "01_eda.ipynb").exists(), 120, "the first notebook started")
         second = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path, "--quiet", timeout=60, process=True)
         assert second.returncode == 1
         assert "in use by another process (pid" in second.stderr and str(first.pid) in second.stderr
