@@ -99,22 +99,21 @@ def resolve(
         candidates += [recorded] if recorded else []
         candidates.append(DEFAULT_DATA_DIR)
         root = next((candidate for candidate in candidates if candidate.is_dir()), recorded)
-    scores = {}
-    for path in sorted((run / "metrics").glob("scores_*.csv")) if run else []:
-        frame = pd.read_csv(path)
-        frame["path"] = [str(root / name) if root else name for name in frame["file"]]
-        scores[path.stem.removeprefix("scores_")] = frame
+    scored = {}
+    for path in sorted((run / "metrics").glob(scores.SPLIT_SCORES.format(split="*"))) if run else []:
+        frame = scores.read_scores(path, root)
+        scored[path.stem.removeprefix("scores_")] = frame if root else frame.assign(path=frame["file"])
     scored_now = False
-    if not scores and root is not None and (root / "train").is_dir():
-        scores["validation"] = score_validation(model, root)  # a run from before per-image scores were kept
+    if not scored and root is not None and (root / "train").is_dir():
+        scored["validation"] = score_validation(model, root)  # a run from before per-image scores were kept
         scored_now = True
     problem = None
-    first = next((frame["path"].iloc[0] for frame in scores.values() if len(frame)), None)
-    if scores and (root is None or not Path(first).is_file()):
+    first = next((frame["path"].iloc[0] for frame in scored.values() if len(frame)), None)
+    if scored and (root is None or not Path(first).is_file()):
         where = root or recorded or "the folder the run used"
         problem = f"images of this run not found at {where}; start with --data-dir DIR (or set ${DATA_DIR_ENV})"
     return Session(
-        model_path=model, run_dir=run, data_root=root, scores=scores, scored_now=scored_now, data_problem=problem
+        model_path=model, run_dir=run, data_root=root, scores=scored, scored_now=scored_now, data_problem=problem
     )
 
 

@@ -89,6 +89,7 @@ def two_members():
     return small, large
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (``-n 2 --dist loadgroup``, the project's default), every test that reads the session's
     smoke run runs on one worker, so the run is made once; the notebooks run on one worker, in order (each
@@ -96,5 +97,5 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "notebooks" in item.path.parts:
             item.add_marker(pytest.mark.xdist_group("notebooks"))
-        elif "smoke_run" in getattr(item, "fixturenames", ()):
+        elif {"smoke_run", "smoke_run_process"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("smoke_run"))

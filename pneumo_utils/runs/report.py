@@ -23,6 +23,7 @@ from pneumo_utils import plots
 from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL, SettingsError, portable_path
 from pneumo_utils.data import split_label
 from pneumo_utils.evaluate import METRIC_NAMES, with_ci
+from pneumo_utils.scores import read_scores, split_scores_path
 from pneumo_utils.subgroups import below_overall, subgroup_figures, subgroup_table
 
 SPLIT_NOTES = {
@@ -102,16 +103,15 @@ def _figure(path: Path, caption: str) -> str:
 def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
     """Subgroup figures per scored split: from the metrics JSON (``subgroups``, sizes included) or, for a run
     from before they were written, from the per-image scores (kinds and batches from the file names)."""
-    import pandas as pd
 
     found = {}
     for split in ("test-dev", "test-final", "test", "validation"):
         result = read_json(metrics / f"metrics_{split}.json")
-        scores = metrics / f"scores_{split}.csv"
+        per_image = split_scores_path(metrics, split)
         if isinstance(result, dict) and result.get("subgroups"):
             found[split_label(split)] = result["subgroups"]
-        elif scores.is_file() and threshold is not None:
-            found[split_label(split)] = subgroup_figures(pd.read_csv(scores), threshold)
+        elif per_image.is_file() and threshold is not None:
+            found[split_label(split)] = subgroup_figures(read_scores(per_image), threshold)
     return found
 
 

@@ -16,6 +16,7 @@ from pneumo_utils.data import SHIFT_VIEWS
 from pneumo_utils.evaluate import with_ci
 from pneumo_utils.records import write_text_atomic
 from pneumo_utils.runs.experiments import RECORD_NAME, TEST_DEV_NAME, TEST_DEV_SCORES, VIEWS_NAME, score_view, view_slug
+from pneumo_utils.scores import read_scores
 
 TABLE_COLUMNS = ("accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier")
 
@@ -80,7 +81,7 @@ def compare_figure(results: dict[str, dict[str, Any] | None], metrics=("roc_auc"
 
 
 def _view_scores(root: Path, name: str, view: str, which: str) -> pd.DataFrame:
-    return pd.read_csv(root / name / "views" / view_slug(view) / which)
+    return read_scores(root / name / "views" / view_slug(view) / which)
 
 
 def ensemble_views(root: str | os.PathLike, names: list[str], min_sensitivity: float = 0.95) -> dict[str, Any]:
@@ -159,7 +160,7 @@ TEST_DEV_METRICS = (("roc_auc", "AUC"), ("accuracy", "acc"), ("sensitivity", "se
 
 
 def _test_dev_scores(root: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(root / name / TEST_DEV_SCORES)
+    return read_scores(root / name / TEST_DEV_SCORES)
 
 
 def test_dev_table(
