@@ -1,7 +1,8 @@
-"""What every numbered notebook starts with: the run's settings, its output folders and its data root.
+"""What every numbered notebook starts with: the run's settings, its output folders and its data root; and, for
+notebooks 03 and 04, the run's model as its card says to feed it.
 
-A module above ``settings``, ``synthetic`` and ``data`` (it writes the synthetic set a smoke profile asks for),
-so that ``settings`` stays the bottom layer.
+It sits above ``config``, ``data`` and ``model`` (it writes the synthetic set a smoke profile asks for and loads
+models), so that ``config`` stays the bottom layer and imports nothing else of the package.
 """
 
 from __future__ import annotations
