@@ -352,8 +352,7 @@ class Explorer:
     def __init__(self, model_path: str | os.PathLike):
 
         self.network, self.card = model.load_model(model_path)
-        self.preprocessing = Preprocessing.from_dict(self.card["preprocessing"])
-        self.threshold = float(self.card["threshold"]["value"])
+        self.preprocessing, self.threshold = self.card.preprocessing, self.card.threshold
         self.threshold_rule = self.card["threshold"].get("rule", "")
         self.layers = conv_layer_names(self.network) or (
             [MEMBERS_LAST_LAYER] if model.ensemble_members(self.network) else [cam.last_conv_layer_name(self.network)]

@@ -63,7 +63,7 @@ def load_run_model(settings: Settings, data_root: str | Path) -> RunModel:
     return RunModel(
         network=network,
         card=card,
-        preprocessing=Preprocessing.from_dict(card["preprocessing"]),
-        threshold=float(card["threshold"]["value"]),
+        preprocessing=card.preprocessing,
+        threshold=card.threshold,
         index=index_dataset(data_root),
     )

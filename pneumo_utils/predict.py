@@ -112,8 +112,7 @@ def predict_files(
     """
     from tqdm.auto import tqdm
 
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
-    threshold = card["threshold"]["value"]
+    preprocessing, threshold = card.preprocessing, card.threshold
     results = []
     with tqdm(total=len(files), unit="image", disable=not progress or len(files) <= batch_size, file=sys.stderr) as bar:
         for start in range(0, len(files), batch_size):
@@ -254,8 +253,6 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
             f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
             f"({total - len(rows)} of {total} unreadable); its figures need both classes"
         )
-    metrics = evaluate.evaluate_probabilities(
-        rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]
-    )
-    metrics["subgroups"] = subgroup_figures(rows, card["threshold"]["value"])  # for whom it works
+    metrics = evaluate.evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(), card.threshold)
+    metrics["subgroups"] = subgroup_figures(rows, card.threshold)  # for whom it works
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})

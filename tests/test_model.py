@@ -11,6 +11,7 @@ from helpers import minimal_card
 
 from pneumo_utils import model
 from pneumo_utils.explain import cam
+from pneumo_utils.images import Preprocessing
 from pneumo_utils.runs import bench
 
 
@@ -58,7 +59,7 @@ def test_failed_save_keeps_the_previous_model(tmp_path):
     with pytest.raises(ValueError, match="Circular"):
         model.save_model(model.build_model(32, filters=(8,), dropout=0.1), path, circular)
     assert path.read_bytes() == before
-    assert json.loads(model.card_path(path).read_text()) == {"version": 1}
+    assert json.loads(model.card_path(path).read_text()) == {"name": "m", "version": 1}  # named as its file
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
@@ -263,3 +264,17 @@ def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
     # a card or an experiment record names the file relative to the project, never by this machine's path
     assert config.recorded_settings(settings)["weights"] == config.portable_path(WEIGHTS_035)
     assert not any(str(value).startswith("/") for value in config.recorded_settings(settings).values())
+
+
+def test_a_card_is_read_once_into_typed_fields_and_stays_the_json(tiny_model_path):
+    _, card = model.load_model(tiny_model_path)
+    written = json.loads(model.card_path(tiny_model_path).read_text())
+    assert isinstance(card, model.ModelCard) and dict(card) == written  # the JSON as written, read-only
+    assert card.preprocessing == Preprocessing.from_dict(written["preprocessing"])
+    assert card.threshold == written["threshold"]["value"] and isinstance(card.threshold, float)
+    assert (card.val_fraction, card.seed) == (written["split"]["val_fraction"], written["split"]["seed"])
+    assert card.kind == "CNN trained from scratch" and card.name == "tiny"
+    with pytest.raises(TypeError):
+        card["threshold"] = {"value": 0.1}  # a new card is written, never an old one changed in place
+    changed = card.with_fields(threshold={"value": 0.1})
+    assert changed["threshold"] == {"value": 0.1} and card.threshold == written["threshold"]["value"]

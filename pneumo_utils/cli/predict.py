@@ -69,7 +69,7 @@ def _command_gradcam(args: argparse.Namespace) -> int:
     refuse_existing(report_path, args.overwrite)
     files, problems, network, card, detector = _load_for_prediction(args)
     _overlay_folder(args.out, "--out")
-    threshold = card["threshold"]["value"]
+    threshold = card.threshold
     writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer, overwrite=args.overwrite)
     records = problems + predict.predict_files(
         network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector
@@ -124,9 +124,7 @@ def _command_predict(args: argparse.Namespace) -> int:
     if args.gradcam:
         _overlay_folder(args.gradcam, "--gradcam")
     writer = (
-        predict.OverlayWriter(network, card["threshold"]["value"], args.gradcam, overwrite=args.overwrite)
-        if args.gradcam
-        else None
+        predict.OverlayWriter(network, card.threshold, args.gradcam, overwrite=args.overwrite) if args.gradcam else None
     )
     records = problems + predict.predict_files(
         network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector

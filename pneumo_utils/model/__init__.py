@@ -17,6 +17,7 @@ from pneumo_utils.model.card import (
     CARD_FIELDS,
     CARD_SUFFIX,
     MAX_IMAGE_SIZE,
+    ModelCard,
     ModelLoadError,
     card_path,
     check_card,

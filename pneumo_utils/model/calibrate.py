@@ -104,7 +104,7 @@ def calibrate_model(
     )
     after = evaluate.evaluate_probabilities(targets, fitted["probabilities"], fitted["threshold"]["threshold"])
     calibrated = model_module.with_temperature(network, fitted["temperature"])
-    new_card = copy.deepcopy(card)
+    new_card = copy.deepcopy(dict(card))  # a card as read is read-only: the new one is written
     new_card["threshold"] = {
         "value": fitted["threshold"]["threshold"],
         "rule": fitted["threshold"]["rule"],

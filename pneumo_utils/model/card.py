@@ -4,13 +4,17 @@ field the project reads, when the model is loaded."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pneumo_utils.config import Settings, recorded_settings
 from pneumo_utils.data import CLASS_NAMES
+from pneumo_utils.images import Preprocessing
 from pneumo_utils.records import provenance
 
 CARD_SUFFIX = ".json"
@@ -39,7 +43,6 @@ def make_card(
         else "CNN trained from scratch"
     )
     return {
-        "name": Path(settings.model_path or "pneumonia_cnn").stem,
         "kind": kind,
         "task": "binary classification of pediatric chest X-rays: NORMAL (0) vs PNEUMONIA (1)",
         "input": {
@@ -133,3 +136,51 @@ def check_card(card: Any, card_file: str | os.PathLike) -> None:
             continue
         if not valid(value):
             raise ModelLoadError(f"{card_file}: model card field {dotted} must be {expected}, got {value!r:.60}")
+
+
+@dataclass(frozen=True)
+class ModelCard(Mapping):
+    """A card as the project reads it: checked once, when it is read (:func:`check_card`), with typed fields for
+    what every user of a model needs, and the whole card as written.
+
+    The card stays the JSON beside the model; this is its read side. It is also a read-only mapping of that
+    JSON (``card["training"]``, ``dict(card)``), so fields only a report shows need no attribute of their own.
+    """
+
+    fields: dict[str, Any] = field(repr=False)
+    name: str
+    kind: str
+    preprocessing: Preprocessing  # what the model was trained on: every image it scores is read this way
+    threshold: float
+    val_fraction: float | None  # the patient-grouped split of train/ the threshold was chosen on
+    seed: int | None
+
+    @classmethod
+    def read(cls, card: Any, source: str | os.PathLike) -> ModelCard:
+        """The card ``card`` (parsed JSON) read from ``source``; :class:`ModelLoadError` names a wrong field."""
+        if isinstance(card, ModelCard):
+            return card
+        check_card(card, source)
+        split = card.get("split") if isinstance(card.get("split"), dict) else {}
+        return cls(
+            fields=card,
+            name=card.get("name", Path(source).stem),
+            kind=card.get("kind", "model"),
+            preprocessing=Preprocessing.from_dict(card["preprocessing"]),
+            threshold=float(card["threshold"]["value"]),
+            val_fraction=split.get("val_fraction"),
+            seed=split.get("seed"),
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def with_fields(self, **changes: Any) -> dict[str, Any]:
+        """The card as written, with ``changes``: a new card to save beside a changed model."""
+        return copy.deepcopy(self.fields) | changes

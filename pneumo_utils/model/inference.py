@@ -9,6 +9,7 @@ import pandas as pd
 from pneumo_utils import data
 from pneumo_utils.data import make_dataset
 from pneumo_utils.images import Preprocessing
+from pneumo_utils.model.card import ModelCard
 from pneumo_utils.model.store import source_of
 
 
@@ -44,13 +45,13 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 64, sourc
 
 
 def card_split(
-    card: dict, index: pd.DataFrame, split: str, preprocessing: Preprocessing | None = None
+    card: ModelCard, index: pd.DataFrame, split: str, preprocessing: Preprocessing | None = None
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame, int]:
     """One split of the index as the model's card says: selected with the card's seed and validation fraction
     (so ``val`` is exactly the split its threshold was chosen on) and read with the card's preprocessing (or
     ``preprocessing``). Returns ``(images, targets, rows read, rows in the split)``; unreadable files are
     skipped as :func:`pneumo_utils.data.load_split` says."""
-    rows = data.select_split(index, split, card["split"]["val_fraction"], card["split"]["seed"])
-    preprocessing = preprocessing or Preprocessing.from_dict(card["preprocessing"])
+    rows = data.select_split(index, split, card.val_fraction, card.seed)
+    preprocessing = preprocessing or card.preprocessing
     images, targets, kept = data.load_split(rows, preprocessing, population=len(index))
     return images, targets, kept, len(rows)

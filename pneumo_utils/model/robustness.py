@@ -70,11 +70,11 @@ def stress_validation(model_path: str | os.PathLike, data_dir: str | os.PathLike
     """ROC-AUC, sensitivity and specificity (at the stored threshold) on the validation split, clean and
     under each change; plus their means over the changes."""
     network, card = load_model(model_path)
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
+    preprocessing = card.preprocessing
     raw_preprocessing = Preprocessing(image_size=preprocessing.image_size, clahe=False)
     index = data.index_dataset(data_dir)
     raw, targets, _, _ = card_split(card, index, "val", raw_preprocessing)
-    threshold = card["threshold"]["value"]
+    threshold = card.threshold
     conditions = {"clean": np.stack([after_resize(image, preprocessing) for image in raw])}
     conditions.update({name: perturb(raw, name, preprocessing, seed) for name in PERTURBATIONS})
     results = {}

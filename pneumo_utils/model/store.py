@@ -11,16 +11,20 @@ from typing import Any
 
 import keras
 
-from pneumo_utils.model.card import ModelLoadError, card_path, check_card
+from pneumo_utils.model.card import ModelCard, ModelLoadError, card_path
 from pneumo_utils.outputs import first_line
 from pneumo_utils.records import write_json_atomic
 
 
 def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]) -> Path:
-    """Save the model and its card atomically: a crash leaves the previous model intact, never half a file."""
+    """Save the model and its card atomically: a crash leaves the previous model intact, never half a file.
+
+    The card's ``name`` is the model file's (``site.keras`` -> ``site``): a calibrated or gated copy is another
+    model, and an ensemble is named as its file is, its ``kind`` saying what it is."""
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"{path}: model files must end in .keras")
+    card = {"name": path.stem, **{key: value for key, value in card.items() if key != "name"}}
     json.dumps(card, default=str)  # a card that cannot be written fails here, before anything is replaced
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
@@ -35,7 +39,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]
     return path
 
 
-def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
+def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelCard]:
     """Load a ``.keras`` model (safe mode on) and its card; clear one-line errors for bad files."""
     path = Path(path)
     if not path.is_file():
@@ -51,7 +55,7 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         raise ModelLoadError(f"{card_file}: model card is not valid JSON ({error})") from None
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is not)")
-    check_card(card, card_file)
+    card = ModelCard.read(card, card_file)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
@@ -82,7 +86,7 @@ def check_model(network: keras.Model, card: dict[str, Any], path: str | os.PathL
             f"(it has {len(network.inputs)} and {len(network.outputs)})"
         )
     shape = tuple(network.inputs[0].shape)
-    size = card["preprocessing"]["image_size"]
+    size = card.preprocessing.image_size
     if len(shape) != 4 or shape[-1] != 1:
         raise ModelLoadError(
             f"{path}: the model takes input of shape {shape[1:]}; this project feeds grayscale "

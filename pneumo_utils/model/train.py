@@ -555,9 +555,10 @@ def pretrained_weights(settings: Settings) -> list[dict[str, Any]]:
     return started
 
 
-def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
+def finish(run: TrainingRun, model_path: str | os.PathLike) -> model.ModelCard:
     """Choose the temperature and threshold on the validation split (then on ``calibration_split`` when it
-    is test-dev), and save the model and its card atomically."""
+    is test-dev), and save the model and its card atomically. Returns the card as saved, read as every user
+    of the model reads it."""
     settings = run.settings
     calibration = None
     if settings.calibrate:
@@ -612,7 +613,7 @@ def finish(run: TrainingRun, model_path: str | os.PathLike) -> dict[str, Any]:
         )
         run.card["ood"] = detector.save(ood.detector_path(model_path))
     model.save_model(run.network, model_path, run.card)
-    return run.card
+    return model.ModelCard.read(run.card, model.card_path(model_path))
 
 
 def calibrate_on_split(run: TrainingRun, split: str) -> None:

@@ -14,7 +14,7 @@ from pneumo_utils import config, data
 from pneumo_utils.config import portable_path
 from pneumo_utils.data import synthetic
 from pneumo_utils.explain import cam
-from pneumo_utils.images import Preprocessing, resize_all
+from pneumo_utils.images import resize_all
 from pneumo_utils.model import MEMBER_PREFIX, ensemble_members, load_model, train
 from pneumo_utils.runs import sweep
 
@@ -174,12 +174,12 @@ def bench_gradcam(
     ``repeats`` after one untimed warm-up (graph tracing).
     """
     network, card = load_model(model_path)
-    size = card["preprocessing"]["image_size"]
+    size = card.preprocessing.image_size
     source = "synthetic X-rays"
     if data_dir:
         rows = data.index_dataset(data_dir)
         rows = rows[rows["split"] == "train"].sample(images, random_state=seed)
-        pictures, _, _ = data.load_split(rows, Preprocessing.from_dict(card["preprocessing"]))
+        pictures, _, _ = data.load_split(rows, card.preprocessing)
         source = f"{len(pictures)} random images of {data_dir}/train"
     else:
         rng = np.random.default_rng(seed)

@@ -42,7 +42,7 @@ def run_experiment(
     run = train.prepare(settings, data_root)
     train.fit(run, checkpoint_dir=folder / "checkpoints")
     card = train.finish(run, settings.model_path)
-    validation = evaluate.evaluate_probabilities(run.val_targets, run.val_probabilities, card["threshold"]["value"])
+    validation = evaluate.evaluate_probabilities(run.val_targets, run.val_probabilities, card.threshold)
     record = {
         "name": name,
         "description": description,
@@ -88,7 +88,7 @@ def score_test_dev(
     except data.DatasetLayoutError:
         return None
     scores.write_scores(Path(folder) / TEST_DEV_SCORES, rows)
-    scored = score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"])
+    scored = score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card.threshold)
     site = card.get("site_calibration")
     chosen_on = site["sample"]["split"] if site else "validation"
     return {"split": TEST_DEV_NOTE, "threshold_chosen_on": chosen_on, **scored}
@@ -209,7 +209,7 @@ def score_saved_model_view(
         "kept_epoch": card["training"]["kept_epoch"],
         "epochs_run": card["training"]["epochs_run"],
         "seconds": card["training"]["seconds"],
-        "shifted": score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card["threshold"]["value"]),
+        "shifted": score_view(rows["target"].to_numpy(), rows["probability"].to_numpy(), card.threshold),
     }
 
 
