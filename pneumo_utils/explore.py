@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from pneumo_utils import data, model, predict, scores
-from pneumo_utils._quiet import import_tensorflow_quietly
 from pneumo_utils.config import (
     DATA_DIR_ENV,
     DEFAULT_DATA_DIR,
@@ -136,7 +135,6 @@ def notebook_session(
     """What notebook 05 explores: the run or model named (parameters, then ``$PNEUMO_EXPLORE_*``, which
     ``pneumo explore`` sets), else the profile's own output folder when notebooks 01-04 left a model there
     (how nbval and ``pneumo run`` use it), else the committed run (``results/`` and ``saved_models/``)."""
-    import_tensorflow_quietly()
     if run_dir or model_path or os.environ.get(RUN_ENV) or os.environ.get(MODEL_ENV):
         return resolve(run_dir, model_path, data_dir)
     settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **(overrides or {}))

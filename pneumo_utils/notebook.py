@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from pneumo_utils._quiet import import_tensorflow_quietly
 from pneumo_utils.config import Settings, load_config, output_paths, portable_path
 from pneumo_utils.data import index_dataset, synthetic
 from pneumo_utils.images import Preprocessing
@@ -24,7 +23,6 @@ def setup(
 ) -> tuple[Settings, dict[str, Path], Path]:
     """The set-up every notebook starts with: the run's settings, its output folders and its data root
     (written first when the profile is synthetic), printed with paths relative to the project."""
-    import_tensorflow_quietly()  # TensorFlow's start-up lines would otherwise land in the notebook
     settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **(overrides or {}))
     paths = output_paths(settings)
     data_root = prepare_data_dir(settings)

@@ -253,6 +253,14 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
             f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
             f"({total - len(rows)} of {total} unreadable); its figures need both classes"
         )
-    metrics = evaluate.evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(), card.threshold)
-    metrics["subgroups"] = subgroup_figures(rows, card.threshold)  # for whom it works
+    metrics = split_figures(rows, card.threshold)
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
+
+
+def split_figures(rows, threshold: float) -> dict:
+    """The figures of one scored split (``rows`` with ``target`` and ``probability``) at ``threshold``: the
+    keys of every metrics JSON, with bootstrap CIs, and ``subgroups``, for whom it works. ``pneumo evaluate``
+    and notebook 03 both write these."""
+    metrics = evaluate.evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(), threshold)
+    metrics["subgroups"] = subgroup_figures(rows, threshold)
+    return metrics

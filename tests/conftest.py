@@ -6,6 +6,7 @@ import sys
 
 import keras
 import pytest
+from helpers import tiny_settings
 
 from pneumo_utils import data, model
 
@@ -22,20 +23,10 @@ def synthetic_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, synthetic_root):
     """A real (tiny) model trained for two epochs on the synthetic set, saved with its card."""
-    from pneumo_utils import config
     from pneumo_utils.model import train
 
     workspace = tmp_path_factory.mktemp("tiny_model")
-    settings = config.load_config(
-        "smoke",
-        output_dir=str(workspace),
-        data_dir=str(synthetic_root),
-        image_size=32,
-        filters=[4, 8],
-        epochs=2,
-        val_fraction=0.25,
-        seed=0,
-    )
+    settings = tiny_settings(workspace, synthetic_root, epochs=2)
     run = train.prepare(settings, synthetic_root)
     train.fit(run, checkpoint_dir=workspace / "checkpoints", verbose=0)
     train.finish(run, workspace / "tiny.keras")

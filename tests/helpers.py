@@ -85,6 +85,15 @@ def pneumo(*arguments, timeout=300, process=False, env=None):
     return run_pneumo_here(*arguments)
 
 
+def tiny_settings(output_dir, data_dir, **changes):
+    """The smoke profile made as small as a real training goes (32 px, two conv blocks of 4 and 8 filters, one
+    epoch), on ``data_dir``: the settings of the tests' tiny models; ``changes`` override any of them."""
+    from pneumo_utils import config
+
+    tiny = {"image_size": 32, "filters": [4, 8], "epochs": 1, "val_fraction": 0.25, "seed": 0}
+    return config.load_config("smoke", output_dir=str(output_dir), data_dir=str(data_dir), **(tiny | changes))
+
+
 def run_pneumo_here(*arguments):
     """``pneumo ARGUMENTS`` in this process, as its entry point runs it -> a CompletedProcess (returncode,
     stdout, stderr). TensorFlow is imported once for the whole session instead of once per command; what only

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+from helpers import tiny_settings
 
 from pneumo_utils import data, model
 from pneumo_utils.model import train
@@ -140,18 +141,11 @@ def test_a_training_killed_at_any_moment_resumes(tmp_path, seed):
 
 @pytest.mark.slow
 def test_profile_members_train_into_one_saved_ensemble(synthetic_root, tmp_path):
-    from pneumo_utils import config
     from pneumo_utils.model import train
 
-    settings = config.load_config(
-        "smoke",
-        output_dir=str(tmp_path),
-        data_dir=str(synthetic_root),
-        image_size=32,
-        filters=[4, 8],
-        epochs=1,
-        val_fraction=0.25,
-        seed=0,
+    settings = tiny_settings(
+        tmp_path,
+        synthetic_root,
         members=[{"seed": 1}, {"seed": 2, "image_size": 40, "augment_border": 0.1}],
     )
     run = train.prepare(settings, synthetic_root)
@@ -192,21 +186,16 @@ def test_training_can_choose_the_epoch_and_calibrate_on_test_dev_without_a_gradi
     """``selection_split`` and ``calibration_split: test-dev``: early stopping watches test-dev, and the run's
     model is calibrated as pneumo calibrate does, after training on train/ only; the validation figures in its
     card are at the new threshold."""
-    from pneumo_utils import config
     from pneumo_utils.data.synthetic import write_synthetic_dataset
     from pneumo_utils.model import load_model, train
 
     root = write_synthetic_dataset(
         tmp_path / "chest_xray", images_per_class=100, image_size=48, seed=3, test_fraction=0.6
     )  # test-dev: 27 NORMAL, 22 PNEUMONIA (names fix the halves)
-    settings = config.load_config(
-        "smoke",
-        output_dir=str(tmp_path / "run"),
-        data_dir=str(root),
-        image_size=32,
-        filters=[4, 8],
-        epochs=1,
-        seed=0,
+    settings = tiny_settings(
+        tmp_path / "run",
+        root,
+        val_fraction=0.2,
         calibration_split="test-dev",
         selection_split="test-dev",
     )

@@ -360,7 +360,7 @@ def fit_for_model(model_path: str | os.PathLike, data_dir: str | os.PathLike, ou
     detector = Detector.fit(
         images["train"], images["val"], fitted_on={"fitted_on": "training side of the patient-grouped split"}
     )
-    card = {**card, "ood": detector.save(detector_path(output))}
+    card = card.with_fields(ood=detector.save(detector_path(output)))
     save_model(network, output, card)
     return card
 
