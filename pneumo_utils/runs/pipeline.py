@@ -200,7 +200,9 @@ class _KernelsStderr:
 
 
 class _InterruptFlag:
-    """Remembers that Ctrl-C was pressed (it may surface as another error from the kernel client)."""
+    """Remembers that Ctrl-C was pressed: it may surface as another error from the kernel client, or not at all
+    when the handler's KeyboardInterrupt lands in a callback whose exceptions Python ignores; the run checks the
+    flag after each notebook."""
 
     def __init__(self):
         self.raised = False
@@ -360,6 +362,8 @@ def _execute(
             finally:
                 if output_path.exists():
                     export_html(output_path)
+            if interrupt.raised:  # Ctrl-C whose KeyboardInterrupt Python swallowed (raised inside a weakref or
+                raise KeyboardInterrupt  # garbage-collection callback, where exceptions are only printed)
             current.update(seconds=round(time.perf_counter() - notebook_started, 1), status="ok")
             summary["notebooks"].append(current)
             current = None
