@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.evaluate import compute_metrics
 from pneumo_utils.explain.overlays import overlay
+from pneumo_utils.model import operating
 
 PALETTE = {"NORMAL": "#4C72B0", "PNEUMONIA": "#DD8452"}
 
@@ -241,3 +242,70 @@ def forest_plot(figures: dict[str, dict[str, dict]], title: str = "For whom does
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def risk_coverage(
+    targets: np.ndarray, probabilities: np.ndarray, modes: dict[str, dict], title: str = "Risk and coverage"
+) -> plt.Figure:
+    """Left: the error among decided images against the share decided, when the images nearest the single
+    threshold are referred first, with each operating mode's point (its 95% interval of decided error).
+    Right: where each mode's thresholds lie on the scores of both classes."""
+    single = modes.get("single") or next(iter(modes.values()))
+    curve = operating.risk_coverage(targets, probabilities, single["lo"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(curve["coverage"], curve["risk"], color="#555", label="refer the least sure first (single threshold)")
+    markers = {"single": "o", "rule-out": "s", "triage": "D"}
+    for name, mode in modes.items():
+        accuracy = mode["decided_accuracy"]
+        if accuracy["value"] is None:
+            continue
+        risk, (low, high) = 1 - accuracy["value"], accuracy["ci95"]
+        left.errorbar(
+            mode["coverage"]["value"],
+            risk,
+            yerr=[[max(risk - (1 - high), 0.0)], [max((1 - low) - risk, 0.0)]],
+            fmt=markers.get(name, "o"),
+            capsize=3,
+            label=f"{name}: {mode['coverage']['value']:.0%} decided, error {risk:.3f}",
+        )
+    left.set_xlabel("coverage (share of images decided, the rest REFER)")
+    left.set_ylabel("error among decided images")
+    left.set_xlim(0, 1.02)
+    left.set_ylim(bottom=0)
+    left.legend(fontsize=8, loc="upper left")
+    left.set_title(title)
+    targets = np.asarray(targets).astype(int)
+    bins = np.linspace(0, 1, 41)
+    for number, name in enumerate(CLASS_NAMES):
+        right.hist(np.asarray(probabilities)[targets == number], bins=bins, alpha=0.6, color=PALETTE[name], label=name)
+    styles = {"single": "-", "rule-out": ":", "triage": "--"}
+    for name, mode in modes.items():
+        for value in {mode["lo"], mode.get("hi")} - {None}:
+            right.axvline(value, color="k", linestyle=styles.get(name, "-"), linewidth=1)
+        right.plot([], [], color="k", linestyle=styles.get(name, "-"), label=f"{name} threshold(s)")
+    right.set_yscale("log")
+    right.set_xlabel("P(pneumonia)")
+    right.set_ylabel("images")
+    right.legend(fontsize=8)
+    right.set_title("Scores and the modes' thresholds")
+    fig.tight_layout()
+    return fig
+
+
+def threshold_rule_simulation(simulated: dict[str, np.ndarray], target: float, positives: int) -> plt.Figure:
+    """The true sensitivity each rule's threshold gives on fresh images, over many calibration samples
+    (:func:`pneumo_utils.model.operating.simulate_threshold_rules`)."""
+    fig, axis = plt.subplots(figsize=(7, 3.8))
+    low = min(float(values.min()) for values in simulated.values())
+    bins = np.linspace(low, 1.0, 40)
+    labels = {"empirical": "empirical: exactly at the target on the sample", "bounded": "bounded: 95% lower bound"}
+    for rule, values in simulated.items():
+        held = float((values >= target).mean())
+        axis.hist(values, bins=bins, alpha=0.6, label=f"{labels.get(rule, rule)} (holds in {held:.0%})")
+    axis.axvline(target, color="k", linestyle="--", linewidth=1, label=f"promise: {target:g}")
+    axis.set_xlabel("true sensitivity on fresh images")
+    axis.set_ylabel(f"calibration samples (of {len(next(iter(simulated.values())))})")
+    axis.set_title(f"A threshold fitted on {positives} positives: what it gives on fresh draws")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

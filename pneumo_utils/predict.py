@@ -20,7 +20,7 @@ from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.explain import cam, overlays, regions
 from pneumo_utils.explain.cam import CamExplainer
 from pneumo_utils.images import IMAGE_EXTENSIONS, ImageReadError, Preprocessing, is_image_file, read_image
-from pneumo_utils.model import card_split, load_model, predict_probabilities
+from pneumo_utils.model import card_split, load_model, operating, predict_probabilities
 from pneumo_utils.model.ood import OUT_OF_DISTRIBUTION
 from pneumo_utils.records import provenance
 from pneumo_utils.subgroups import subgroup_figures
@@ -39,6 +39,7 @@ class Scored:
     image: np.ndarray | None = None
     ood_score: float | None = None  # how unlike the training X-rays (None: no gate)
     in_distribution: bool | None = None
+    decision: str | None = None  # NORMAL, PNEUMONIA, REFER or OUT_OF_DISTRIBUTION, by the operating mode
 
 
 def collect_inputs(paths: list[str | os.PathLike]) -> tuple[list[Path], list[Scored]]:
@@ -76,10 +77,15 @@ def read_inputs(files: list[Path], preprocessing: Preprocessing) -> list[Scored]
     return records
 
 
-def score(network, records: list[Scored], threshold: float, batch_size: int = 64, detector=None) -> list[Scored]:
-    """Fill in probability and label for the readable records, predicting in batches. With an
-    out-of-distribution ``detector`` (:mod:`pneumo_utils.model.ood`), an input unlike the training X-rays gets the
-    label ``OUT_OF_DISTRIBUTION`` instead (its probability is still given)."""
+def score(
+    network, records: list[Scored], threshold: float, batch_size: int = 64, detector=None, mode=None
+) -> list[Scored]:
+    """Fill in probability, label and decision for the readable records, predicting in batches.
+
+    The label is the card's one threshold; the decision is the operating ``mode``'s (``lo``/``hi``, see
+    :mod:`pneumo_utils.model.operating`: NORMAL, PNEUMONIA or REFER; the label when no mode is given). With an
+    out-of-distribution ``detector`` (:mod:`pneumo_utils.model.ood`), an input unlike the training X-rays gets
+    ``OUT_OF_DISTRIBUTION`` as label and decision instead (its probability is still given)."""
     readable = [record for record in records if record.image is not None]
     if readable:
         images = np.stack([r.image for r in readable])
@@ -88,11 +94,12 @@ def score(network, records: list[Scored], threshold: float, batch_size: int = 64
         for record, probability, ood_score in zip(readable, probabilities, gate, strict=True):
             record.probability = float(probability)
             record.label = CLASS_NAMES[int(probability >= threshold)]
+            record.decision = str(operating.decide([probability], mode)[0]) if mode is not None else record.label
             if ood_score is not None:
                 record.ood_score = float(ood_score)
                 record.in_distribution = bool(detector.in_distribution(ood_score))
                 if not record.in_distribution:
-                    record.label = OUT_OF_DISTRIBUTION
+                    record.label = record.decision = OUT_OF_DISTRIBUTION
     return records
 
 
@@ -104,8 +111,10 @@ def predict_files(
     progress: bool = True,
     on_batch=None,
     detector=None,
+    mode=None,
 ) -> list[Scored]:
-    """Read and score ``files`` a batch at a time (memory stays flat for long lists).
+    """Read and score ``files`` a batch at a time (memory stays flat for long lists); ``mode`` is the operating
+    mode whose decision each record gets (:meth:`ModelCard.mode`; None: the card's default mode).
 
     ``on_batch(records)`` is called with each scored batch while its images are still in memory (to
     write Grad-CAM overlays, say); the returned records no longer hold images.
@@ -113,11 +122,17 @@ def predict_files(
     from tqdm.auto import tqdm
 
     preprocessing, threshold = card.preprocessing, card.threshold
+    mode = card.mode()[1] if mode is None else mode
     results = []
     with tqdm(total=len(files), unit="image", disable=not progress or len(files) <= batch_size, file=sys.stderr) as bar:
         for start in range(0, len(files), batch_size):
             records = score(
-                network, read_inputs(files[start : start + batch_size], preprocessing), threshold, batch_size, detector
+                network,
+                read_inputs(files[start : start + batch_size], preprocessing),
+                threshold,
+                batch_size,
+                detector,
+                mode,
             )
             if on_batch is not None:
                 on_batch(records)
@@ -253,14 +268,18 @@ def evaluate_saved_model(model_path, data_dir, split: str = "test", batch_size: 
             f"{split} split of {data_dir}: no readable {' or '.join(missing)} image "
             f"({total - len(rows)} of {total} unreadable); its figures need both classes"
         )
-    metrics = split_figures(rows, card.threshold)
+    metrics = split_figures(rows, card.threshold, card)
     return metrics, evaluation_record(model_path, card, index, data_dir, {split: (rows, total)})
 
 
-def split_figures(rows, threshold: float) -> dict:
+def split_figures(rows, threshold: float, card=None) -> dict:
     """The figures of one scored split (``rows`` with ``target`` and ``probability``) at ``threshold``: the
-    keys of every metrics JSON, with bootstrap CIs, and ``subgroups``, for whom it works. ``pneumo evaluate``
-    and notebook 03 both write these."""
-    metrics = evaluate.evaluate_probabilities(rows["target"].to_numpy(), rows["probability"].to_numpy(), threshold)
+    keys of every metrics JSON, with bootstrap CIs, ``subgroups``, for whom it works, and, given the model's
+    ``card``, ``modes``: what each of its operating modes decides (coverage, decided accuracy, sensitivity,
+    specificity, misses, each with an exact 95% interval). ``pneumo evaluate`` and notebook 03 both write these."""
+    targets, probabilities = rows["target"].to_numpy(), rows["probability"].to_numpy()
+    metrics = evaluate.evaluate_probabilities(targets, probabilities, threshold)
     metrics["subgroups"] = subgroup_figures(rows, threshold)
+    if card is not None:
+        metrics["modes"] = operating.modes_figures(targets, probabilities, card)
     return metrics

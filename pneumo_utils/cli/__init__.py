@@ -105,6 +105,7 @@ EXIT_CODES = {
     "pneumo_utils.predict.InputPathError": 2,
     "pneumo_utils.model.calibrate.CalibrationSampleError": 2,
     "pneumo_utils.model.ood.OodError": 2,
+    "pneumo_utils.model.operating.OperatingPointError": 2,
     "pneumo_utils.outputs.OutputError": 1,
     "pneumo_utils.model.inference.InvalidScores": 1,
     "pneumo_utils.images.TooManyUnreadableError": 1,

@@ -17,8 +17,12 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     from pneumo_utils.evaluate import with_ci
     from pneumo_utils.model import calibrate
 
-    if not 0.0 < args.sensitivity <= 1.0:
-        raise UsageError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
+    for flag in ("sensitivity", "rule_out_sensitivity", "triage_specificity", "triage_sensitivity"):
+        value = getattr(args, flag)
+        if value is not None and not 0.0 < value < 1.0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be in (0, 1), got {value}")
+    if not 0.5 <= args.confidence < 1.0:
+        raise UsageError(f"--confidence must be in [0.5, 1), got {args.confidence}")
     name = args.name or Path(args.model).stem  # --name is checked by the command line (a name, not a path)
     output = Path(args.output_dir) / f"{name}.keras"
     if output.resolve() == Path(args.model).resolve():
@@ -39,7 +43,17 @@ def _command_calibrate(args: argparse.Namespace) -> int:
         "fingerprint": data.dataset_fingerprint(kept),
     }
     calibrated, new_card = calibrate.calibrate_model(
-        network, card, images, kept, sample, min_sensitivity=args.sensitivity
+        network,
+        card,
+        images,
+        kept,
+        sample,
+        min_sensitivity=args.sensitivity,
+        confidence=args.confidence,
+        rule_out_sensitivity=args.rule_out_sensitivity,
+        triage_specificity=args.triage_specificity,
+        triage_sensitivity=args.triage_sensitivity,
+        rule=args.rule,
     )
     site = new_card["site_calibration"]
     print(
@@ -53,6 +67,7 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     print(f"{'metric':<12} {'before':<24} after (fitted on this sample: optimistic)")
     for metric in ("accuracy", "sensitivity", "specificity", "roc_auc"):
         print(f"{metric:<12} {with_ci(site['before'], metric):<24} {with_ci(site['after'], metric)}")
+    _print_modes(new_card, site)
     from pneumo_utils.model import ood
 
     if new_card.get("ood") and ood.detector_path(args.model).is_file():  # the same gate goes with the copy
@@ -63,6 +78,20 @@ def _command_calibrate(args: argparse.Namespace) -> int:
     model.save_model(calibrated, output, new_card)
     print(f"wrote {output} and {model.card_path(output).name}", file=sys.stderr)
     return 0
+
+
+def _print_modes(new_card: dict, site: dict) -> None:
+    from pneumo_utils.model import operating
+
+    modes = new_card["operating_modes"]
+    rules = sorted({mode["rule"].split(":")[0] for mode in modes.values()})
+    print(f"\noperating modes ({' / '.join(rules)} rule), figures on this sample (exact 95% intervals):")
+    table = operating.modes_table({name: {**mode, **mode["on_sample"]} for name, mode in modes.items()}, False)
+    print(table.to_string())
+    for name, mode in modes.items():
+        print(f"{name} promises: " + "; ".join(operating.promise_text(p) for p in mode["promises"]))
+    for name, reason in site["modes_not_fitted"].items():
+        print(f"note: {name} not fitted: {reason}", file=sys.stderr)
 
 
 def _command_gate(args: argparse.Namespace) -> int:
@@ -88,7 +117,8 @@ def _command_gate(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     parser = commands.add_parser(
-        "calibrate", help="refit a model's temperature and threshold on a labelled sample of your site"
+        "calibrate",
+        help="refit a model's temperature and operating modes (single, rule-out, triage) on a labelled sample",
     )
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help=f"model to calibrate (default: {DEFAULT_MODEL})")
     parser.add_argument("--data-dir", default=None, help=DATA_HELP + "; the standard layout, labelled")
@@ -99,7 +129,38 @@ def register(commands) -> None:
         "--sensitivity",
         type=float,
         default=0.95,
-        help="the threshold is the highest with at least this sensitivity on the sample (default 0.95)",
+        help="the single threshold (and the triage band's lower end) promises this sensitivity (default 0.95)",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="each promise is a one-sided exact (Clopper-Pearson) lower bound at this confidence (default 0.95)",
+    )
+    parser.add_argument(
+        "--rule-out-sensitivity",
+        type=float,
+        default=0.98,
+        help="rule-out mode: NORMAL only below a threshold promising this sensitivity, the rest REFER (default 0.98)",
+    )
+    parser.add_argument(
+        "--triage-specificity",
+        type=float,
+        default=0.90,
+        help="triage mode: PNEUMONIA only at or above a threshold promising this specificity (default 0.90)",
+    )
+    parser.add_argument(
+        "--triage-sensitivity",
+        type=float,
+        default=None,
+        help="triage mode: the sensitivity its NORMAL threshold promises (default: --sensitivity)",
+    )
+    parser.add_argument(
+        "--rule",
+        choices=["bounded", "empirical"],
+        default="bounded",
+        help="bounded (default): each promise's lower confidence bound meets its target; empirical: the "
+        "sample's own rate does (no bound: it holds on new images only about half the time)",
     )
     parser.add_argument("--output-dir", required=True, help="where <name>.keras and its card are written")
     parser.add_argument("--name", default=None, help="file name of the calibrated model (default: the model's)")

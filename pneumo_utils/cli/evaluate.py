@@ -36,6 +36,10 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     print(subgroup_table(metrics["subgroups"]).to_string(index=False))
     for sentence in below_overall(metrics["subgroups"]):
         print(f"below overall: {sentence}")
+    from pneumo_utils.model.operating import modes_table
+
+    print("\noperating modes (the card's; REFER is never counted correct; exact Clopper-Pearson 95% intervals):")
+    print(modes_table(metrics["modes"], by_mode=False).to_string())
     if output:
         status = save(output, json_bytes(metrics), args.overwrite)
         status = max(status, save(output.with_suffix(".provenance.json"), json_bytes(record), args.overwrite))

@@ -24,6 +24,7 @@ def _load_for_prediction(args: argparse.Namespace):
 
     files, problems = predict.collect_inputs(args.inputs)
     network, card = load_model(args.model)
+    args.mode, args.mode_thresholds = card.mode(args.mode)  # a mode the card lacks: one line, before any image
     detector = None if args.no_ood else Detector.load(args.model, card)
     if detector is None and not args.no_ood:
         print(
@@ -44,6 +45,25 @@ def _warn_out_of_distribution(records) -> None:
                 "labelled OUT_OF_DISTRIBUTION",
                 file=sys.stderr,
             )
+
+
+def _thresholds(mode: dict) -> dict:
+    return {"normal_below": mode["lo"], "pneumonia_from": mode.get("hi")}
+
+
+def _mode_line(name: str, mode: dict) -> str:
+    """How the decision column is made, in one line: the mode and its thresholds (and its promises)."""
+    from pneumo_utils.model import operating
+
+    lo, hi = mode["lo"], mode.get("hi")
+    if hi is None:
+        band = f"NORMAL below {lo:.4f}, REFER otherwise"
+    elif hi == lo:
+        band = f"NORMAL below {lo:.4f}, PNEUMONIA from {lo:.4f}"
+    else:
+        band = f"NORMAL below {lo:.4f}, REFER from {lo:.4f} to {hi:.4f}, PNEUMONIA from {hi:.4f}"
+    promises = "; ".join(operating.promise_text(p) for p in mode.get("promises", []))
+    return f"mode {name}: {band}" + (f" ({promises})" if promises else "")
 
 
 def _overlay_folder(folder: str, flag: str) -> Path:
@@ -72,7 +92,7 @@ def _command_gradcam(args: argparse.Namespace) -> int:
     threshold = card.threshold
     writer = predict.OverlayWriter(network, threshold, args.out, args.method, args.layer, overwrite=args.overwrite)
     records = problems + predict.predict_files(
-        network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector
+        network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector, mode=args.mode_thresholds
     )
     _warn_out_of_distribution(records)  # the verdict before any heatmap is looked at
     report = []
@@ -83,6 +103,8 @@ def _command_gradcam(args: argparse.Namespace) -> int:
             "path": outputs.display(record.path),
             "probability": record.probability,
             "label": record.label,
+            "mode": args.mode,
+            "decision": record.decision,
             "ood_score": record.ood_score,
             "in_distribution": record.in_distribution,
             "method": args.method,
@@ -93,7 +115,7 @@ def _command_gradcam(args: argparse.Namespace) -> int:
         else:
             entry.update(writer.statistics[record.path])
             print(
-                f"{entry['path']}: {record.probability:.3f} {record.label} -> "
+                f"{entry['path']}: {record.probability:.3f} {record.label} ({args.mode}: {record.decision}) -> "
                 f"{outputs.display(Path(args.out) / entry['overlay'])}"
             )
         report.append(entry)
@@ -103,6 +125,8 @@ def _command_gradcam(args: argparse.Namespace) -> int:
             {
                 "model": str(args.model),
                 "threshold": threshold,
+                "mode": args.mode,
+                "mode_thresholds": _thresholds(args.mode_thresholds),
                 "method": args.method,
                 "target_layer": writer.explainer.layer_name,
                 "images": report,
@@ -127,7 +151,7 @@ def _command_predict(args: argparse.Namespace) -> int:
         predict.OverlayWriter(network, card.threshold, args.gradcam, overwrite=args.overwrite) if args.gradcam else None
     )
     records = problems + predict.predict_files(
-        network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector
+        network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector, mode=args.mode_thresholds
     )
     _warn_out_of_distribution(records)
     # names that are not valid UTF-8 are shown and written with their odd bytes as \xNN
@@ -136,6 +160,8 @@ def _command_predict(args: argparse.Namespace) -> int:
             "path": outputs.display(r.path),
             "probability": r.probability,
             "label": r.label,
+            "mode": args.mode,
+            "decision": r.decision,
             "ood_score": r.ood_score,
             "in_distribution": r.in_distribution,
             "error": r.error and outputs.display(r.error),
@@ -144,13 +170,14 @@ def _command_predict(args: argparse.Namespace) -> int:
     ]
     width = max([len(row["path"]) for row in rows] + [4])
     gated = detector is not None
-    print(f"{'path':<{width}}  probability  label" + ("                ood_score" if gated else ""))
+    print(_mode_line(args.mode, args.mode_thresholds), file=sys.stderr)
+    print(f"{'path':<{width}}  probability  {'decision':<20}" + ("  ood_score" if gated else ""))
     for row in rows:
         if row["error"]:
             print(f"error: {row['error']}", file=sys.stderr)
         else:
-            line = f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['label']}"
-            print(f"{line:<{width + 34}} {row['ood_score']:>10.0f}" if gated else line)
+            line = f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['decision']:<20}"
+            print(f"{line}  {row['ood_score']:>9.0f}" if gated else line.rstrip())
     status = 0
     if output:
         if output.suffix.lower() == ".json":
@@ -158,7 +185,7 @@ def _command_predict(args: argparse.Namespace) -> int:
         else:
             import pandas as pd
 
-            columns = ["path", "probability", "label", "ood_score", "in_distribution", "error"]
+            columns = ["path", "probability", "label", "mode", "decision", "ood_score", "in_distribution", "error"]
             payload = pd.DataFrame(rows, columns=columns).to_csv(index=False).encode()
         status = save(output, payload, args.overwrite)
     overlay_failures = 0
@@ -192,6 +219,13 @@ def register(commands) -> None:
         action="store_true",
         help="no out-of-distribution gate: every readable input gets NORMAL or PNEUMONIA, however unlike an X-ray",
     )
+    gradcam.add_argument(
+        "--mode",
+        choices=["single", "rule-out", "triage"],
+        default=None,
+        help="operating mode of the decision: single (one threshold), rule-out (NORMAL only when very sure, "
+        "else REFER) or triage (NORMAL / REFER / PNEUMONIA); default: the model card's default_mode",
+    )
     gradcam.set_defaults(handler=_command_gradcam)
 
     predict = commands.add_parser("predict", help="probability and label for new X-rays (JPEG, PNG, DICOM)")
@@ -202,7 +236,7 @@ def register(commands) -> None:
         "--output",
         default=None,
         metavar="FILE.csv|FILE.json",
-        help="one row per input: path, probability, label, ood_score, in_distribution, error",
+        help="one row per input: path, probability, label, mode, decision, ood_score, in_distribution, error",
     )
     predict.add_argument(
         "--no-ood",
@@ -211,4 +245,11 @@ def register(commands) -> None:
     )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--batch-size", type=positive_int, default=64)
+    predict.add_argument(
+        "--mode",
+        choices=["single", "rule-out", "triage"],
+        default=None,
+        help="operating mode of the decision: single (one threshold), rule-out (NORMAL only when very sure, "
+        "else REFER) or triage (NORMAL / REFER / PNEUMONIA); default: the model card's default_mode",
+    )
     predict.set_defaults(handler=_command_predict)

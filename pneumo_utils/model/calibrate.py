@@ -7,7 +7,10 @@ does carry is the ranking of images (ROC-AUC); what has to be refitted are the t
 logit into a decision:
 
 1. the **temperature** ``T`` of ``sigmoid(logit / T)`` (Guo et al. 2017), fitted by log loss on the sample;
-2. the **threshold**: the highest one that keeps sensitivity at or above the target on the sample.
+2. the **operating modes** (:mod:`pneumo_utils.model.operating`): one threshold (``single``), a rule-out
+   threshold and a triage band, each the most decisive whose one-sided lower confidence bound (exact
+   Clopper-Pearson) of its promised rate meets the target on the sample, so that the promise holds on new images
+   with that confidence. The card's threshold is the ``single`` mode's.
 
 The result is a new ``.keras`` file with the same layers up to ``logit`` (Grad-CAM, which explains the logit,
 is unchanged) and a card that records the rule, the sample (where, which split, its size and fingerprint)
@@ -28,6 +31,7 @@ import pandas as pd
 from pneumo_utils import evaluate
 from pneumo_utils import model as model_module
 from pneumo_utils.data import make_dataset
+from pneumo_utils.model import operating
 
 MIN_IMAGES_PER_CLASS = 20  # fewer than this of a class cannot fix a threshold (one image = 5 points)
 
@@ -65,28 +69,28 @@ def current_temperature(card: dict[str, Any]) -> float:
     return float(site.get("temperature") or calibration.get("temperature") or 1.0)
 
 
-def calibrate_logits(targets: np.ndarray, logits: np.ndarray, min_sensitivity: float, sample: str) -> dict[str, Any]:
-    """The temperature and threshold for these labelled logits, and the calibrated probabilities."""
-    temperature = evaluate.fit_temperature_to_logits(targets, logits)
-    probabilities = evaluate.apply_temperature_to_logits(logits, temperature)
-    threshold = evaluate.choose_threshold(targets, probabilities, min_sensitivity, sample=sample)
-    return {"temperature": temperature, "threshold": threshold, "probabilities": probabilities}
-
-
 def calibrate_model(
     network: keras.Model,
     card: dict[str, Any],
     images: np.ndarray,
     rows: pd.DataFrame,
     sample: dict[str, Any],
-    min_sensitivity: float = 0.95,
+    min_sensitivity: float = operating.DEFAULT_SENSITIVITY,
     minimum_per_class: int = MIN_IMAGES_PER_CLASS,
+    confidence: float = operating.DEFAULT_CONFIDENCE,
+    rule_out_sensitivity: float = operating.DEFAULT_RULE_OUT_SENSITIVITY,
+    triage_specificity: float = operating.DEFAULT_TRIAGE_SPECIFICITY,
+    triage_sensitivity: float | None = None,
+    rule: str = "bounded",
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """Refit temperature and threshold on a labelled sample; the new model and its card.
+    """Refit temperature and the operating modes on a labelled sample; the new model and its card.
 
     ``rows`` are the index rows of ``images`` (``target`` column); ``sample`` describes where they come from
     (``data_dir``, ``split``, ``fingerprint``), and is recorded in the card with the sample's size and its
-    figures before (the model as it was, at its own threshold) and after.
+    figures before (the model as it was, at its own threshold) and after. The ``single`` mode must be supported
+    by the sample (:class:`~pneumo_utils.model.operating.OperatingPointError` otherwise, naming the size it
+    would need); a rule-out or triage mode the sample cannot support is left out of the card and named in
+    ``site_calibration.modes_not_fitted``.
     """
     targets = rows["target"].to_numpy().astype(int)
     where = f"{sample.get('split', 'sample')} of {sample.get('data_dir', 'the data')}"
@@ -99,30 +103,55 @@ def calibrate_model(
     previous_temperature = current_temperature(card)
     before_probabilities = evaluate.apply_temperature_to_logits(logits, previous_temperature)
     before = evaluate.evaluate_probabilities(targets, before_probabilities, card["threshold"]["value"])
-    fitted = calibrate_logits(
-        targets, logits, min_sensitivity, sample=f"{sample.get('split', 'the sample')} (site calibration)"
+    temperature = evaluate.fit_temperature_to_logits(targets, logits)
+    probabilities = evaluate.apply_temperature_to_logits(logits, temperature)
+    modes_sample = {key: sample[key] for key in ("split", "fingerprint", "data_dir") if key in sample}
+    modes, refused = operating.fit_modes(
+        targets,
+        probabilities,
+        modes_sample,
+        sensitivity=min_sensitivity,
+        rule_out_sensitivity=rule_out_sensitivity,
+        triage_specificity=triage_specificity,
+        triage_sensitivity=triage_sensitivity,
+        confidence=confidence,
+        rule=rule,
     )
-    after = evaluate.evaluate_probabilities(targets, fitted["probabilities"], fitted["threshold"]["threshold"])
-    calibrated = model_module.with_temperature(network, fitted["temperature"])
+    if "single" not in modes:
+        raise operating.OperatingPointError(f"{where}: {refused['single']}")
+    single = modes["single"]
+    (promise,) = single["promises"]
+    threshold = single["lo"]
+    after = evaluate.evaluate_probabilities(targets, probabilities, threshold)
+    calibrated = model_module.with_temperature(network, temperature)
     new_card = copy.deepcopy(dict(card))  # a card as read is read-only: the new one is written
+    split_name = sample.get("split", "the sample")
     new_card["threshold"] = {
-        "value": fitted["threshold"]["threshold"],
-        "rule": fitted["threshold"]["rule"],
+        "value": threshold,
+        "rule": f"the single mode, fitted on {split_name} (site calibration): "
+        + operating.promise_text(promise)
+        + (" (the most decisive threshold whose lower bound meets the target)" if rule == "bounded" else ""),
         "min_sensitivity": min_sensitivity,
+        **({"confidence": confidence} if rule == "bounded" else {}),
     }
+    new_card["operating_modes"] = modes
+    new_card["default_mode"] = "single"
     new_card["site_calibration"] = {
-        "method": "temperature scaling of the logit (log loss), then the highest threshold with sensitivity "
-        f">= {min_sensitivity:g}, both fitted on the sample below; the weights are unchanged",
-        "temperature": fitted["temperature"],
+        "method": "temperature scaling of the logit (log loss), then the operating modes "
+        f"({operating.MODES[0]}, {operating.MODES[1]}, {operating.MODES[2]}; {rule} rule), both fitted on the "
+        "sample below; the weights are unchanged",
+        "temperature": temperature,
         "previous_temperature": previous_temperature,
         "previous_threshold": card["threshold"],
         "sample": {**sample, "n": int(len(targets)), "counts": counts},
         "before": before,
         "after": after,
         "ece_before": evaluate.expected_calibration_error(targets, before_probabilities),
-        "ece_after": evaluate.expected_calibration_error(targets, fitted["probabilities"]),
+        "ece_after": evaluate.expected_calibration_error(targets, probabilities),
+        "modes_not_fitted": refused,
         "note": "the 'after' figures are measured on the sample the temperature and threshold were fitted on: "
-        "optimistic by construction (used for selection)",
+        "optimistic by construction (used for selection); the modes' promises are lower confidence bounds, "
+        "meant to hold on new images of the same kind",
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return calibrated, new_card

@@ -15,6 +15,7 @@ from typing import Any
 from pneumo_utils.config import Settings, recorded_settings
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.images import Preprocessing
+from pneumo_utils.model import operating
 from pneumo_utils.records import provenance
 
 CARD_SUFFIX = ".json"
@@ -107,7 +108,27 @@ CARD_FIELDS: dict[str, tuple[str, Any, bool]] = {
     "kind": ("a string", lambda v: isinstance(v, str), False),
     "validation_metrics.calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
     "site_calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
+    "default_mode": (f"one of {', '.join(operating.MODES)}", lambda v: v in operating.MODES, False),
+    "operating_modes": (
+        f"an object of modes ({', '.join(operating.MODES)}), each with 0 <= lo <= hi <= 1 (hi null: never PNEUMONIA)",
+        lambda v: _valid_modes(v),
+        False,
+    ),
 }
+
+
+def _valid_modes(modes: Any) -> bool:
+    if not isinstance(modes, dict) or not set(modes) <= set(operating.MODES):
+        return False
+    for mode in modes.values():
+        if not isinstance(mode, dict) or not (_number(mode.get("lo")) and 0.0 <= mode["lo"] <= 1.0):
+            return False
+        hi = mode.get("hi")
+        if hi is not None and not (_number(hi) and mode["lo"] <= hi <= 1.0):
+            return False
+        if not isinstance(mode.get("promises", []), list):
+            return False
+    return True
 
 
 _MISSING = object()
@@ -171,6 +192,16 @@ class ModelCard(Mapping):
             val_fraction=split.get("val_fraction"),
             seed=split.get("seed"),
         )
+
+    @property
+    def default_mode(self) -> str:
+        """The mode a decision uses when none is asked for (``single`` for a card without fitted modes)."""
+        return self.fields.get("default_mode") or "single"
+
+    def mode(self, name: str | None = None) -> tuple[str, dict[str, Any]]:
+        """The operating mode ``name`` (the card's default when None) and its thresholds ``lo`` and ``hi``;
+        :class:`~pneumo_utils.model.operating.OperatingPointError` names a mode the card does not hold."""
+        return operating.mode_of(self.fields, name)
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
