@@ -31,10 +31,11 @@ from pneumo_utils.config import (
     load_config,
     user_path,
 )
+from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.evaluate import outcome_of
 from pneumo_utils.explain import cam, overlays
 from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
-from pneumo_utils.model import ensemble_members
+from pneumo_utils.model import ensemble_members, operating
 from pneumo_utils.model.ood import VERDICT, Detector
 from pneumo_utils.subgroups import normal_batch, pneumonia_kind
 
@@ -250,6 +251,54 @@ def lab_html(point: dict[str, Any], card_threshold: float | None = None) -> str:
         f"accuracy {rate(point['accuracy'])}</p>"
         f'<p>at a prevalence of {point["prevalence"]:.0%}: PPV <b class="pneumo-ppv">{rate(point["ppv"])}</b> '
         f'&middot; NPV <b class="pneumo-npv">{rate(point["npv"])}</b></p></div>'
+    )
+
+
+def band_html(name: str, mode: dict[str, Any], targets, probabilities) -> str:
+    """The threshold lab's view of one operating mode: its band (NORMAL below ``lo``, REFER, PNEUMONIA from
+    ``hi``), the decisions per true class, and coverage, decided accuracy and misses with exact 95% intervals."""
+    figures = operating.mode_figures(targets, probabilities, mode)
+    decisions = operating.decide(probabilities, mode)
+    targets = np.asarray(targets).astype(int)
+
+    def count(label: int, decision: str) -> int:
+        return int(((targets == label) & (decisions == decision)).sum())
+
+    def rate(entry: dict) -> str:
+        if entry["value"] is None:
+            return "n/a"
+        low, high = entry["ci95"]
+        return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}] ({entry['count']}/{entry['n']})"
+
+    hi = mode.get("hi")
+    band = (
+        f"NORMAL below {mode['lo']:.3f}; REFER otherwise"
+        if hi is None
+        else f"NORMAL below {mode['lo']:.3f}; PNEUMONIA from {hi:.3f}"
+        + ("" if hi == mode["lo"] else f"; REFER from {mode['lo']:.3f} to {hi:.3f}")
+    )
+    promises = "; ".join(operating.promise_text(promise) for promise in mode.get("promises", []))
+    columns = (operating.NORMAL, operating.REFER, operating.PNEUMONIA)
+    header = "".join(f"<th>decided {column}</th>" for column in columns)
+    body = "".join(
+        f"<tr><th>{true}</th>"
+        + "".join(
+            f'<td class="pneumo-band-{true.lower()}-{column.lower()}" style="padding:4px 10px;text-align:right">'
+            f"{count(number, column)}</td>"
+            for column in columns
+        )
+        + "</tr>"
+        for number, true in enumerate(CLASS_NAMES)
+    )
+    return (
+        '<div class="pneumo-band">'
+        f'<p>Mode <b class="pneumo-mode">{name}</b>: {band}</p>'
+        + (f"<p><small>{promises}</small></p>" if promises else "")
+        + f'<table style="border-collapse:collapse"><tr><th></th>{header}</tr>{body}</table>'
+        f'<p>referred <b class="pneumo-referred">{figures["counts"][operating.REFER]}</b> of {figures["n"]} '
+        f"&middot; coverage {rate(figures['coverage'])}</p>"
+        f'<p>decided accuracy <b class="pneumo-decided-accuracy">{rate(figures["decided_accuracy"])}</b> '
+        f"&middot; misses {rate(figures['misses'])} (REFER is never counted correct; exact 95% intervals)</p></div>"
     )
 
 

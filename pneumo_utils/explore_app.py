@@ -2,7 +2,7 @@
 which serves it with Voilà) builds them with one call and keeps only its prose.
 
 - **threshold lab**: split, subgroup, threshold and prevalence -> confusion matrix, rates, PPV and the operating
-  point on the ROC curve;
+  point on the ROC curve; and the card's operating modes (single, rule-out, triage) -> the refer band and its counts;
 - **look inside**: filter by class and outcome, pick or upload an X-ray -> probability, label, gate verdict and
   the Grad-CAM (or Grad-CAM++) heatmap of a chosen layer;
 - **what changes a prediction**: gamma, contrast and blur applied to the chosen image -> its new probability.
@@ -33,6 +33,7 @@ from pneumo_utils import explore
 from pneumo_utils.config import portable_path
 from pneumo_utils.data import split_label
 from pneumo_utils.images import ImageReadError
+from pneumo_utils.model import operating
 
 UPLOAD_TYPES = ".jpg,.jpeg,.png,.dcm,.dicom,.tif,.tiff,.webp"
 
@@ -110,19 +111,39 @@ class ExplorerApp:
         self.subgroup_choice = Dropdown(  # one kind of pneumonia or one NORMAL batch; the ROC stays the split's
             options=explore.subgroup_names(self.session.scores.values()), value="all", description="subgroup"
         )
+        modes = self.explorer.card.get("operating_modes") or {}
+        self.mode_choice = Dropdown(  # the card's operating modes: the refer band the decisions use
+            options=[name for name in operating.MODES if name in modes] or ["single"],
+            value=self.explorer.card.default_mode if self.explorer.card.default_mode in modes else None,
+            description="mode",
+        )
+        if self.mode_choice.value is None:
+            self.mode_choice.value = self.mode_choice.options[0]
+        self.mode_choice.add_class("pneumo-mode-choice")
+        self.band_readout = HTML()
         card_button = Button(description="back to the card's threshold", layout=Layout(width="220px"))
         card_button.on_click(lambda _: setattr(self.threshold_slider, "value", self.explorer.threshold))
         self.lab_readout, self.roc_image = HTML(), Image(format="png")
         for control in (self.split_choice, self.subgroup_choice, self.threshold_slider, self.prevalence_slider):
             control.observe(self._update_lab, names="value")
+        for control in (self.split_choice, self.subgroup_choice, self.mode_choice):
+            control.observe(self._update_band, names="value")
+        self._update_band()
         self._update_lab()
         return VBox(
             [
                 HBox([self.split_choice, self.subgroup_choice, self.prevalence_slider]),
                 HBox([self.threshold_slider, card_button]),
                 HBox([self.lab_readout, self.roc_image]),
+                self.mode_choice,
+                self.band_readout,
             ]
         )
+
+    def _update_band(self, *_) -> None:
+        rows = explore.subgroup_rows(self.scores(), self.subgroup_choice.value)
+        name, mode = self.explorer.card.mode(self.mode_choice.value)
+        self.band_readout.value = explore.band_html(name, mode, rows["target"], rows["probability"])
 
     def _update_lab(self, *_) -> None:
         split, scores = self.split_choice.value, self.scores()

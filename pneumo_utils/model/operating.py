@@ -462,6 +462,35 @@ def promise_text(promise: Mapping[str, Any]) -> str:
     )
 
 
+def modes_summary(card: dict | None) -> list[str]:
+    """One sentence per operating mode of the card: its thresholds, its promises with their sample, or why a
+    mode is absent."""
+    if not card or not card.get("operating_modes"):
+        return [
+            "This model's card holds no fitted operating modes: its one threshold decides (pneumo calibrate fits them)."
+        ]
+    sentences = []
+    for name, mode in card["operating_modes"].items():
+        sample = mode.get("sample", {})
+        promises = "; ".join(promise_text(promise) for promise in mode.get("promises", []))
+        hi = mode.get("hi")
+        band = (
+            f"NORMAL below {mode['lo']:.4f}, REFER otherwise"
+            if hi is None
+            else f"NORMAL below {mode['lo']:.4f}, PNEUMONIA from {hi:.4f}"
+            + ("" if hi == mode["lo"] else ", REFER between")
+        )
+        sentences.append(
+            f"{name}: {band}. Promise: {promises}; fitted on {sample.get('split', 'a sample')} "
+            f"({sample.get('n', '?')} images, fingerprint {sample.get('fingerprint', '?')})."
+        )
+    for name, reason in ((card.get("site_calibration") or {}).get("modes_not_fitted") or {}).items():
+        sentences.append(f"{name}: not fitted ({reason}).")
+    default = card.get("default_mode") or "single"
+    sentences.append(f"pneumo predict decides with the {default} mode unless --mode says otherwise.")
+    return sentences
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Risk and coverage; why the bound: a simulation
 # --------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pneumo_utils import plots
 from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL, SettingsError, portable_path
 from pneumo_utils.data import split_label
 from pneumo_utils.evaluate import METRIC_NAMES, with_ci
+from pneumo_utils.model import operating
 from pneumo_utils.scores import read_scores, split_scores_path
 from pneumo_utils.subgroups import below_overall, subgroup_figures, subgroup_table
 
@@ -55,6 +56,12 @@ FIGURES = (  # (file stem, section, caption); any other figure of the run goes t
     ("confident_mistakes", "metrics", "The most confident mistakes (validation split)"),
     ("gradcam_grid", "gradcam", "Grad-CAM examples: where the evidence came from"),
     ("subgroups_forest", "subgroups", "Each subgroup with its 95% interval; dashed: the overall figure"),
+    ("risk_coverage_test-dev", "modes", "RISK_COVERAGE"),
+    (
+        "threshold_rule_simulation",
+        "modes",
+        "A threshold fitted on a sample, on fresh draws: its true sensitivity, empirical rule and bounded rule",
+    ),
 )
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
@@ -113,6 +120,66 @@ def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
         elif per_image.is_file() and threshold is not None:
             found[split_label(split)] = subgroup_figures(read_scores(per_image), threshold)
     return found
+
+
+def split_modes(metrics: Path, card: dict | None) -> dict[str, dict]:
+    """Operating-mode figures per scored split: from the metrics JSON (``modes``) or, for a run from before
+    they were written, from the per-image scores and the model card's modes (the same rule decides)."""
+    found = {}
+    for split in ("test-dev", "test-final", "test", "validation"):
+        result = read_json(metrics / f"metrics_{split}.json")
+        per_image = split_scores_path(metrics, split)
+        if isinstance(result, dict) and result.get("modes"):
+            found[split_label(split)] = result["modes"]
+        elif per_image.is_file() and card:
+            scores = read_scores(per_image)
+            found[split_label(split)] = operating.modes_figures(scores["target"], scores["probability"], card)
+    return found
+
+
+def _modes_section(metrics: Path, card: dict | None, figures_dir: Path) -> str:
+    """The card's modes, what each did on every scored split, and the risk-coverage figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    parts = [
+        "<p>A decision is made by an operating mode: <em>single</em> (one threshold), <em>rule-out</em> "
+        "(NORMAL only where the model is surest, every other image REFER, to a reader) or <em>triage</em> "
+        "(NORMAL / REFER / PNEUMONIA). Each threshold is the most decisive one whose one-sided lower confidence "
+        "bound (exact Clopper-Pearson) of its promised rate meets the target on the sample it was fitted on, so "
+        "that the promise holds on new images of the same kind with that confidence. REFER is never counted "
+        "correct. Intervals below: exact 95%.</p>",
+        "<ul>" + "".join(f"<li>{html.escape(text)}</li>" for text in operating.modes_summary(card)) + "</ul>",
+    ]
+    figures = split_modes(metrics, card)
+    for label, entries in figures.items():
+        parts.append(
+            f"<h3>{html.escape(label)}</h3>"
+            + operating.modes_table(entries).drop(columns=["promise"]).to_html(index=False, border=0)
+        )
+    saved = figures_dir / "risk_coverage_test-dev.png"
+    if not saved.is_file() and card and (metrics / "scores_test-dev.csv").is_file():
+        scores = read_scores(split_scores_path(metrics, "test-dev"))
+        figure = plots.risk_coverage(
+            scores["target"],
+            scores["probability"],
+            figures.get(split_label("test-dev"), {}),
+            "test-dev (used for selection)",
+        )
+        encoded = base64.b64encode(plots.png_bytes(figure, dpi=110)).decode("ascii")
+        plots.plt.close(figure)
+        parts.append(
+            f'<figure><img alt="risk-coverage curve" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{html.escape(RISK_COVERAGE_CAPTION)}</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+RISK_COVERAGE_CAPTION = (
+    "Risk and coverage on test-dev (used for selection): the error among decided images as the least sure are "
+    "referred, with each operating mode's point and its 95% interval; right, the modes' thresholds on the scores"
+)
 
 
 def _subgroup_section(metrics: Path, threshold: float | None, plot: bool = True) -> str:
@@ -385,7 +452,10 @@ def build_report(run_dir: str | Path) -> str:
     def figures_of(section: str) -> str:
         chosen = [(stem, caption) for stem, where, caption in FIGURES if where == section and stem in available]
         placed.update(stem for stem, _ in chosen)
-        return "".join(_figure(available[stem], caption) for stem, caption in chosen)
+        return "".join(
+            _figure(available[stem], RISK_COVERAGE_CAPTION if caption == "RISK_COVERAGE" else caption)
+            for stem, caption in chosen
+        )
 
     committed = run_dir.resolve() == REFERENCE_RESULTS.resolve()
     name = "the committed run" if committed else f"run {run_dir.resolve().name}"
@@ -403,6 +473,10 @@ def build_report(run_dir: str | Path) -> str:
                 plot="subgroups_forest" not in available,
             )
             + figures_of("subgroups"),
+        ),
+        (
+            "Operating modes: decisions whose promises hold",
+            _modes_section(metrics, card, figures) + figures_of("modes"),
         ),
         ("Calibration", figures_of("calibration") or "<p>No calibration figure in this run.</p>"),
         ("Stress validation", _stress_section(read_json(metrics / "stress_validation.json"))),
@@ -425,7 +499,8 @@ def build_report(run_dir: str | Path) -> str:
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{warning}"
         "<p class='note'>A teaching and research model, not a medical device. Every figure below says which "
-        "split it comes from; none was chosen on the test split.</p>"
+        "split it comes from. Figures on test-dev were used for selection (recipe, temperature, thresholds) and "
+        "are optimistic; test-final, where present, was used for no choice.</p>"
         f"{body}</body></html>"
     )
 

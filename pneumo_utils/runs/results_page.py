@@ -12,7 +12,8 @@ from typing import Any
 
 from pneumo_utils.config import PROJECT_ROOT, SettingsError, portable_path
 from pneumo_utils.data import split_label
-from pneumo_utils.runs.report import model_card, read_json, split_subgroups
+from pneumo_utils.model import operating
+from pneumo_utils.runs.report import model_card, read_json, split_modes, split_subgroups
 from pneumo_utils.subgroups import below_overall, subgroup_table
 
 README_BRIEF_START = "<!-- results brief: written by `pneumo promote`; do not edit -->"
@@ -202,6 +203,7 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
         f"`{portable_path(run_dir / 'metrics')}/metrics_*.json`.",
         "",
     ]
+    out += _modes(run_dir, card)
     out += _subgroups(run_dir, threshold["value"])
     for transfer_path in sorted((run_dir / "metrics").glob("threshold_transfer_*.json")):
         split = transfer_path.stem.removeprefix("threshold_transfer_")
@@ -270,6 +272,36 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
         "the one-file report: `report.html` (`pneumo report`).",
     ]
     return "\n".join(out) + "\n"
+
+
+def _modes(run_dir: Path, card: dict[str, Any]) -> list[str]:
+    """The card's operating modes with their promises, and what each decided on every scored split."""
+    figures = split_modes(run_dir / "metrics", card)
+    lines = [
+        "## Operating modes: decisions whose promises hold",
+        "",
+        "Each threshold is the most decisive one whose one-sided lower confidence bound (exact Clopper-Pearson) "
+        "of its promised rate meets the target on the sample it was fitted on; REFER goes to a reader and is never "
+        "counted correct. Intervals: exact 95%. `pneumo predict --mode single|rule-out|triage` decides with a "
+        "mode; `pneumo evaluate` writes these figures under `modes`.",
+        "",
+        *(f"- {sentence}" for sentence in operating.modes_summary(card)),
+        "",
+    ]
+    for label, entries in figures.items():
+        lines += [
+            f"**{label}**",
+            "",
+            operating.modes_table(entries).drop(columns=["promise"]).to_markdown(index=False),
+            "",
+        ]
+    figure = run_dir / "figures" / "risk_coverage_test-dev.png"
+    if figure.is_file():
+        lines += [
+            f"![risk and coverage on test-dev (used for selection)]({figure.relative_to(run_dir).as_posix()})",
+            "",
+        ]
+    return lines
 
 
 def _subgroups(run_dir: Path, threshold: float) -> list[str]:
