@@ -8,15 +8,21 @@
   ``python tests/nbval_reference.py`` after a deliberate change.
 """
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from nbformat.v4 import new_output
 
 os.environ.setdefault("PNEUMO_PROFILE", "smoke")
-os.environ.setdefault("PNEUMO_OUTPUT_DIR", tempfile.mkdtemp(prefix="pneumo-nbval-"))
+if "PNEUMO_OUTPUT_DIR" not in os.environ:  # made by the first process (xdist's workers inherit it), removed by it
+    _NBVAL_OUTPUT = tempfile.mkdtemp(prefix="pneumo-nbval-")
+    os.environ["PNEUMO_OUTPUT_DIR"] = _NBVAL_OUTPUT
+    atexit.register(shutil.rmtree, _NBVAL_OUTPUT, ignore_errors=True)
 
 REFERENCE_FILE = Path(__file__).parent / "tests" / "nbval_reference.json"
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
@@ -36,3 +42,17 @@ def pytest_collection_modifyitems(session, config, items):
             )
         cell["outputs"] = [new_output("stream", name="stdout", text=expected)]
         cell["execution_count"] = 1
+
+
+def pytest_collection_finish(session):
+    """Fail loudly when the notebooks would not run on one worker, in order: under ``--dist loadgroup`` every
+    notebook item's id must carry the ``@notebooks`` group (a pytest / pytest-xdist pair that loses the suffix
+    spreads the cells over both workers, and each cell then fails on names made in the cells before it)."""
+    if session.config.getoption("dist", "no") != "loadgroup" or not hasattr(session.config, "workerinput"):
+        return
+    lost = [item.nodeid for item in session.items if "notebooks" in item.path.parts and "@notebooks" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"{len(lost)} notebook item(s) lost their xdist group (first: {lost[0]}): this pytest and pytest-xdist "
+            "do not keep --dist loadgroup; install the versions pyproject.toml's test extra allows"
+        )

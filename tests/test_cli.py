@@ -12,6 +12,7 @@ from helpers import pneumo
 from pneumo_utils.cli import UsageError, parse_overrides
 
 EVALUATE_KEYS = {
+    "modes",
     "n",
     "accuracy",
     "precision",
@@ -50,7 +51,7 @@ def test_evaluate_writes_exactly_the_documented_keys(tiny_model_path, synthetic_
     test_images = len(list(synthetic_root.glob("test/*/*.jpeg")))
     card = json.loads(tiny_model_path.with_suffix(".json").read_text())
     assert metrics["n"] == test_images and metrics["threshold"] == card["threshold"]["value"]
-    assert set(metrics["ci95"]) == EVALUATE_KEYS - {"n", "threshold", "confusion_matrix", "ci95", "subgroups"}
+    assert set(metrics["ci95"]) == EVALUATE_KEYS - {"n", "threshold", "confusion_matrix", "ci95", "subgroups", "modes"}
     assert "roc_auc" in result.stdout
     provenance = json.loads(output.with_suffix(".provenance.json").read_text())
     assert provenance["splits"]["test"]["scored"] == test_images and len(provenance["data_fingerprint"]) == 16
@@ -218,7 +219,16 @@ def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_r
     )
     assert result.returncode == 1, result.stderr
     rows = list(csv.DictReader(output.open()))
-    assert list(rows[0]) == ["path", "probability", "label", "ood_score", "in_distribution", "error"]
+    assert list(rows[0]) == [
+        "path",
+        "probability",
+        "label",
+        "mode",
+        "decision",
+        "ood_score",
+        "in_distribution",
+        "error",
+    ]
     by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
     assert set(by_name) == {"nothing_here", "corrupt.jpeg", "scan.dcm", good.name}
     for name in ("scan.dcm", good.name):
@@ -273,7 +283,7 @@ def test_train_records_an_experiment_and_the_table_gathers_it(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads((root / "tiny" / "experiment.json").read_text())
     assert record["overrides"] == {"epochs": 1, "image_size": 32} and record["settings"]["image_size"] == 32
-    assert set(record["validation"]) == EVALUATE_KEYS - {"subgroups"}
+    assert set(record["validation"]) == EVALUATE_KEYS - {"subgroups", "modes"}
     stress = json.loads((root / "tiny" / "robustness.json").read_text())
     assert set(stress["conditions"]) >= {"clean", "gamma 0.6 (overexposed look)", "zoom out 0.85"}
     again = pneumo("train", "--profile", "smoke", "--name", "tiny", "--root", root)

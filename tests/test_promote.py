@@ -159,3 +159,28 @@ def test_promote_copies_a_finished_run_and_refuses_an_unfinished_one(tmp_path, t
     (run / pipeline.SUMMARY_NAME).write_text(json.dumps({"status": "interrupted"}))
     with pytest.raises(config.SettingsError, match="did not finish"):
         pipeline.promote(run, saved_model=saved, results_dir=tmp_path / "results")
+
+
+def test_a_run_trained_on_synthetic_images_is_not_promoted_without_asking(tmp_path, tiny_model_path):
+    run = finished_run(tmp_path / "run", tiny_model_path, {"figures/roc.png": "png"})
+    summary = json.loads((run / pipeline.SUMMARY_NAME).read_text())
+    (run / pipeline.SUMMARY_NAME).write_text(json.dumps({**summary, "profile": "smoke", "config": {"synthetic": True}}))
+    saved, results = _committed(tmp_path)
+    before = _snapshot(saved.parent, results)
+    with pytest.raises(config.SettingsError, match="synthetic images.*--allow-synthetic"):
+        pipeline.promote(run, saved_model=saved, results_dir=results)
+    assert _snapshot(saved.parent, results) == before
+    pipeline.promote(run, saved_model=saved, results_dir=results, allow_synthetic=True)
+    assert saved.read_bytes() == tiny_model_path.read_bytes()
+
+
+@pytest.mark.slow
+def test_pneumo_promote_of_the_smoke_run_is_refused_in_one_line(smoke_run_process):
+    smoke_run, finished = smoke_run_process
+    assert "pneumo promote" not in finished.stderr and "not a model to promote" in finished.stderr
+    committed = config.SAVED_MODEL.read_bytes()
+    result = run_pneumo_here("promote", str(smoke_run))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "synthetic images" in line and "--allow-synthetic" in line
+    assert config.SAVED_MODEL.read_bytes() == committed

@@ -28,7 +28,10 @@ def _command_run(args: argparse.Namespace) -> int:
     print(pipeline.summary_text(summary))
     run_dir = (config.PROJECT_ROOT / summary["parameters"]["output_dir"]).resolve()
     shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
-    print(f"to make this run the committed one: pneumo promote {shown}", file=sys.stderr)
+    if pipeline.is_synthetic_run(summary):
+        print(f"a smoke run on synthetic images: look at {shown}/executed/ (not a model to promote)", file=sys.stderr)
+    else:
+        print(f"to make this run the committed one: pneumo promote {shown}", file=sys.stderr)
     return 0
 
 
@@ -37,7 +40,7 @@ def _command_promote(args: argparse.Namespace) -> int:
     from pneumo_utils.runs import pipeline
 
     if Path(args.run_dir).resolve() != REFERENCE_RESULTS.resolve():
-        written = pipeline.promote(args.run_dir)
+        written = pipeline.promote(args.run_dir, allow_synthetic=args.allow_synthetic)
         print(f"promoted {args.run_dir}: {len(written)} files written to saved_models/ and results/")
     pages = pipeline.write_pages()
     print("pages written from the committed files: " + ", ".join(config.portable_path(page) for page in pages))
@@ -80,5 +83,10 @@ def register(commands) -> None:
         "run_dir",
         help="the run folder (runs/<profile>-<time>); `results` only writes the "
         "pages again (results/README.md, results/report.html, README's table)",
+    )
+    promote.add_argument(
+        "--allow-synthetic",
+        action="store_true",
+        help="promote a run trained on synthetic images (a smoke run) all the same",
     )
     promote.set_defaults(handler=_command_promote)

@@ -15,7 +15,7 @@ from typing import Any
 from pneumo_utils.config import Settings, recorded_settings
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.images import Preprocessing
-from pneumo_utils.model import operating
+from pneumo_utils.model.operating import MODES, mode_of
 from pneumo_utils.records import provenance
 
 CARD_SUFFIX = ".json"
@@ -108,9 +108,9 @@ CARD_FIELDS: dict[str, tuple[str, Any, bool]] = {
     "kind": ("a string", lambda v: isinstance(v, str), False),
     "validation_metrics.calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
     "site_calibration.temperature": ("a positive number", lambda v: _number(v) and v > 0, False),
-    "default_mode": (f"one of {', '.join(operating.MODES)}", lambda v: v in operating.MODES, False),
+    "default_mode": (f"one of {', '.join(MODES)}", lambda v: v in MODES, False),
     "operating_modes": (
-        f"an object of modes ({', '.join(operating.MODES)}), each with 0 <= lo <= hi <= 1 (hi null: never PNEUMONIA)",
+        f"an object of modes ({', '.join(MODES)}), each with 0 <= lo <= hi <= 1 (hi null: never PNEUMONIA)",
         lambda v: _valid_modes(v),
         False,
     ),
@@ -118,7 +118,7 @@ CARD_FIELDS: dict[str, tuple[str, Any, bool]] = {
 
 
 def _valid_modes(modes: Any) -> bool:
-    if not isinstance(modes, dict) or not set(modes) <= set(operating.MODES):
+    if not isinstance(modes, dict) or not set(modes) <= set(MODES):
         return False
     for mode in modes.values():
         if not isinstance(mode, dict) or not (_number(mode.get("lo")) and 0.0 <= mode["lo"] <= 1.0):
@@ -201,7 +201,7 @@ class ModelCard(Mapping):
     def mode(self, name: str | None = None) -> tuple[str, dict[str, Any]]:
         """The operating mode ``name`` (the card's default when None) and its thresholds ``lo`` and ``hi``;
         :class:`~pneumo_utils.model.operating.OperatingPointError` names a mode the card does not hold."""
-        return operating.mode_of(self.fields, name)
+        return mode_of(self.fields, name)
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]

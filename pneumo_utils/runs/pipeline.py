@@ -388,10 +388,17 @@ def _execute(
     return summary
 
 
+def is_synthetic_run(summary: dict[str, Any]) -> bool:
+    """A run whose model learnt from synthetic images (the smoke profile, or ``synthetic: true``)."""
+    config = summary.get("config") or {}
+    return bool(config.get("synthetic")) or summary.get("profile") == "smoke"
+
+
 def promote(
     run_dir: str | os.PathLike,
     saved_model: str | os.PathLike | None = None,
     results_dir: str | os.PathLike | None = None,
+    allow_synthetic: bool = False,
 ) -> list[Path]:
     """Make a finished run the project's reference: its model and card become ``saved_models/``'s, and its
     executed notebooks, figures, metrics and summary replace those in ``results/``. Only on request
@@ -399,7 +406,8 @@ def promote(
 
     All or nothing: every new file is first written beside its target (``*.promote-new``); only when all are
     written are they swapped in, each old file kept as ``*.promote-old`` until the last swap succeeded. Any
-    failure removes what was staged and puts every old file back, and says which path failed.
+    failure removes what was staged and puts every old file back, and says which path failed. A run trained on
+    synthetic images (a smoke run) is refused unless ``allow_synthetic``.
     """
     run_dir = Path(run_dir)
     saved_model = Path(saved_model or SAVED_MODEL)
@@ -411,6 +419,11 @@ def promote(
     if summary.get("status") != "ok":
         raise SettingsError(
             f"{run_dir}: the run did not finish (status {summary.get('status')!r}); only a finished run can be promoted"
+        )
+    if is_synthetic_run(summary) and not allow_synthetic:
+        raise SettingsError(
+            f"{run_dir}: the run was trained on synthetic images (profile {summary.get('profile')!r}); it would "
+            "replace the committed model; pass --allow-synthetic if that is really meant"
         )
     model_path = run_dir / "model" / saved_model.name
     if not model_path.is_file() or not card_path(model_path).is_file():
