@@ -236,11 +236,18 @@ def resolve_profile_path(value: str | os.PathLike) -> Path:
 
 def recorded_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings as a result records them (model card, experiment record): the run's own paths left out
-    (they say where this machine wrote, not what was trained) and a backbone weights file recorded as
-    :func:`portable_path`, so committed results carry no absolute path of the machine that made them."""
+    (they say where this machine wrote, not what was trained) and a backbone weights file recorded by its file
+    name (its SHA-256 goes into the card beside it), so results carry no path of the machine that made them."""
     recorded = {key: settings[key] for key in sorted(settings) if key not in ("output_dir", "data_dir", "model_path")}
     if recorded.get("weights") not in (None, "imagenet"):
-        recorded["weights"] = portable_path(recorded["weights"])
+        recorded["weights"] = Path(recorded["weights"]).name
+    if isinstance(recorded.get("members"), list):
+        recorded["members"] = [
+            {**entry, "weights": Path(entry["weights"]).name}
+            if isinstance(entry, dict) and entry.get("weights") not in (None, "imagenet")
+            else entry
+            for entry in recorded["members"]
+        ]
     return recorded
 
 
@@ -289,6 +296,14 @@ def load_config(profile: str | None = None, **overrides: Any) -> Settings:
     if weights not in (None, "imagenet") and isinstance(weights, str):
         # a weights file: taken from the current directory when given, from the project root in a profile
         config["weights"] = str(user_path(weights) if given.get("weights") else _resolve_path(weights))
+    if "weights" in given and isinstance(config.get("members"), list):
+        # -p weights=... sets the start of every pretrained member too (they sit in the profile's members list)
+        config["members"] = [
+            {**entry, "weights": config["weights"]}
+            if isinstance(entry, dict) and entry.get("backbone", config.get("backbone"))
+            else entry
+            for entry in config["members"]
+        ]
     if given.get("data_dir"):
         config["synthetic"] = False  # a named folder is the data to use, in every profile
     if config.get("synthetic"):

@@ -136,6 +136,7 @@ def calibrate_model(
     }
     new_card["operating_modes"] = modes
     new_card["default_mode"] = "single"
+    earlier = card.get("site_calibration") or {}  # calibrated before: the training threshold is the earlier one's
     new_card["site_calibration"] = {
         "method": "temperature scaling of the logit (log loss), then the operating modes "
         f"({operating.MODES[0]}, {operating.MODES[1]}, {operating.MODES[2]}; {rule} rule), both fitted on the "
@@ -143,6 +144,10 @@ def calibrate_model(
         "temperature": temperature,
         "previous_temperature": previous_temperature,
         "previous_threshold": card["threshold"],
+        "training_threshold": earlier.get("training_threshold", earlier.get("previous_threshold", card["threshold"])),
+        "training_temperature": earlier.get(
+            "training_temperature", earlier.get("previous_temperature", previous_temperature)
+        ),
         "sample": {**sample, "n": int(len(targets)), "counts": counts},
         "before": before,
         "after": after,
@@ -171,8 +176,11 @@ def threshold_transfer(
     probabilities = np.asarray(probabilities, dtype=np.float64)
     site = card.get("site_calibration")
     target = min_sensitivity or card["threshold"].get("min_sensitivity") or 0.95
-    if site:
-        logit = float(evaluate.logits_of(site["previous_threshold"]["value"])) * site["previous_temperature"]
+    if site:  # the threshold training chose, moved into today's probability scale through the logit
+        training = site.get("training_threshold", site["previous_threshold"])
+        logit = float(evaluate.logits_of(training["value"])) * site.get(
+            "training_temperature", site["previous_temperature"]
+        )
         validation_threshold = float(evaluate.apply_temperature_to_logits(logit, site["temperature"]))
         sample_threshold = float(card["threshold"]["value"])
     else:

@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from pneumo_utils.model.layers import GrayscaleToRGB, PerImageStandardization, augmentation_block
+from pneumo_utils.model.weights import fetch_imagenet, file_sha256, pinned_imagenet
 
 
 def _conv_block(inputs, filters: int, name: str, batchnorm_momentum: float = 0.99):
@@ -144,17 +145,6 @@ class WeightsFileError(ValueError):
     """A backbone weights file that is missing or is not the file the settings name by its SHA-256."""
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_weights_file(weights: str | os.PathLike, expected_sha256: str | None = None) -> str:
     """The SHA-256 of a backbone weights file; raises when the file is missing or differs from
     ``expected_sha256`` (the card records it, so a model says which ImageNet bytes it started from)."""
@@ -189,8 +179,9 @@ def build_backbone_model(
     """A ``keras.applications`` backbone with the project's head: augmentation, grayscale to three
     channels, the backbone's own input scaling, global pooling, dropout, ``logit``, sigmoid.
 
-    weights: ``None`` (random start), ``"imagenet"`` (Keras downloads and caches them on first use; needs
-    internet) or the path of a weights file for the backbone. Grad-CAM explains the backbone's last
+    weights: ``None`` (random start), ``"imagenet"`` (Keras's official file: for a pinned backbone found in
+    ``$PNEUMO_WEIGHTS_DIR`` or Keras's cache, else downloaded there, see :mod:`pneumo_utils.model.weights`) or the
+    path of a weights file for the backbone. Grad-CAM explains the backbone's last
     feature map (the nested backbone layer itself). ``alpha`` is the width multiplier of the MobileNets
     (Keras ships ImageNet weights for MobileNetV2 at 0.35, 0.5, 0.75, 1.0, 1.3, 1.4); a weights file is
     checked against ``weights_sha256`` when that is given.
@@ -202,6 +193,9 @@ def build_backbone_model(
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}")
+    spec = pinned_imagenet(backbone, alpha) if weights == "imagenet" else None
+    if spec is not None:  # Keras's official file, found or downloaded as model/weights.py says, SHA-256 checked
+        weights, weights_sha256 = str(fetch_imagenet(spec)), spec.sha256
     if weights not in (None, "imagenet"):
         if not Path(str(weights)).is_file():
             raise ValueError(f"weights must be null, imagenet or an existing weights file; {weights} does not exist")

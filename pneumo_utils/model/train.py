@@ -23,7 +23,8 @@ import pandas as pd
 from pneumo_utils import data, evaluate, model
 from pneumo_utils.config import Settings, SettingsError, portable_path, resolve_profile_path
 from pneumo_utils.images import Preprocessing, resize_all
-from pneumo_utils.model import calibrate, ood
+from pneumo_utils.model import calibrate, ood, operating
+from pneumo_utils.model.weights import pinned_imagenet
 from pneumo_utils.records import write_json_atomic, write_text_atomic
 
 
@@ -538,17 +539,20 @@ def fit(run: TrainingRun, checkpoint_dir: str | os.PathLike, verbose: int = 2) -
 
 def pretrained_weights(settings: Settings) -> list[dict[str, Any]]:
     """Where each pretrained network (the model, or each ensemble member) started: backbone, width, the weights
-    file as recorded in results and its SHA-256, so a card says which ImageNet bytes its model grew from."""
+    file's name (never where it lay) and its SHA-256, so a card says which ImageNet bytes its model grew from."""
     started = []
     for number, member in enumerate(member_settings(settings) or [settings], start=1):
         if not member.backbone or member.weights is None:
             continue
         entry = {"member": number, "backbone": member.backbone, "alpha": member.alpha}
-        if member.weights == "imagenet":
-            entry["weights"] = "imagenet (keras.applications download)"
+        spec = pinned_imagenet(member.backbone, member.alpha) if member.weights == "imagenet" else None
+        if spec is not None:
+            entry |= {"weights": f"imagenet: {spec.file_name} (Keras Applications)", "sha256": spec.sha256}
+        elif member.weights == "imagenet":
+            entry["weights"] = "imagenet (keras.applications download, not pinned)"
         else:
             entry |= {
-                "weights": portable_path(member.weights),
+                "weights": Path(member.weights).name,
                 "sha256": model.check_weights_file(member.weights, member.weights_sha256),
             }
         started.append(entry)
@@ -628,9 +632,15 @@ def calibrate_on_split(run: TrainingRun, split: str) -> None:
     images, _, kept = data.load_split(rows, run.preprocessing, population=len(run.index))
     sample = {"data_dir": portable_path(run.data_root), "split": split, "fingerprint": data.dataset_fingerprint(kept)}
     raw_validation = calibrate.predict_logits(run.network, run.val_images)
-    run.network, run.card = calibrate.calibrate_model(
-        run.network, run.card, images, kept, sample, min_sensitivity=settings.min_sensitivity
-    )
+    try:
+        run.network, run.card = calibrate.calibrate_model(
+            run.network, run.card, images, kept, sample, min_sensitivity=settings.min_sensitivity
+        )
+    except (calibrate.CalibrationSampleError, operating.OperatingPointError) as error:
+        # a sample too small for the bounded promise: the validation threshold stays, and the card says why
+        print(f"warning: calibration on {split} skipped: {error}; the validation threshold is kept", flush=True)
+        run.card["calibration_skipped"] = {"split": split, "reason": str(error)}
+        return
     site = run.card["site_calibration"]
     run.val_probabilities = model.predict_probabilities(run.network, run.val_images)
     before = evaluate.apply_temperature_to_logits(raw_validation, 1.0)

@@ -32,6 +32,7 @@ from pneumo_utils.config import (
 from pneumo_utils.data import check_layout, layout_warnings
 from pneumo_utils.model import card_path
 from pneumo_utils.model.ood import detector_path
+from pneumo_utils.model.weights import WeightsNotFound, fetch_imagenet, pinned_imagenet
 from pneumo_utils.outputs import first_line
 from pneumo_utils.records import provenance
 from pneumo_utils.runs import report, results_page
@@ -138,23 +139,31 @@ def split_settings(
 
 
 def check_data(settings: Settings) -> None:
-    """The data folder's layout and every backbone weights file, checked in this process before any kernel
-    starts (one-line error)."""
+    """The data folder's layout, then every backbone's weights, checked in this process before any kernel
+    starts (one-line error). ``weights: imagenet`` of a pinned backbone is found in ``$PNEUMO_WEIGHTS_DIR`` or
+    Keras's cache, else downloaded into the cache here (:mod:`pneumo_utils.model.weights`)."""
+    if not settings.synthetic:
+        for line in layout_warnings(settings.data_dir, check_layout(settings.data_dir)):
+            print(f"warning: {line}", file=sys.stderr)
     for number, entry in enumerate(settings.members or [{}], start=1):
+        where = f"member {number}: " if settings.members else ""
         weights = entry.get("weights", settings.weights)
+        backbone, alpha = entry.get("backbone", settings.backbone), entry.get("alpha", settings.alpha)
+        spec = pinned_imagenet(backbone, alpha) if backbone and weights == "imagenet" else None
+        if spec is not None:
+            try:
+                fetch_imagenet(spec)
+            except WeightsNotFound as error:
+                raise SettingsError(f"{where}{error}") from None
+            continue
         if weights not in (None, "imagenet") and "weights" in entry:
             weights = resolve_profile_path(weights)  # a member's path is written in the profile
         if weights not in (None, "imagenet") and not Path(weights).is_file():
-            where = f"member {number}: " if settings.members else ""
             raise SettingsError(
                 f"{where}weights file {portable_path(weights)} does not exist; give a weights file, "
-                "imagenet (downloaded by Keras, needs internet) or null"
+                "imagenet (Keras's official file, found in $PNEUMO_WEIGHTS_DIR or ~/.keras/models, else "
+                "downloaded) or null"
             )
-    if settings.synthetic:
-        return
-
-    for line in layout_warnings(settings.data_dir, check_layout(settings.data_dir)):
-        print(f"warning: {line}", file=sys.stderr)
 
 
 class _ProgressEcho:

@@ -394,6 +394,51 @@ def _speed(run_dir: Path) -> list[str]:
     return [f"## Speed ({cores}-core x86-64 CPU)" if cores else "## Speed", "", *lines, ""]
 
 
+def modes_brief(run_dir: str | os.PathLike) -> str:
+    """The operating modes in brief for the README: each mode's promise (bound, sample) and its figures on the
+    split it was fitted on; empty when the card holds no modes."""
+    run_dir = Path(run_dir)
+    card, _ = model_card(run_dir)
+    modes = (card or {}).get("operating_modes") or {}
+    if not modes:
+        return ""
+    split = next(iter(modes.values()))["sample"].get("split", "the sample")
+    figures = split_modes(run_dir / "metrics", card).get(split_label(split), {})
+    lines = [
+        "",
+        "",
+        f"Operating modes (`pneumo predict --mode`), fitted on {split_label(split)}; the promises are one-sided "
+        f"{next(iter(modes.values()))['promises'][0]['confidence']:.0%} lower confidence bounds (exact "
+        "Clopper-Pearson), REFER goes to a reader:",
+        "",
+        "| mode | decides | promise | coverage | normals cleared | decided accuracy | sensitivity | misses |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, mode in modes.items():
+        hi = mode.get("hi")
+        decides = (
+            f"NORMAL < {mode['lo']:.3f}, else REFER"
+            if hi is None
+            else f"NORMAL < {mode['lo']:.3f} <= PNEUMONIA"
+            if hi == mode["lo"]
+            else f"NORMAL < {mode['lo']:.3f} <= REFER < {hi:.3f} <= PNEUMONIA"
+        )
+        entry = figures.get(name) or {}
+        cells = {}
+        for key in ("coverage", "normals_cleared", "decided_accuracy", "sensitivity", "misses"):
+            rate = entry.get(key)
+            cells[key] = (
+                "n/a" if not rate or rate["value"] is None else f"{rate['value']:.3f} ({rate['count']}/{rate['n']})"
+            )
+
+        promise = "; ".join(operating.promise_text(promise) for promise in mode["promises"])
+        lines.append(
+            f"| {name} | {decides} | {promise} | {cells['coverage']} | {cells['normals_cleared']} | "
+            f"{cells['decided_accuracy']} | {cells['sensitivity']} | {cells['misses']} |"
+        )
+    return "\n".join(lines)
+
+
 def readme_brief(readme_text: str) -> str | None:
     """The generated block of the project's README (between the markers), or None."""
     start, end = readme_text.find(README_BRIEF_START), readme_text.find(README_BRIEF_END)
@@ -408,4 +453,4 @@ def with_readme_brief(readme_text: str, run_dir: str | os.PathLike) -> str:
         raise ValueError(f"README: no block between {README_BRIEF_START!r} and {README_BRIEF_END!r}")
     start = readme_text.find(README_BRIEF_START) + len(README_BRIEF_START)
     end = readme_text.find(README_BRIEF_END)
-    return readme_text[:start] + "\n" + brief_table(run_dir) + "\n" + readme_text[end:]
+    return readme_text[:start] + "\n" + brief_table(run_dir) + modes_brief(run_dir) + "\n" + readme_text[end:]
