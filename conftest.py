@@ -19,6 +19,9 @@ import pytest
 from nbformat.v4 import new_output
 
 os.environ.setdefault("PNEUMO_PROFILE", "smoke")
+_SHARED_WEIGHTS = Path(__file__).resolve().parent.parent / "shared" / "weights"
+if _SHARED_WEIGHTS.is_dir():  # this workspace's copy of Keras's files; a user's machine has Keras's cache instead
+    os.environ.setdefault("PNEUMO_WEIGHTS_DIR", str(_SHARED_WEIGHTS))
 if "PNEUMO_OUTPUT_DIR" not in os.environ:  # made by the first process (xdist's workers inherit it), removed by it
     _NBVAL_OUTPUT = tempfile.mkdtemp(prefix="pneumo-nbval-")
     os.environ["PNEUMO_OUTPUT_DIR"] = _NBVAL_OUTPUT

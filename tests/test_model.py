@@ -256,13 +256,13 @@ def test_imagenet_weights_load_from_a_path_and_the_card_records_their_sha256():
             "member": 1,
             "backbone": "mobilenetv2",
             "alpha": 0.35,
-            "weights": config.portable_path(WEIGHTS_035),
+            "weights": WEIGHTS_035.name,
             "sha256": SHA_035,
         }
     ]
     assert model.check_weights_file(WEIGHTS_035) == SHA_035
-    # a card or an experiment record names the file relative to the project, never by this machine's path
-    assert config.recorded_settings(settings)["weights"] == config.portable_path(WEIGHTS_035)
+    # a card or an experiment record names the file, never where it lay on this machine
+    assert config.recorded_settings(settings)["weights"] == WEIGHTS_035.name
     assert not any(str(value).startswith("/") for value in config.recorded_settings(settings).values())
 
 

@@ -8,6 +8,8 @@ from pneumo_utils import config
 
 
 def _command_download(args: argparse.Namespace) -> int:
+    if args.weights:
+        return _download_weights()
     from pneumo_utils.data import download
 
     root = download.download(args.source, args.dest, url=args.url, sha256=args.sha256, overwrite=args.overwrite)
@@ -15,9 +17,31 @@ def _command_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download_weights() -> int:
+    """Every pinned ImageNet file the profiles can use, into Keras's cache (or found where it already lies)."""
+    from pneumo_utils.cli.common import UsageError
+    from pneumo_utils.model import weights
+
+    for spec in weights.PINNED.values():
+        try:
+            path = weights.fetch_imagenet(spec)
+        except weights.WeightsNotFound as error:
+            raise UsageError(str(error)) from None
+        print(f"{spec.file_name}: {config.portable_path(path)} (SHA-256 {spec.sha256[:12]}... checked)")
+    return 0
+
+
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
-    fetch = commands.add_parser("download", help="fetch the public data set into --dest/chest_xray")
+    fetch = commands.add_parser(
+        "download", help="fetch the public data set into --dest/chest_xray, or the ImageNet weights (--weights)"
+    )
+    fetch.add_argument(
+        "--weights",
+        action="store_true",
+        help="fetch Keras's official ImageNet files for the pretrained members into Keras's cache "
+        "(~/.keras/models; found in $PNEUMO_WEIGHTS_DIR or there already: nothing is downloaded)",
+    )
     fetch.add_argument(
         "--source",
         choices=["mendeley", "kaggle"],
