@@ -62,7 +62,7 @@ def test_predict_labels_an_out_of_distribution_input(tiny_model_path, synthetic_
     result = run_pneumo_here("predict", inputs, "--model", tiny_model_path, "--output", table)
     assert result.returncode == 0, result.stderr
     rows = pd.read_csv(table).set_index("path")
-    assert list(rows.columns) == ["probability", "label", "ood_score", "in_distribution", "error"]
+    assert list(rows.columns) == ["probability", "label", "mode", "decision", "ood_score", "in_distribution", "error"]
     grey = rows.loc[[path for path in rows.index if path.endswith("grey.png")][0]]
     assert grey["label"] == "OUT_OF_DISTRIBUTION" and not grey["in_distribution"] and 0 <= grey["probability"] <= 1
     warnings = [line for line in result.stderr.splitlines() if "OUT_OF_DISTRIBUTION" in line]

@@ -439,6 +439,11 @@ def modes_brief(run_dir: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
+def readme_block(run_dir: str | os.PathLike) -> str:
+    """What the README's generated block holds: the metric table and the operating modes in brief."""
+    return brief_table(run_dir) + modes_brief(run_dir)
+
+
 def readme_brief(readme_text: str) -> str | None:
     """The generated block of the project's README (between the markers), or None."""
     start, end = readme_text.find(README_BRIEF_START), readme_text.find(README_BRIEF_END)
@@ -453,4 +458,4 @@ def with_readme_brief(readme_text: str, run_dir: str | os.PathLike) -> str:
         raise ValueError(f"README: no block between {README_BRIEF_START!r} and {README_BRIEF_END!r}")
     start = readme_text.find(README_BRIEF_START) + len(README_BRIEF_START)
     end = readme_text.find(README_BRIEF_END)
-    return readme_text[:start] + "\n" + brief_table(run_dir) + modes_brief(run_dir) + "\n" + readme_text[end:]
+    return readme_text[:start] + "\n" + readme_block(run_dir) + "\n" + readme_text[end:]
