@@ -10,6 +10,7 @@ import pytest
 from helpers import pneumo
 
 from pneumo_utils.cli import UsageError, parse_overrides
+from pneumo_utils.cli.predict import DECISION_FIELDS
 
 EVALUATE_KEYS = {
     "modes",
@@ -219,22 +220,15 @@ def test_predict_reports_every_input_and_exit_codes(tiny_model_path, synthetic_r
     )
     assert result.returncode == 1, result.stderr
     rows = list(csv.DictReader(output.open()))
-    assert list(rows[0]) == [
-        "path",
-        "probability",
-        "label",
-        "mode",
-        "decision",
-        "ood_score",
-        "in_distribution",
-        "error",
-    ]
+    assert list(rows[0]) == ["path", *DECISION_FIELDS, "error"]
     by_name = {row["path"].rsplit("/", 1)[-1]: row for row in rows}
     assert set(by_name) == {"nothing_here", "corrupt.jpeg", "scan.dcm", good.name}
     for name in ("scan.dcm", good.name):
         # read and scored; the gate may call a synthetic ramp DICOM unlike the training X-rays
         assert by_name[name]["error"] == "" and by_name[name]["label"] in ("NORMAL", "PNEUMONIA", "OUT_OF_DISTRIBUTION")
-        assert 0 <= float(by_name[name]["probability"]) <= 1
+        row = by_name[name]
+        shown = row["probability"] if row["in_distribution"] == "True" else row["probability_if_in_distribution"]
+        assert 0 <= float(shown) <= 1  # a stopped input's output is kept apart from its (blank) probability
     assert "truncated JPEG" in by_name["corrupt.jpeg"]["error"]
     assert "folder holds no images" in by_name["nothing_here"]["error"]
     assert sorted(p.name for p in gradcam_dir.iterdir()) == sorted([f"{good.stem}_gradcam.png", "scan_gradcam.png"])

@@ -10,6 +10,7 @@ import pytest
 from helpers import run_pneumo_here, write_png
 
 from pneumo_utils import data
+from pneumo_utils.cli.predict import DECISION_FIELDS
 from pneumo_utils.images import Preprocessing
 from pneumo_utils.model import ood
 
@@ -62,9 +63,16 @@ def test_predict_labels_an_out_of_distribution_input(tiny_model_path, synthetic_
     result = run_pneumo_here("predict", inputs, "--model", tiny_model_path, "--output", table)
     assert result.returncode == 0, result.stderr
     rows = pd.read_csv(table).set_index("path")
-    assert list(rows.columns) == ["probability", "label", "mode", "decision", "ood_score", "in_distribution", "error"]
+    assert list(rows.columns) == [*DECISION_FIELDS, "error"]
     grey = rows.loc[[path for path in rows.index if path.endswith("grey.png")][0]]
-    assert grey["label"] == "OUT_OF_DISTRIBUTION" and not grey["in_distribution"] and 0 <= grey["probability"] <= 1
+    assert grey["label"] == grey["decision"] == "OUT_OF_DISTRIBUTION" and not grey["in_distribution"]
+    # a stopped input shows no probability; the model's output is kept apart, and the gate's ratio says how far out
+    assert pd.isna(grey["probability"]) and 0 <= grey["probability_if_in_distribution"] <= 1
+    assert grey["ood_ratio"] > 1 and grey["ood_ratio"] == pytest.approx(grey["ood_score"] / card["ood"]["threshold"])
+    kept = rows.loc[[path for path in rows.index if path.endswith(xray.name)][0]]
+    assert kept["in_distribution"] and kept["ood_ratio"] <= 1 and pd.isna(kept["probability_if_in_distribution"])
+    (shown,) = [line for line in result.stdout.splitlines() if "grey.png" in line]
+    assert "OUT_OF_DISTRIBUTION" in shown and "0." not in shown.split("grey.png", 1)[1].split("OUT_OF")[0]
     warnings = [line for line in result.stderr.splitlines() if "OUT_OF_DISTRIBUTION" in line]
     assert len(warnings) == 1 and "grey.png" in warnings[0] and "does not look like the chest X-rays" in warnings[0]
     off = run_pneumo_here("predict", inputs / "grey.png", "--model", tiny_model_path, "--no-ood")

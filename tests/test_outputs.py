@@ -12,6 +12,7 @@ import pytest
 from helpers import PNEUMO
 
 from pneumo_utils import outputs
+from pneumo_utils.cli.predict import DECISION_FIELDS
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_two_concurrent_predict_commands_one_writes_the_other_refuses(tmp_path, 
     wrote = [stderr for code, stderr in results if code == 0 and f"wrote {output}" in stderr]
     refused = [stderr for code, stderr in results if code != 0 and "already exists" in stderr]
     assert len(wrote) == 1 and len(refused) == 1, results
-    assert output.read_text().startswith("path,probability,label,mode,decision,ood_score,in_distribution,error")
+    assert output.read_text().startswith("path," + ",".join(DECISION_FIELDS) + ",error")
     assert not list(tmp_path.glob(".*.tmp"))
 
 

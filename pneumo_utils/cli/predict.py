@@ -34,17 +34,48 @@ def _load_for_prediction(args: argparse.Namespace):
     return files, problems, network, card, detector
 
 
-def _warn_out_of_distribution(records) -> None:
+def _warn_out_of_distribution(records, detector) -> None:
     from pneumo_utils import outputs
     from pneumo_utils.model.ood import VERDICT
 
+    threshold = detector.threshold if detector is not None else None
     for record in records:
         if record.in_distribution is False:
             print(
-                f"warning: {outputs.display(record.path)}: {VERDICT} (ood_score {record.ood_score:.0f}); "
+                f"warning: {outputs.display(record.path)}: {VERDICT} (ood_score {record.ood_score:.0f}, "
+                f"{record.ood_score / threshold:.1f} times the gate's threshold {threshold:.0f}); "
                 "labelled OUT_OF_DISTRIBUTION",
                 file=sys.stderr,
             )
+
+
+DECISION_FIELDS = (
+    "probability",
+    "label",
+    "mode",
+    "decision",
+    "ood_score",
+    "ood_ratio",
+    "in_distribution",
+    "probability_if_in_distribution",
+)
+
+
+def _decision_fields(record, mode: str, detector) -> dict:
+    """What a row says of one input: probability, label and the mode's decision; the gate's score and its ratio to
+    the gate's threshold (<= 1 passes). An input the gate stops has no probability (it would mean nothing): the
+    model's output is kept apart, as ``probability_if_in_distribution``."""
+    stopped = record.in_distribution is False
+    return {
+        "probability": None if stopped else record.probability,
+        "label": record.label,
+        "mode": mode,
+        "decision": record.decision,
+        "ood_score": record.ood_score,
+        "ood_ratio": None if record.ood_score is None else record.ood_score / detector.threshold,
+        "in_distribution": record.in_distribution,
+        "probability_if_in_distribution": record.probability if stopped else None,
+    }
 
 
 def _thresholds(mode: dict) -> dict:
@@ -94,19 +125,14 @@ def _command_gradcam(args: argparse.Namespace) -> int:
     records = problems + predict.predict_files(
         network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector, mode=args.mode_thresholds
     )
-    _warn_out_of_distribution(records)  # the verdict before any heatmap is looked at
+    _warn_out_of_distribution(records, detector)  # the verdict before any heatmap is looked at
     report = []
     for record in records:
         error = record.error or writer.failures.get(record.path)
         error = outputs.display(error) if error else None
         entry = {
             "path": outputs.display(record.path),
-            "probability": record.probability,
-            "label": record.label,
-            "mode": args.mode,
-            "decision": record.decision,
-            "ood_score": record.ood_score,
-            "in_distribution": record.in_distribution,
+            **_decision_fields(record, args.mode, detector),
             "method": args.method,
             "error": error,
         }
@@ -114,10 +140,12 @@ def _command_gradcam(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
         else:
             entry.update(writer.statistics[record.path])
-            print(
-                f"{entry['path']}: {record.probability:.3f} {record.label} ({args.mode}: {record.decision}) -> "
-                f"{outputs.display(Path(args.out) / entry['overlay'])}"
+            said = (
+                f"{record.decision} (gate {entry['ood_ratio']:.1f} times its threshold)"
+                if record.in_distribution is False
+                else f"{record.probability:.3f} {record.label} ({args.mode}: {record.decision})"
             )
+            print(f"{entry['path']}: {said} -> {outputs.display(Path(args.out) / entry['overlay'])}")
         report.append(entry)
     status = save(
         report_path,
@@ -153,17 +181,12 @@ def _command_predict(args: argparse.Namespace) -> int:
     records = problems + predict.predict_files(
         network, card, files, batch_size=args.batch_size, on_batch=writer, detector=detector, mode=args.mode_thresholds
     )
-    _warn_out_of_distribution(records)
+    _warn_out_of_distribution(records, detector)
     # names that are not valid UTF-8 are shown and written with their odd bytes as \xNN
     rows = [
         {
             "path": outputs.display(r.path),
-            "probability": r.probability,
-            "label": r.label,
-            "mode": args.mode,
-            "decision": r.decision,
-            "ood_score": r.ood_score,
-            "in_distribution": r.in_distribution,
+            **_decision_fields(r, args.mode, detector),
             "error": r.error and outputs.display(r.error),
         }
         for r in records
@@ -171,13 +194,14 @@ def _command_predict(args: argparse.Namespace) -> int:
     width = max([len(row["path"]) for row in rows] + [4])
     gated = detector is not None
     print(_mode_line(args.mode, args.mode_thresholds), file=sys.stderr)
-    print(f"{'path':<{width}}  probability  {'decision':<20}" + ("  ood_score" if gated else ""))
+    print(f"{'path':<{width}}  probability  {'decision':<20}" + ("  gate (<= 1 passes)" if gated else ""))
     for row in rows:
         if row["error"]:
             print(f"error: {row['error']}", file=sys.stderr)
         else:
-            line = f"{row['path']:<{width}}  {row['probability']:>11.4f}  {row['decision']:<20}"
-            print(f"{line}  {row['ood_score']:>9.0f}" if gated else line.rstrip())
+            shown = "" if row["probability"] is None else f"{row['probability']:.4f}"  # a stopped input: no probability
+            line = f"{row['path']:<{width}}  {shown:>11}  {row['decision']:<20}"
+            print(f"{line}  {row['ood_ratio']:>6.2f}" if gated else line.rstrip())
     status = 0
     if output:
         if output.suffix.lower() == ".json":
@@ -185,7 +209,7 @@ def _command_predict(args: argparse.Namespace) -> int:
         else:
             import pandas as pd
 
-            columns = ["path", "probability", "label", "mode", "decision", "ood_score", "in_distribution", "error"]
+            columns = ["path", *DECISION_FIELDS, "error"]
             payload = pd.DataFrame(rows, columns=columns).to_csv(index=False).encode()
         status = save(output, payload, args.overwrite)
     overlay_failures = 0
@@ -236,7 +260,8 @@ def register(commands) -> None:
         "--output",
         default=None,
         metavar="FILE.csv|FILE.json",
-        help="one row per input: path, probability, label, mode, decision, ood_score, in_distribution, error",
+        help="one row per input: path, probability, label, mode, decision, ood_score, ood_ratio, in_distribution, "
+        "probability_if_in_distribution, error",
     )
     predict.add_argument(
         "--no-ood",
