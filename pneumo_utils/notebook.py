@@ -7,15 +7,16 @@ models), so that ``config`` stays the bottom layer and imports nothing else of t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
-from pneumo_utils.config import Settings, load_config, output_paths, portable_path
+from pneumo_utils.config import SAVED_MODEL, Settings, load_config, output_paths, portable_path
 from pneumo_utils.data import index_dataset, synthetic
 from pneumo_utils.images import Preprocessing
-from pneumo_utils.model import load_model
+from pneumo_utils.model import card_path, load_model
 
 
 def setup(
@@ -64,4 +65,68 @@ def load_run_model(settings: Settings, data_root: str | Path) -> RunModel:
         preprocessing=card.preprocessing,
         threshold=card.threshold,
         index=index_dataset(data_root),
+    )
+
+
+def _split_name(split: str | None) -> str:
+    return "test-dev (half of the official test split, used for selection)" if split == "test-dev" else "validation"
+
+
+def how_chosen(settings: Settings, card: dict[str, Any] | None = None) -> str:
+    """What this run chose where, in Markdown, from its own settings (and its model's card, once there is one):
+    the sentences a lesson needs, never stale. The epoch comes from ``selection_split``, the backbones' training
+    from ``backbone_trainable`` (per member), the temperature, threshold and operating modes from the card's
+    ``site_calibration`` (else ``calibration_split``)."""
+    members = [settings.replace(**entry, members=[]) for entry in settings.members] or [settings]
+    pretrained = [member for member in members if member.backbone]
+    epoch = _split_name(settings.selection_split)
+    lines = [f"- **The epoch**: early stopping keeps the epoch with the best ROC-AUC on {epoch}."]
+    if pretrained:
+        frozen = sum(1 for member in pretrained if not member.backbone_trainable)
+        how = (
+            "frozen (only a regularized head is trained on top of the ImageNet features)"
+            if frozen == len(pretrained)
+            else "fine-tuned whole"
+            if frozen == 0
+            else f"frozen in {frozen} and fine-tuned whole in {len(pretrained) - frozen}"
+        )
+        lines.append(
+            f"- **The pretrained backbone** ({', '.join(sorted({member.backbone for member in pretrained}))}, "
+            f"{len(pretrained)} of the {len(members)} members): {how}; the other members are trained from scratch."
+            if len(pretrained) < len(members)
+            else f"- **The pretrained backbone** ({pretrained[0].backbone}): {how}."
+        )
+    else:
+        count = "one network" if len(members) == 1 else f"each of the {len(members)} members"
+        lines.append(f"- **The network**: {count} trained from scratch, no pretrained weights.")
+    if card is None:  # before training: what the settings will do
+        fitted_on = settings.calibration_split
+    else:  # what the card says was done
+        fitted_on = ((card.get("site_calibration") or {}).get("sample") or {}).get("split", "val")
+    modes = ", ".join((card or {}).get("operating_modes") or {})
+    lines.append(
+        f"- **The temperature and the threshold{' and the operating modes (' + modes + ')' if modes else ''}**: "
+        f"fitted on {_split_name(fitted_on)}."
+    )
+    uses_test = "test-dev" in (settings.selection_split, fitted_on)
+    lines.append(
+        "- **The official test split**: its test-dev half is used for the choices above, so its figures are "
+        "optimistic; its other half, test-final, is used for no choice."
+        if uses_test
+        else "- **The official test split**: used for no choice in this run; its figures are measured after "
+        "everything was fixed."
+    )
+    return "\n".join(lines)
+
+
+def is_committed_model(card: dict[str, Any]) -> bool:
+    """Whether ``card`` belongs to the committed model (same training date and commit): only its run has the
+    project's recorded experiments (``results/experiments.md``) to show beside it."""
+    try:
+        saved = json.loads(card_path(SAVED_MODEL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and (saved.get("date"), saved.get("git_commit")) == (
+        card.get("date"),
+        card.get("git_commit"),
     )

@@ -44,7 +44,15 @@ def test_markdown_of_a_smoke_run(smoke_run, tmp_path):
 
 
 def test_no_issue_reviewer_or_session_wording_in_the_user_pages():
-    pattern = re.compile(r"\bissue \d+|\breviewer|\bsession\b|workspace|SIGSTOP|nice 19|Linux-\d", re.IGNORECASE)
-    for path in (PROJECT_ROOT / "README.md", RESULTS / "README.md"):
+    pattern = re.compile(
+        r"\bissue \d+|\breviewer|\bsession\b|workspace|SIGSTOP|nice 19|Linux-\d|development (?:copy|machine)"
+        r"|independently of this project|\.\./shared",
+        re.IGNORECASE,
+    )
+    pages = [PROJECT_ROOT / "README.md", RESULTS / "README.md", PROJECT_ROOT / "data" / "README.md"]
+    pages += sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb")) + sorted(
+        (PROJECT_ROOT / "notebooks").glob("profiles/*")
+    )
+    for path in pages:
         found = pattern.findall(path.read_text())
         assert not found, (path.name, found)

@@ -5,14 +5,14 @@
   pneumo promote      make a finished run's model and results the committed ones (saved_models/, results/)
   pneumo train        train one configuration and record it as an experiment (validation figures only)
   pneumo experiments  gather the recorded experiments into one table
-  pneumo predict      probability and label for new X-rays (JPEG, PNG, DICOM), optional overlays
+  pneumo predict      probability, label and decision (--mode single|rule-out|triage) for new X-rays, overlays
   pneumo gradcam      Grad-CAM / Grad-CAM++ overlays and CAM statistics for image files
   pneumo evaluate     score a saved model on a split of a data set and write metrics JSON
-  pneumo calibrate    refit a model's temperature and threshold on a labelled sample of a site (test-dev by default)
+  pneumo calibrate    refit temperature and the operating modes (bounded promises) on a labelled sample of a site
   pneumo explore      the interactive explorer (threshold lab, heatmaps, stress sliders) as a web app
   pneumo report       one self-contained HTML report of a run (figures embedded; --pdf with Chromium)
   pneumo bench        train: training speed and memory; gradcam: batched vs per-image; sweep: serial vs Dask
-  pneumo download     fetch the public data set (Mendeley or Kaggle), verified and extracted safely
+  pneumo download     fetch the public data set (Mendeley or Kaggle), or the ImageNet weights (--weights)
   pneumo index        index a data set and report its layout, patients and duplicates
 
 Exit codes: 0 success, 1 a failure while working (a notebook, unreadable data), 2 a usage error.
@@ -54,7 +54,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:

@@ -32,7 +32,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
     print(_format_metrics_table(metrics))
     from pneumo_utils.subgroups import below_overall, subgroup_table
 
-    print("\nfor whom it works (95% Wilson intervals):")
+    print("\nfor whom it works (95% Wilson intervals: a subgroup is a count, so its interval is the binomial one):")
     print(subgroup_table(metrics["subgroups"]).to_string(index=False))
     for sentence in below_overall(metrics["subgroups"]):
         print(f"below overall: {sentence}")
@@ -50,7 +50,7 @@ def _command_evaluate(args: argparse.Namespace) -> int:
 def _format_metrics_table(metrics: dict[str, Any]) -> str:
     from pneumo_utils.evaluate import METRIC_NAMES, with_ci
 
-    lines = [f"{'metric':<12} value [95% CI]", "-" * 36]
+    lines = [f"{'metric':<12} value [95% bootstrap interval over images]", "-" * 52]
     for name in METRIC_NAMES:
         lines.append(f"{name:<12} {with_ci(metrics, name)}")
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]

@@ -187,9 +187,10 @@ def threshold_transfer(
         validation_threshold = float(card["threshold"]["value"])
         sample_threshold = evaluate.choose_threshold(targets, probabilities, target, sample=sample)["threshold"]
     rows = {}
+    fitted_rule = "the card's threshold" if site else f"sensitivity >= {target:g}"
     for name, threshold in (
         (f"chosen on validation (train/ period), sensitivity >= {target:g}", validation_threshold),
-        (f"chosen on {sample} itself, sensitivity >= {target:g}", sample_threshold),
+        (f"fitted on {sample} itself: {fitted_rule}", sample_threshold),
     ):
         result = evaluate.compute_metrics(targets, probabilities, threshold)
         (tn, fp), (fn, tp) = result["confusion_matrix"]

@@ -248,7 +248,8 @@ def _data_section(eda: dict | None) -> str:
         for group, values in eda.get("counts", {}).items()
     ]
     text = (
-        f"<p>Data folder <code>{html.escape(str(eda.get('data_dir')))}</code>, fingerprint "
+        f"<p>Data folder <code>{html.escape(Path(str(eda.get('data_dir'))).name)}</code> (where it lay is not "
+        "recorded), fingerprint "
         f"<code>{html.escape(str(eda.get('fingerprint')))}</code>.</p>"
         + _table(rows, ("folder", "images", "patients", "share"))
     )
@@ -309,8 +310,9 @@ def _model_section(card: dict | None, card_path: Path | None) -> str:
                 "site calibration",
                 f"temperature {site['temperature']:.3f} and threshold "
                 f"{card['threshold']['value']:.4f} fitted on {split_label(sample['split'])}: {sample['n']} images "
-                f"of {sample['data_dir']} (fingerprint {sample['fingerprint']}); the validation threshold "
-                f"{site['previous_threshold']['value']:.4f} it replaced",
+                f"of {Path(str(sample['data_dir'])).name} (fingerprint {sample['fingerprint']}); the threshold "
+                f"training chose on validation was "
+                f"{site.get('training_threshold', site['previous_threshold'])['value']:.4f}",
             )
         )
     pretrained = card.get("pretrained")
@@ -320,7 +322,7 @@ def _model_section(card: dict | None, card_path: Path | None) -> str:
                 "pretrained start",
                 "; ".join(
                     f"member {entry['member']}: {entry['backbone']} alpha "
-                    f"{entry['alpha']}, {entry['weights']}"
+                    f"{entry['alpha']}, {Path(str(entry['weights'])).name}"
                     + (f" (SHA-256 {entry['sha256']})" if entry.get("sha256") else "")
                     for entry in pretrained
                 ),

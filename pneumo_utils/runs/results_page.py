@@ -185,7 +185,8 @@ def results_markdown(run_dir: str | os.PathLike, card_path: str | os.PathLike | 
         "",
     ]
     if parameters:
-        data = f" --data-dir {parameters['data_dir']}" if parameters.get("data_dir") else ""
+        # the folder's name, not where it lay on the machine that made the run
+        data = f" --data-dir /path/to/{Path(parameters['data_dir']).name}" if parameters.get("data_dir") else ""
         out += [
             f"Made by `pneumo run --profile {summary.get('profile', parameters.get('profile'))}{data}`"
             + (
