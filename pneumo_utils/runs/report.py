@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pneumo_utils import plots
-from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL, SettingsError, portable_path
+from pneumo_utils.config import REFERENCE_RESULTS, SAVED_MODEL, SettingsError, portable_path, recorded_settings
 from pneumo_utils.data import split_label
 from pneumo_utils.evaluate import METRIC_NAMES, with_ci
 from pneumo_utils.model import operating
@@ -280,7 +280,7 @@ def _model_section(card: dict | None, card_path: Path | None) -> str:
     if not card:
         return "<p>No model card was found for this run.</p>"
     training = card.get("training", {})
-    parameters = card.get("parameters", {})
+    parameters = recorded_settings(card.get("parameters") or {})  # file names, never where a file lay
     rows = [
         ("task", card.get("task")),
         ("input", json.dumps(card.get("input"))),
@@ -421,7 +421,7 @@ def _provenance_section(summary: dict) -> str:
         ("profile", summary.get("profile")),
         ("date", summary.get("date")),
         ("git commit", summary.get("git_commit")),
-        ("data", summary.get("data_dir")),
+        ("data folder", Path(str(summary.get("data_dir"))).name if summary.get("data_dir") else None),
         (
             "notebooks",
             ", ".join(
