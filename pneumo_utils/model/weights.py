@@ -143,7 +143,7 @@ def fetch_imagenet(spec: ImagenetFile, download: bool = True) -> Path:
             cache_subdir=cache.name,
         )
     except Exception as error:  # offline, refused, a proxy page, a wrong hash: all the same to the user
-        reason = " ".join(str(error).split())[:160] or type(error).__name__
+        reason = " ".join(str(error).replace(spec.url, "its address").split())[:160] or type(error).__name__
         raise _not_found(spec, reason) from None
     path = Path(path)
     if not path.is_file() or file_sha256(path) != spec.sha256:
