@@ -31,9 +31,12 @@ REFERENCE_FILE = Path(__file__).parent / "tests" / "nbval_reference.json"
 CHECK_MARK = "NBVAL_CHECK_OUTPUT"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the group marker into the item's id suffix
 def pytest_collection_modifyitems(session, config, items):
     reference = json.loads(REFERENCE_FILE.read_text()) if REFERENCE_FILE.exists() else {}
     for item in items:
+        if "notebooks" in item.path.parts:  # here, not in tests/: `pytest notebooks` alone must group them too
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
         cell = getattr(item, "cell", None)
         if cell is None or CHECK_MARK not in cell.get("source", ""):
             continue
@@ -47,15 +50,18 @@ def pytest_collection_modifyitems(session, config, items):
         cell["execution_count"] = 1
 
 
-def pytest_collection_finish(session):
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook, called in the controller with each worker's item ids
+def pytest_xdist_node_collection_finished(node, ids):
     """Fail loudly when the notebooks would not run on one worker, in order: under ``--dist loadgroup`` every
     notebook item's id must carry the ``@notebooks`` group (a pytest / pytest-xdist pair that loses the suffix
     spreads the cells over both workers, and each cell then fails on names made in the cells before it)."""
-    if session.config.getoption("dist", "no") != "loadgroup" or not hasattr(session.config, "workerinput"):
+    if node.config.getoption("dist", "no") != "loadgroup":
         return
-    lost = [item.nodeid for item in session.items if "notebooks" in item.path.parts and "@notebooks" not in item.nodeid]
+    lost = [nodeid for nodeid in ids if nodeid.startswith("notebooks/") and "@notebooks" not in nodeid]
     if lost:
-        raise pytest.UsageError(
-            f"{len(lost)} notebook item(s) lost their xdist group (first: {lost[0]}): this pytest and pytest-xdist "
-            "do not keep --dist loadgroup; install the versions pyproject.toml's test extra allows"
+        pytest.exit(
+            f"{len(lost)} notebook item(s) lost their xdist group (first: {lost[0]}): this pytest "
+            f"({pytest.__version__}) and pytest-xdist do not keep --dist loadgroup; install the versions "
+            "pyproject.toml's test extra allows",
+            returncode=4,
         )

@@ -83,10 +83,8 @@ def two_members():
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist (``-n 2 --dist loadgroup``, the project's default), every test that reads the session's
-    smoke run runs on one worker, so the run is made once; the notebooks run on one worker, in order (each
-    reads what the one before wrote)."""
+    smoke run runs on one worker, so the run is made once. The notebooks' own group (one worker, in order) is set
+    in the root conftest.py, which also stops the suite when a pytest / pytest-xdist pair loses the groups."""
     for item in items:
-        if "notebooks" in item.path.parts:
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
-        elif {"smoke_run", "smoke_run_process"} & set(getattr(item, "fixturenames", ())):
+        if {"smoke_run", "smoke_run_process"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("smoke_run"))
