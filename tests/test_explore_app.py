@@ -72,3 +72,32 @@ def test_an_unreadable_upload_is_one_line_and_keeps_the_chosen_image(app):
     app.upload.value = ({**upload, "last_modified": datetime.now(UTC)},)
     assert "pneumo-error" in app.message.value and "notes.png" in app.message.value
     assert app.image is chosen
+
+
+def test_the_lab_shows_the_refer_band_of_the_chosen_mode(app):
+    assert list(app.mode_choice.options) == ["single"]  # a fresh run's card holds only its one threshold
+    rows = app.scores()
+    shown = app.band_readout.value
+    referred = int(_figure(shown, 'pneumo-referred">'))
+    assert referred == 0 and f"of {len(rows)}" in shown  # one threshold refers nothing
+    app.subgroup_choice.value = next(name for name in app.subgroup_choice.options if name != "all")
+    assert app.band_readout.value != shown
+    app.subgroup_choice.value = "all"
+
+
+def test_the_band_counts_each_decision_per_true_class():
+    targets = [0, 0, 0, 1, 1, 1]
+    probabilities = [0.05, 0.3, 0.9, 0.1, 0.5, 0.95]
+    html = explore.band_html("triage", {"lo": 0.2, "hi": 0.8, "promises": []}, targets, probabilities)
+    cells = dict(re.findall(r'class="pneumo-band-([a-z]+-[a-z]+)"[^>]*>(\d+)<', html))
+    assert cells == {
+        "normal-normal": "1",
+        "normal-refer": "1",
+        "normal-pneumonia": "1",
+        "pneumonia-normal": "1",
+        "pneumonia-refer": "1",
+        "pneumonia-pneumonia": "1",
+    }
+    assert 'pneumo-referred">2<' in html and "REFER from 0.200 to 0.800" in html
+    rule_out = explore.band_html("rule-out", {"lo": 0.2, "hi": None}, targets, probabilities)
+    assert 'pneumo-referred">4<' in rule_out and "REFER otherwise" in rule_out
