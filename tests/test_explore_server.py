@@ -4,6 +4,7 @@ address and one line per page, everything else goes to the log. Real processes, 
 (a page visit is an HTTP request that starts a kernel, dropped before the page's websocket connects)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -147,11 +148,33 @@ def test_abandoned_pages_are_culled_and_sigterm_leaves_nothing(smoke_run, tmp_pa
 
 
 @pytest.mark.slow
+def _every_asset_is_local(port: int) -> None:
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/", timeout=60) as response:
+        head = b""
+        while b"</head>" not in head:
+            chunk = response.read(65536)
+            assert chunk, "the page ended before its head"
+            head += chunk
+    page = head.decode("utf-8", "replace")
+    external = re.findall(r'(?:href|src)="(https?://[^"]+)"', page)
+    assert not external, external  # no CDN: FontAwesome and the styles come from the explorer itself
+    assert "/voila/templates/pneumo/static/css/all.min.css" in page
+    with urllib.request.urlopen(f"{base}/voila/templates/pneumo/static/css/all.min.css", timeout=30) as css:
+        assert b"../webfonts/fa-solid-900.woff2" in css.read()
+    with urllib.request.urlopen(
+        f"{base}/voila/templates/pneumo/static/webfonts/fa-solid-900.woff2", timeout=30
+    ) as font:
+        assert font.status == 200 and font.read(4) == b"wOF2"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
 def test_sigint_and_sighup_stop_the_server_within_ten_seconds(smoke_run, tmp_path, signum):
     explorer = Explorer(smoke_run, tmp_path)
     try:
         assert explorer.family, "the Voilà server runs below pneumo explore"
+        if signum == signal.SIGINT:  # once: the page needs nothing from outside this server (a class offline)
+            _every_asset_is_local(explorer.port)
         os.kill(explorer.process.pid, signum)
         started = time.monotonic()
         explorer.process.wait(timeout=15)

@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from pneumo_utils import config
@@ -17,7 +18,9 @@ EXPLORE_NOTEBOOK = config.NOTEBOOKS_DIR / "05_explore.ipynb"
 DEFAULT_LOG = config.PROJECT_ROOT / "runs" / "explorer.log"
 
 
-def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: int = 300) -> list[str]:
+def voila_command(
+    port: int, host: str, open_browser: bool, cull_idle_timeout: int = 300, template: str | None = None
+) -> list[str]:
     """The Voilà server for notebook 05: no code cells, no tracebacks, bound to ``host``.
 
     A kernel whose page is gone (closed, or a browser that went away without a word) is shut down after
@@ -40,6 +43,7 @@ def voila_command(port: int, host: str, open_browser: bool, cull_idle_timeout: i
         f"{manager}cull_connected=False",
         f"{manager}cull_interval={max(1, min(60, cull_idle_timeout // 2))}",
         f"{manager}kernel_manager_class=pneumo_utils.runs.voila_kernels.PoliteServerKernelManager",
+        *([f"--template={template}"] if template else []),
         *([] if open_browser else ["--no-browser"]),
     ]
 
@@ -108,9 +112,19 @@ def _command_explore(args: argparse.Namespace) -> int:
     )
     if session.data_problem:
         print(f"warning: {session.data_problem}", file=sys.stderr, flush=True)
-    return serve.serve(
-        voila_command(args.port, args.host, not args.no_browser, args.cull_idle_timeout), log, environment
-    )
+    from pneumo_utils.runs import voila_template
+
+    # the page's icon font and styles come from this server, not a CDN: a classroom without internet works
+    with tempfile.TemporaryDirectory(prefix="pneumo-explore-") as jupyter_path:
+        try:
+            voila_template.write_template(jupyter_path)
+        except voila_template.TemplateError as error:
+            raise UsageError(str(error)) from None
+        environment["JUPYTER_PATH"] = os.pathsep.join(filter(None, [jupyter_path, os.environ.get("JUPYTER_PATH")]))
+        command = voila_command(
+            args.port, args.host, not args.no_browser, args.cull_idle_timeout, template=voila_template.NAME
+        )
+        return serve.serve(command, log, environment)
 
 
 def _command_markdown(args: argparse.Namespace) -> int:

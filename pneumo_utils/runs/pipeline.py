@@ -9,6 +9,7 @@ terminal as one line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -222,6 +223,9 @@ class _InterruptFlag:
 
     def _handle(self, signum, frame):
         self.raised = True
+        # the kernel client's tasks end with "Kernel died" once Ctrl-C reached the kernels too; asyncio would print
+        # each as an unretrieved task exception with its traceback: the one line the run prints says it all
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         raise KeyboardInterrupt
 
     def restore(self) -> None:
