@@ -228,6 +228,16 @@ def _command_predict(args: argparse.Namespace) -> int:
     return 1 if failed or status or overlay_failures else 0
 
 
+def _add_mode_option(parser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=["single", "rule-out", "triage"],
+        default=None,
+        help="operating mode of the decision: single (one threshold), rule-out (NORMAL only when very sure, "
+        "else REFER) or triage (NORMAL / REFER / PNEUMONIA); default: the model card's default_mode",
+    )
+
+
 def register(commands) -> None:
     """Add this module's command(s) to the ``pneumo`` parser."""
     gradcam = commands.add_parser("gradcam", help="Grad-CAM overlays and CAM statistics for X-ray files")
@@ -243,13 +253,7 @@ def register(commands) -> None:
         action="store_true",
         help="no out-of-distribution gate: every readable input gets NORMAL or PNEUMONIA, however unlike an X-ray",
     )
-    gradcam.add_argument(
-        "--mode",
-        choices=["single", "rule-out", "triage"],
-        default=None,
-        help="operating mode of the decision: single (one threshold), rule-out (NORMAL only when very sure, "
-        "else REFER) or triage (NORMAL / REFER / PNEUMONIA); default: the model card's default_mode",
-    )
+    _add_mode_option(gradcam)
     gradcam.set_defaults(handler=_command_gradcam)
 
     predict = commands.add_parser("predict", help="probability and label for new X-rays (JPEG, PNG, DICOM)")
@@ -270,11 +274,5 @@ def register(commands) -> None:
     )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.add_argument("--batch-size", type=positive_int, default=64)
-    predict.add_argument(
-        "--mode",
-        choices=["single", "rule-out", "triage"],
-        default=None,
-        help="operating mode of the decision: single (one threshold), rule-out (NORMAL only when very sure, "
-        "else REFER) or triage (NORMAL / REFER / PNEUMONIA); default: the model card's default_mode",
-    )
+    _add_mode_option(predict)
     predict.set_defaults(handler=_command_predict)

@@ -130,6 +130,26 @@ def _above(lower: float, others: np.ndarray) -> float:
     return (lower + (float(above.min()) if above.size else 1.0)) / 2.0
 
 
+def _allowed_failures(n: int, target: float, confidence: float, rule: str, mode: str, rate: str) -> int:
+    """How many of the ``n`` images a promise of ``rate`` is about may be wrong at the chosen threshold: the most
+    whose lower bound still meets ``target`` (bounded), or whose share does (empirical). One line refuses a
+    sample too small for the bound, naming the size it would need."""
+    kind, wrong = ("PNEUMONIA", "miss") if rate == "sensitivity" else ("NORMAL", "false alarm")
+    if rule == "bounded":
+        needed = minimum_sample(target, confidence)
+        if n < needed:
+            raise OperatingPointError(
+                f"{mode}: a {rate} of {target:g} at {confidence:.0%} confidence needs at least {needed} "
+                f"{kind} images (with no {wrong}); the sample has {n}"
+            )
+        return allowed_failures(n, target, confidence)
+    if rule == "empirical":
+        if n == 0:
+            raise OperatingPointError(f"{mode}: the sample has no {kind} image; no {rate} can be fitted")
+        return int(math.floor(n * (1.0 - target) + 1e-9))
+    raise OperatingPointError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+
+
 def sensitivity_threshold(
     targets,
     probabilities,
@@ -146,26 +166,10 @@ def sensitivity_threshold(
     _check_target(target, f"{mode}: the sensitivity target")
     positives = np.sort(probabilities[targets == 1])
     n = int(positives.size)
-    if rule == "bounded":
-        needed = minimum_sample(target, confidence)
-        if n < needed:
-            raise OperatingPointError(
-                f"{mode}: a sensitivity of {target:g} at {confidence:.0%} confidence needs at least {needed} "
-                f"PNEUMONIA images (with no miss); the sample has {n}"
-            )
-        misses = allowed_failures(n, target, confidence)
-    elif rule == "empirical":
-        if n == 0:
-            raise OperatingPointError(f"{mode}: the sample has no PNEUMONIA image; no sensitivity can be fitted")
-        misses = int(math.floor(n * (1.0 - target) + 1e-9))
-    else:
-        raise OperatingPointError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    misses = _allowed_failures(n, target, confidence, rule, mode, "sensitivity")
     threshold = _between(float(positives[misses]), probabilities) if misses < n else 1.0
     kept = int((positives >= threshold).sum())
-    return {
-        "threshold": threshold,
-        "promise": _promise("sensitivity", target, confidence, rule, kept, n),
-    }
+    return {"threshold": threshold, "promise": _promise("sensitivity", target, confidence, rule, kept, n)}
 
 
 def specificity_threshold(
@@ -181,26 +185,10 @@ def specificity_threshold(
     _check_target(target, f"{mode}: the specificity target")
     negatives = np.sort(probabilities[targets == 0])[::-1]  # highest first
     n = int(negatives.size)
-    if rule == "bounded":
-        needed = minimum_sample(target, confidence)
-        if n < needed:
-            raise OperatingPointError(
-                f"{mode}: a specificity of {target:g} at {confidence:.0%} confidence needs at least {needed} "
-                f"NORMAL images (with no false alarm); the sample has {n}"
-            )
-        alarms = allowed_failures(n, target, confidence)
-    elif rule == "empirical":
-        if n == 0:
-            raise OperatingPointError(f"{mode}: the sample has no NORMAL image; no specificity can be fitted")
-        alarms = int(math.floor(n * (1.0 - target) + 1e-9))
-    else:
-        raise OperatingPointError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    alarms = _allowed_failures(n, target, confidence, rule, mode, "specificity")
     threshold = _above(float(negatives[alarms]), probabilities) if alarms < n else 0.0
     kept = int((negatives < threshold).sum())
-    return {
-        "threshold": threshold,
-        "promise": _promise("specificity", target, confidence, rule, kept, n),
-    }
+    return {"threshold": threshold, "promise": _promise("specificity", target, confidence, rule, kept, n)}
 
 
 def _promise(rate: str, target: float, confidence: float, rule: str, kept: int, n: int) -> dict[str, Any]:
