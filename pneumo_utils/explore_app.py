@@ -48,7 +48,9 @@ class ExplorerApp:
     def __init__(self, session: explore.Session, explorer: explore.Explorer | None = None):
         self.session = session
         self.explorer = explorer or explore.Explorer(session.model_path)
-        self.split_names = sorted(session.scores, key=lambda name: name != "validation")
+        # test-dev first where the run scored it: on validation (nearly saturated) a threshold barely moves the point
+        first = ("test-dev", "validation")
+        self.split_names = sorted(session.scores, key=lambda name: (first.index(name) if name in first else 2, name))
         if not self.split_names:
             raise ValueError(
                 f"{portable_path(session.run_dir or session.model_path)}: no per-image scores "

@@ -24,7 +24,8 @@ def _figure(html: str, name: str) -> str:
 
 def test_the_panels_open_on_the_card_threshold_with_a_chosen_image(app):
     assert app.threshold_slider.value == pytest.approx(app.explorer.threshold)
-    assert app.split_choice.value == "validation"  # first, then the other scored sets
+    assert app.split_choice.value == "test-dev"  # first where the run scored it, then validation and the others
+    assert app.split_names[:2] == ["test-dev", "validation"]
     assert app.roc_image.value[:4] == b"\x89PNG" and "sensitivity" in app.lab_readout.value
     assert app.image is not None and app.heatmap_image.value[:4] == b"\x89PNG"
     assert app.image_name in app.verdict.value
@@ -50,9 +51,9 @@ def test_a_subgroup_and_another_split_change_the_lab(app):
     app.subgroup_choice.value = other
     assert app.lab_readout.value != before
     app.subgroup_choice.value = "all"
-    app.split_choice.value = next(name for name in app.split_names if name != "validation")
+    app.split_choice.value = next(name for name in app.split_names if name != "test-dev")
     assert app.lab_readout.value != before and app.image_choice.options
-    app.split_choice.value = "validation"
+    app.split_choice.value = "test-dev"
 
 
 def test_method_layer_and_stress_controls_redraw(app):
