@@ -33,6 +33,13 @@ def class_balance(index: pd.DataFrame) -> plt.Figure:
 def image_sizes(index: pd.DataFrame) -> plt.Figure:
     """Width against height of the stored files, per class."""
     fig, axis = plt.subplots(figsize=(5, 4))
+    sizes = index[["width", "height"]].drop_duplicates()
+    if len(sizes) == 1:  # one dot says nothing: a sentence instead
+        width, height = (int(value) for value in sizes.iloc[0])
+        axis.text(0.5, 0.5, f"every stored image is {width} x {height} px", ha="center", va="center", fontsize=12)
+        axis.set_axis_off()
+        axis.set_title("Stored image sizes (px)")
+        return fig
     sns.scatterplot(index, x="width", y="height", hue="label", palette=PALETTE, s=10, alpha=0.5, ax=axis)
     axis.set_title("Stored image sizes (px)")
     fig.tight_layout()
@@ -127,7 +134,7 @@ def confusion_matrix(matrix: list[list[int]], title: str = "Confusion matrix") -
 
 def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float | None = None) -> plt.Figure:
     """ROC and precision-recall curves, one line per named split; the operating point marked."""
-    fig, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(10, 4.8))
     for name, (targets, probabilities) in curves.items():
         fpr, tpr, _ = skm.roc_curve(targets, probabilities)
         precision, recall, _ = skm.precision_recall_curve(targets, probabilities)
@@ -142,8 +149,8 @@ def roc_pr_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], threshold: f
     roc_axis.plot([0, 1], [0, 1], color="gray", ls=":", lw=1)
     roc_axis.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curve")
     pr_axis.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall curve")
-    roc_axis.legend(loc="lower right")
-    pr_axis.legend(loc="lower left")
+    for axis in (roc_axis, pr_axis):  # below the axes: over the curves it hid them and the tick labels
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
