@@ -83,3 +83,35 @@ def test_the_committed_report_has_no_stale_banner_and_no_machine_paths():
     report = (PROJECT_ROOT / "results" / "report.html").read_text()
     assert "none was chosen on the test split" not in report
     assert "../shared" not in report and "/work/" not in report
+
+
+ABSOLUTE = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users)/[\w.-]+")
+
+
+def test_committed_results_carry_no_absolute_path_of_a_machine():
+    files = [
+        path for path in (PROJECT_ROOT / "results").rglob("*") if path.suffix in (".ipynb", ".html", ".json", ".md")
+    ]
+    files += [COMMITTED_CARD]
+    found = {path.name: ABSOLUTE.findall(path.read_text(errors="replace"))[:3] for path in files}
+    assert not {name: paths for name, paths in found.items() if paths}
+
+
+def test_an_executed_notebook_gets_its_parameters_and_outputs_relative_to_the_project(tmp_path):
+    from pneumo_utils.runs import pipeline
+
+    inside = str(PROJECT_ROOT / "runs" / "x")
+    beside = str(PROJECT_ROOT.parent / "shared" / "data")
+    cell = nbformat.v4.new_code_cell(f'data_dir = "{beside}"\noutput_dir = "{inside}"')
+    cell.metadata["tags"] = ["injected-parameters"]
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"results: {inside}\n")]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    notebook.metadata["papermill"] = {"parameters": {"data_dir": beside, "output_dir": inside}}
+    path = tmp_path / "01.ipynb"
+    nbformat.write(notebook, path)
+    html = pipeline.export_html(path)
+    for text in (path.read_text(), html.read_text()):
+        assert inside not in text and beside not in text
+    written = nbformat.read(path, as_version=4)
+    assert written.metadata["papermill"]["parameters"] == {"data_dir": "../shared/data", "output_dir": "runs/x"}
+    assert 'output_dir = "runs/x"' in written.cells[0].source

@@ -59,8 +59,9 @@ OutputExists = outputs.OutputExists
 
 
 def export_html(notebook_path: Path) -> Path:
-    """An HTML copy of an executed notebook beside it; the notebook's papermill record first gets paths
-    relative to the project (papermill writes the absolute input and output paths of this machine)."""
+    """An HTML copy of an executed notebook beside it; the notebook's papermill record, its injected parameters
+    and what its cells printed first get paths relative to the project (papermill writes the absolute paths
+    of this machine)."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -69,7 +70,12 @@ def export_html(notebook_path: Path) -> Path:
     for key in ("input_path", "output_path"):
         if record.get(key) and Path(record[key]).is_absolute():
             record[key] = portable_path(record[key])
+    for key, value in (record.get("parameters") or {}).items():  # a parameter given as an absolute path
+        if isinstance(value, str):
+            record["parameters"][key] = _relative_paths(value)
     for cell in notebook.cells:  # a path a cell happened to show (a returned Path) becomes relative too
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell.source = _relative_paths(cell.source)
         for output in cell.get("outputs", []):
             if "text" in output:
                 output["text"] = _relative_paths(output["text"])
