@@ -264,19 +264,7 @@ def band_html(name: str, mode: dict[str, Any], targets, probabilities) -> str:
     def count(label: int, decision: str) -> int:
         return int(((targets == label) & (decisions == decision)).sum())
 
-    def rate(entry: dict) -> str:
-        if entry["value"] is None:
-            return "n/a"
-        low, high = entry["ci95"]
-        return f"{entry['value']:.3f} [{low:.3f}, {high:.3f}] ({entry['count']}/{entry['n']})"
-
-    hi = mode.get("hi")
-    band = (
-        f"NORMAL below {mode['lo']:.3f}; REFER otherwise"
-        if hi is None
-        else f"NORMAL below {mode['lo']:.3f}; PNEUMONIA from {hi:.3f}"
-        + ("" if hi == mode["lo"] else f"; REFER from {mode['lo']:.3f} to {hi:.3f}")
-    )
+    text = {key: operating.rate_text(figures[key]) for key in ("coverage", "decided_accuracy", "misses")}
     promises = "; ".join(operating.promise_text(promise) for promise in mode.get("promises", []))
     columns = (operating.NORMAL, operating.REFER, operating.PNEUMONIA)
     header = "".join(f"<th>decided {column}</th>" for column in columns)
@@ -292,13 +280,13 @@ def band_html(name: str, mode: dict[str, Any], targets, probabilities) -> str:
     )
     return (
         '<div class="pneumo-band">'
-        f'<p>Mode <b class="pneumo-mode">{name}</b>: {band}</p>'
+        f'<p>Mode <b class="pneumo-mode">{name}</b>: {operating.band_text(mode, 3)}</p>'
         + (f"<p><small>{promises}</small></p>" if promises else "")
         + f'<table style="border-collapse:collapse"><tr><th></th>{header}</tr>{body}</table>'
         f'<p>referred <b class="pneumo-referred">{figures["counts"][operating.REFER]}</b> of {figures["n"]} '
-        f"&middot; coverage {rate(figures['coverage'])}</p>"
-        f'<p>decided accuracy <b class="pneumo-decided-accuracy">{rate(figures["decided_accuracy"])}</b> '
-        f"&middot; misses {rate(figures['misses'])} (REFER is never counted correct; exact 95% intervals)</p></div>"
+        f"&middot; coverage {text['coverage']}</p>"
+        f'<p>decided accuracy <b class="pneumo-decided-accuracy">{text["decided_accuracy"]}</b> '
+        f"&middot; misses {text['misses']} (REFER is never counted correct; exact 95% intervals)</p></div>"
     )
 
 

@@ -312,7 +312,7 @@ def threshold_rule_simulation(simulated: dict[str, np.ndarray], target: float, p
     axis.axvline(target, color="k", linestyle="--", linewidth=1, label=f"promise: {target:g}")
     axis.set_xlabel("true sensitivity on fresh images")
     axis.set_ylabel(f"calibration samples (of {len(next(iter(simulated.values())))})")
-    axis.set_title(f"A threshold fitted on {positives} positives: what it gives on fresh draws")
+    axis.set_title(f"Simulated: a threshold fitted on {positives} positives, on fresh draws")
     axis.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -101,6 +101,26 @@ def test_decisions_follow_the_band():
     assert figures["misses"]["count"] == 0 and figures["sensitivity"]["value"] == 1.0  # a REFER is not a miss
 
 
+def test_every_band_and_rate_is_said_one_way():
+    assert operating.band_text({"lo": 0.25, "hi": 0.25}) == "NORMAL below 0.2500, PNEUMONIA from 0.2500"
+    assert operating.band_text({"lo": 0.1, "hi": None}, 3) == "NORMAL below 0.100, REFER otherwise"
+    triage = operating.band_text({"lo": 0.2, "hi": 0.8}, 1)
+    assert triage == "NORMAL below 0.2, REFER from 0.2 to 0.8, PNEUMONIA from 0.8"
+    rate = operating.mode_figures([0, 1, 1], [0.1, 0.9, 0.95], {"lo": 0.5, "hi": 0.5})["decided_accuracy"]
+    assert operating.rate_text(rate).startswith("1.000 [0.292, 1.000] (3/3)")
+    assert operating.rate_text(rate, interval=False) == "1.000 (3/3)"
+    assert operating.rate_text({"value": None, "ci95": [None, None], "count": 0, "n": 0}) == "n/a"
+
+
+def test_the_simulation_uses_a_size_that_supports_the_bound():
+    assert operating.simulation_size(200, 0.95) == 200
+    assert operating.simulation_size(6, 0.95) == operating.PUBLIC_TEST_DEV_POSITIVES  # a smoke run's test-dev
+    simulated = operating.simulate_threshold_rules(positives=60, target=0.95, repeats=50, seed=1)
+    lines = operating.simulation_summary(simulated, 0.95)
+    assert len(lines) == 2 and all("of 50 samples" in line for line in lines)
+    assert lines[0].strip().startswith("bounded") and lines[1].strip().startswith("empirical")
+
+
 def test_a_card_with_a_band_upside_down_is_refused(tmp_path):
     card = {"preprocessing": {"image_size": 32}, "threshold": {"value": 0.5}}
     model.check_card({**card, "operating_modes": {"triage": {"lo": 0.2, "hi": 0.8}}}, "ok.json")
@@ -109,6 +129,12 @@ def test_a_card_with_a_band_upside_down_is_refused(tmp_path):
             model.check_card({**card, "operating_modes": broken}, "bad.json")
     with pytest.raises(model.ModelLoadError, match="default_mode"):
         model.check_card({**card, "default_mode": "autopilot"}, "bad.json")
+
+
+def _calibrate(model_path, site, out, *targets):
+    """``pneumo calibrate`` of ``model_path`` on the test split of ``site`` into ``out``, with these targets."""
+    arguments = ["--model", model_path, "--data-dir", site, "--split", "test", *targets, "--output-dir", out]
+    return run_pneumo_here("calibrate", *map(str, arguments))
 
 
 @pytest.fixture(scope="module")
@@ -120,22 +146,16 @@ def calibrated(tiny_model_path, tmp_path_factory):
         tmp_path_factory.mktemp("site") / "chest_xray", images_per_class=80, image_size=64, seed=11, test_fraction=0.5
     )
     out = tmp_path_factory.mktemp("calibrated")
-    result = run_pneumo_here(
-        "calibrate",
-        "--model",
-        str(tiny_model_path),
-        "--data-dir",
-        str(site),
-        "--split",
-        "test",
+    result = _calibrate(
+        tiny_model_path,
+        site,
+        out,
         "--sensitivity",
         "0.85",
         "--rule-out-sensitivity",
         "0.9",
         "--triage-specificity",
         "0.85",
-        "--output-dir",
-        str(out),
     )
     assert result.returncode == 0, result.stderr
     return out / "tiny.keras", site, result
@@ -200,19 +220,7 @@ def test_a_mode_the_card_does_not_hold_is_one_line(tiny_model_path, synthetic_ro
 
 def test_calibrate_refuses_a_promise_the_sample_cannot_support(tiny_model_path, tmp_path, calibrated):
     _, site, _ = calibrated
-    result = run_pneumo_here(
-        "calibrate",
-        "--model",
-        str(tiny_model_path),
-        "--data-dir",
-        str(site),
-        "--split",
-        "test",
-        "--sensitivity",
-        "0.99",
-        "--output-dir",
-        str(tmp_path / "out"),
-    )
+    result = _calibrate(tiny_model_path, site, tmp_path / "out", "--sensitivity", "0.99")
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "needs at least 299 PNEUMONIA images" in line and "has 40" in line

@@ -86,15 +86,8 @@ def _mode_line(name: str, mode: dict) -> str:
     """How the decision column is made, in one line: the mode and its thresholds (and its promises)."""
     from pneumo_utils.model import operating
 
-    lo, hi = mode["lo"], mode.get("hi")
-    if hi is None:
-        band = f"NORMAL below {lo:.4f}, REFER otherwise"
-    elif hi == lo:
-        band = f"NORMAL below {lo:.4f}, PNEUMONIA from {lo:.4f}"
-    else:
-        band = f"NORMAL below {lo:.4f}, REFER from {lo:.4f} to {hi:.4f}, PNEUMONIA from {hi:.4f}"
     promises = "; ".join(operating.promise_text(p) for p in mode.get("promises", []))
-    return f"mode {name}: {band}" + (f" ({promises})" if promises else "")
+    return f"mode {name}: {operating.band_text(mode)}" + (f" ({promises})" if promises else "")
 
 
 def _overlay_folder(folder: str, flag: str) -> Path:

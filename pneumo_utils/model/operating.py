@@ -399,18 +399,35 @@ def modes_figures(targets, probabilities, card: Mapping[str, Any]) -> dict[str, 
     return figures
 
 
+def band_text(mode: Mapping[str, Any], digits: int = 4) -> str:
+    """A mode's thresholds in words: ``NORMAL below lo, REFER from lo to hi, PNEUMONIA from hi`` (or ``REFER
+    otherwise`` for rule-out, no REFER for one threshold). Every place that shows a band says it this way."""
+    lo, hi = mode["lo"], mode.get("hi")
+    if hi is None:
+        return f"NORMAL below {lo:.{digits}f}, REFER otherwise"
+    if hi == lo:
+        return f"NORMAL below {lo:.{digits}f}, PNEUMONIA from {lo:.{digits}f}"
+    return (
+        f"NORMAL below {lo:.{digits}f}, REFER from {lo:.{digits}f} to {hi:.{digits}f}, PNEUMONIA from {hi:.{digits}f}"
+    )
+
+
+def rate_text(rate: Mapping[str, Any], interval: bool = True) -> str:
+    """``0.963 [0.929, 0.984] (209/217)``: a rate of :func:`mode_figures` with its interval and counts."""
+    if rate["value"] is None:
+        return "n/a"
+    low, high = rate["ci95"]
+    shown = f" [{low:.3f}, {high:.3f}]" if interval else ""
+    return f"{rate['value']:.3f}{shown} ({rate['count']}/{rate['n']})"
+
+
 def modes_table(figures: Mapping[str, Mapping[str, Any]], by_mode: bool = True):
     """One row per mode: thresholds, promise, coverage, decided accuracy, sensitivity, specificity, misses
     (with exact 95% intervals), for a report or a notebook; ``by_mode=False``: one column per mode and no
     promise (narrow enough for a terminal)."""
     import pandas as pd
 
-    def cell(rate: Mapping[str, Any]) -> str:
-        if rate["value"] is None:
-            return "n/a"
-        low, high = rate["ci95"]
-        return f"{rate['value']:.3f} [{low:.3f}, {high:.3f}] ({rate['count']}/{rate['n']})"
-
+    cell = rate_text
     rows = []
     for name, mode in figures.items():
         hi = mode.get("hi")
@@ -461,15 +478,8 @@ def modes_summary(card: dict | None) -> list[str]:
     for name, mode in card["operating_modes"].items():
         sample = mode.get("sample", {})
         promises = "; ".join(promise_text(promise) for promise in mode.get("promises", []))
-        hi = mode.get("hi")
-        band = (
-            f"NORMAL below {mode['lo']:.4f}, REFER otherwise"
-            if hi is None
-            else f"NORMAL below {mode['lo']:.4f}, PNEUMONIA from {hi:.4f}"
-            + ("" if hi == mode["lo"] else ", REFER between")
-        )
         sentences.append(
-            f"{name}: {band}. Promise: {promises}; fitted on {sample.get('split', 'a sample')} "
+            f"{name}: {band_text(mode)}. Promise: {promises}; fitted on {sample.get('split', 'a sample')} "
             f"({sample.get('n', '?')} images, fingerprint {sample.get('fingerprint', '?')})."
         )
     for name, reason in ((card.get("site_calibration") or {}).get("modes_not_fitted") or {}).items():
@@ -516,3 +526,21 @@ def simulate_threshold_rules(
             threshold = sensitivity_threshold(targets, scores, target, confidence, rule)["threshold"]
             results[rule][repeat] = 1.0 - threshold
     return results
+
+
+PUBLIC_TEST_DEV_POSITIVES = 157  # PNEUMONIA images in test-dev of the public data set
+
+
+def simulation_size(positives: int, target: float, confidence: float = DEFAULT_CONFIDENCE) -> int:
+    """How many positives the rule simulation draws: as many as the labelled sample has where that can support
+    the bounded promise, else as many as the public data set's test-dev has."""
+    return positives if positives >= minimum_sample(target, confidence) else PUBLIC_TEST_DEV_POSITIVES
+
+
+def simulation_summary(simulated: Mapping[str, np.ndarray], target: float) -> list[str]:
+    """One line per rule: how often its promise held over the simulated samples, and the median true rate."""
+    return [
+        f"{rule:>9}: promise held in {(values >= target).mean():.0%} of {len(values)} samples; "
+        f"median true sensitivity {np.median(values):.3f}"
+        for rule, values in simulated.items()
+    ]

@@ -107,34 +107,32 @@ def _figure(path: Path, caption: str) -> str:
     )
 
 
-def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
-    """Subgroup figures per scored split: from the metrics JSON (``subgroups``, sizes included) or, for a run
-    from before they were written, from the per-image scores (kinds and batches from the file names)."""
-
+def _per_split(metrics: Path, key: str, from_scores) -> dict[str, dict]:
+    """``key`` of each scored split's metrics JSON or, for a run from before it was written, ``from_scores`` of
+    the split's per-image scores (None: none computed), by split label."""
     found = {}
     for split in ("test-dev", "test-final", "test", "validation"):
         result = read_json(metrics / f"metrics_{split}.json")
         per_image = split_scores_path(metrics, split)
-        if isinstance(result, dict) and result.get("subgroups"):
-            found[split_label(split)] = result["subgroups"]
-        elif per_image.is_file() and threshold is not None:
-            found[split_label(split)] = subgroup_figures(read_scores(per_image), threshold)
+        if isinstance(result, dict) and result.get(key):
+            found[split_label(split)] = result[key]
+        elif per_image.is_file() and from_scores is not None:
+            found[split_label(split)] = from_scores(read_scores(per_image))
     return found
+
+
+def split_subgroups(metrics: Path, threshold: float | None) -> dict[str, dict]:
+    """Subgroup figures per scored split: from the metrics JSON (``subgroups``, sizes included) or, for a run
+    from before they were written, from the per-image scores (kinds and batches from the file names)."""
+    compute = None if threshold is None else (lambda rows: subgroup_figures(rows, threshold))
+    return _per_split(metrics, "subgroups", compute)
 
 
 def split_modes(metrics: Path, card: dict | None) -> dict[str, dict]:
     """Operating-mode figures per scored split: from the metrics JSON (``modes``) or, for a run from before
     they were written, from the per-image scores and the model card's modes (the same rule decides)."""
-    found = {}
-    for split in ("test-dev", "test-final", "test", "validation"):
-        result = read_json(metrics / f"metrics_{split}.json")
-        per_image = split_scores_path(metrics, split)
-        if isinstance(result, dict) and result.get("modes"):
-            found[split_label(split)] = result["modes"]
-        elif per_image.is_file() and card:
-            scores = read_scores(per_image)
-            found[split_label(split)] = operating.modes_figures(scores["target"], scores["probability"], card)
-    return found
+    compute = None if not card else (lambda rows: operating.modes_figures(rows["target"], rows["probability"], card))
+    return _per_split(metrics, "modes", compute)
 
 
 def _modes_section(metrics: Path, card: dict | None, figures_dir: Path) -> str:

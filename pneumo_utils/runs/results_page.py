@@ -416,25 +416,16 @@ def modes_brief(run_dir: str | os.PathLike) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, mode in modes.items():
-        hi = mode.get("hi")
-        decides = (
-            f"NORMAL < {mode['lo']:.3f}, else REFER"
-            if hi is None
-            else f"NORMAL < {mode['lo']:.3f} <= PNEUMONIA"
-            if hi == mode["lo"]
-            else f"NORMAL < {mode['lo']:.3f} <= REFER < {hi:.3f} <= PNEUMONIA"
-        )
         entry = figures.get(name) or {}
         cells = {}
         for key in ("coverage", "normals_cleared", "decided_accuracy", "sensitivity", "misses"):
             rate = entry.get(key)
-            cells[key] = (
-                "n/a" if not rate or rate["value"] is None else f"{rate['value']:.3f} ({rate['count']}/{rate['n']})"
-            )
+            cells[key] = operating.rate_text(rate, interval=False) if rate else "n/a"
 
         promise = "; ".join(operating.promise_text(promise) for promise in mode["promises"])
         lines.append(
-            f"| {name} | {decides} | {promise} | {cells['coverage']} | {cells['normals_cleared']} | "
+            f"| {name} | {operating.band_text(mode, 3)} | {promise} | {cells['coverage']} | "
+            f"{cells['normals_cleared']} | "
             f"{cells['decided_accuracy']} | {cells['sensitivity']} | {cells['misses']} |"
         )
     return "\n".join(lines)
