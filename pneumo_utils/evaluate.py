@@ -5,7 +5,6 @@ model and no file is touched here (scoring a saved model on a split is :mod:`pne
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 METRIC_NAMES = (
     "accuracy",
@@ -45,6 +44,8 @@ def choose_threshold(
     score and the next lower one, never a score itself: a rounding difference on another machine (scores
     move by ~1e-7) cannot move an image across it, so the confusion matrix reproduces exactly.
     """
+    from sklearn import metrics as skm  # here: a page of the explorer reads scores without scikit-learn
+
     targets = np.asarray(targets).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     fpr, tpr, thresholds = skm.roc_curve(targets, probabilities, drop_intermediate=False)
@@ -114,6 +115,8 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 
 def compute_metrics(targets: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
     """All reported metrics at ``threshold`` (predicted PNEUMONIA when probability >= threshold)."""
+    from sklearn import metrics as skm  # here: a page of the explorer reads scores without scikit-learn
+
     targets = np.asarray(targets).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     predictions = (probabilities >= threshold).astype(int)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pneumo_utils import data, model, predict, scores
+from pneumo_utils import data, scores
 from pneumo_utils.config import (
     DATA_DIR_ENV,
     DEFAULT_DATA_DIR,
@@ -33,10 +33,10 @@ from pneumo_utils.config import (
 )
 from pneumo_utils.data import CLASS_NAMES
 from pneumo_utils.evaluate import outcome_of
-from pneumo_utils.explain import cam, overlays
+from pneumo_utils.explain import overlays
 from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
-from pneumo_utils.model import ensemble_members, operating
-from pneumo_utils.model.ood import VERDICT, Detector
+from pneumo_utils.model import operating
+from pneumo_utils.model.card import ModelCard, card_path
 from pneumo_utils.subgroups import normal_batch, pneumonia_kind
 
 RUN_ENV = "PNEUMO_EXPLORE_RUN"
@@ -120,6 +120,8 @@ def resolve(
 def score_validation(model_path: str | os.PathLike, data_root: str | os.PathLike) -> pd.DataFrame:
     """The model's validation split (rebuilt from the seed and fraction in its card) scored now, in the
     shape of ``metrics/scores_validation.csv``."""
+    from pneumo_utils import model, predict
+
     network, card = model.load_model(model_path)
     rows, _ = predict.score_split(network, card, data.index_dataset(data_root), "val")
     return rows.assign(file=scores.scores_frame(rows)["file"])
@@ -290,40 +292,112 @@ def band_html(name: str, mode: dict[str, Any], targets, probabilities) -> str:
     )
 
 
+def band_tables(session: Session, card: ModelCard) -> dict[tuple[str, str, str], str]:
+    """:func:`band_html` for every scored split, subgroup and operating mode of the card, keyed by
+    ``(split, subgroup, mode)``: the explorer's service computes them once for every page."""
+    tables = {}
+    modes = [name for name in operating.MODES if name in (card.get("operating_modes") or {})]
+    subgroups = subgroup_names(session.scores.values())
+    for split, frame in session.scores.items():
+        for subgroup in subgroups:
+            rows = subgroup_rows(frame, subgroup)
+            for wanted in modes or ["single"]:
+                name, mode = card.mode(wanted)
+                tables[split, subgroup, wanted] = band_html(name, mode, rows["target"], rows["probability"])
+    return tables
+
+
+def roc_points(targets, probabilities) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ROC curve (false and true positive rates at every distinct score, from (0, 0) to (1, 1)) and its
+    area, in NumPy: the explorer's page kernels do without scikit-learn (its figures agree, see the tests).
+    The area is NaN when the set lacks a class."""
+    targets = np.asarray(targets).astype(int)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    order = np.argsort(-probabilities, kind="mergesort")
+    ranked, hits = probabilities[order], targets[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1] if len(ranked) else np.array([], int)
+    true_positives = np.cumsum(hits)[last_of_each]
+    false_positives = last_of_each + 1 - true_positives
+    positives, negatives = int(hits.sum()), int(len(hits) - hits.sum())
+    tpr = np.r_[0.0, true_positives / positives] if positives else np.r_[0.0, np.zeros(len(last_of_each))]
+    fpr = np.r_[0.0, false_positives / negatives] if negatives else np.r_[0.0, np.zeros(len(last_of_each))]
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)) if positives and negatives else float("nan")
+    return fpr, tpr, auc
+
+
 class RocPlot:
-    """The ROC curve drawn once; :meth:`png` moves only the operating point (fast enough for a slider)."""
+    """The ROC curve drawn once, as pixels; :meth:`png` draws only the operating point on a copy (fast enough
+    for a slider, and without matplotlib: ``pneumo explore``'s model service draws each split's curve once and
+    every page's kernel only marks its point)."""
 
     def __init__(self, targets, probabilities, card_threshold: float | None = None, title: str = "ROC curve"):
+        import textwrap
+
         import matplotlib
 
         matplotlib.use("Agg")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from sklearn.metrics import roc_auc_score, roc_curve
+        from matplotlib.lines import Line2D
 
-        fpr, tpr, _ = roc_curve(targets, probabilities)
-        self.figure = Figure(figsize=(3.6, 3.4), dpi=90)
-        axis = self.figure.add_subplot()
-        auc = roc_auc_score(targets, probabilities) if len(set(np.asarray(targets).tolist())) == 2 else float("nan")
+        fpr, tpr, auc = roc_points(targets, probabilities)
+        figure = Figure(figsize=(3.8, 3.9), dpi=90)
+        axis = figure.add_subplot()
         axis.plot(fpr, tpr, lw=1.5, label=f"ROC (AUC {auc:.3f})")
         axis.plot([0, 1], [0, 1], ls=":", color="grey")
         if card_threshold is not None:
             card = operating_point(targets, probabilities, card_threshold)
             axis.plot(card["fpr"], card["tpr"], "s", color="black", mfc="none", label="card threshold")
-        (self.point,) = axis.plot([], [], "o", color="crimson", label="this threshold")
-        axis.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-        axis.legend(loc="lower right", fontsize=8)
-        self.figure.tight_layout()
+        handles, _ = axis.get_legend_handles_labels()
+        handles.append(Line2D([], [], marker="o", ls="", color="crimson", label="this threshold"))
+        axis.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        axis.set_title(textwrap.fill(title, 42), fontsize=9)  # a split's long name wraps instead of being cut
+        axis.legend(handles=handles, loc="lower right", fontsize=8)
+        figure.tight_layout()
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        self.image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        height = self.image.shape[0]
+        (left, bottom), (right, top) = axis.transData.transform([(0.0, 0.0), (1.0, 1.0)])
+        self.corners = (float(left), float(height - bottom), float(right), float(height - top))  # pixel x, y
+
+    POINT_COLOUR = (220, 20, 60)  # crimson
+
+    def pixel(self, fpr: float, tpr: float) -> tuple[int, int]:
+        """Where (``fpr``, ``tpr``) lies on the image (column, row)."""
+        left, bottom, right, top = self.corners
+        return round(left + fpr * (right - left)), round(bottom + tpr * (top - bottom))
 
     def png(self, point: dict[str, Any]) -> bytes:
-        import io
+        image = self.image.copy()
+        if point["fpr"] == point["fpr"] and point["tpr"] == point["tpr"]:  # NaN: a set without one class
+            cv2.circle(image, self.pixel(point["fpr"], point["tpr"]), 5, self.POINT_COLOUR, -1, cv2.LINE_AA)
+        return png_bytes(image)
 
-        self.point.set_data([point["fpr"]], [point["tpr"]])
-        buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png")
-        return buffer.getvalue()
+
+def roc_plots(session: Session, card_threshold: float) -> dict[str, RocPlot]:
+    """Each scored split's ROC curve, drawn once (by the explorer's service for every page)."""
+    return {
+        split: RocPlot(frame["target"], frame["probability"], card_threshold, title=f"ROC, {data.split_label(split)}")
+        for split, frame in session.scores.items()
+    }
 
 
 # --- choosing images ---------------------------------------------------------------------------------------
+
+
+def split_order(scored: dict[str, pd.DataFrame]) -> list[str]:
+    """The scored splits as the explorer's menu lists them: test-dev first where the run scored it (on
+    validation, nearly saturated, a threshold barely moves the point), then validation, then the rest."""
+    first = ("test-dev", "validation")
+    return sorted(scored, key=lambda name: (first.index(name) if name in first else 2, name))
+
+
+def first_image(session: Session, threshold: float) -> str | None:
+    """The image a page of the explorer opens on: the first of its first split's list (None if empty)."""
+    names = split_order(session.scores)
+    rows = select_images(session.scores[names[0]], threshold) if names else None
+    return None if rows is None or not len(rows) else str(rows["path"].iloc[0])
 
 
 def select_images(frame: pd.DataFrame, threshold: float, label: str = "all", outcome: str = "all") -> pd.DataFrame:
@@ -385,6 +459,9 @@ class Explorer:
     label and heatmap out."""
 
     def __init__(self, model_path: str | os.PathLike):
+        from pneumo_utils import model
+        from pneumo_utils.explain import cam
+        from pneumo_utils.model.ood import Detector
 
         self.network, self.card = model.load_model(model_path)
         self.preprocessing, self.threshold = self.card.preprocessing, self.card.threshold
@@ -399,30 +476,36 @@ class Explorer:
     def read(self, path: str | os.PathLike) -> np.ndarray:
         return read_image(path, self.preprocessing)
 
-    def explain(
-        self, image: np.ndarray, method: str = "gradcam", layer: str | None = None, opacity: float = 0.4
-    ) -> dict[str, Any]:
-        """Probability of pneumonia, label at the card's threshold, the map and the overlay (RGB)."""
+    def explain_map(self, image: np.ndarray, method: str = "gradcam", layer: str | None = None) -> dict[str, Any]:
+        """Probability of pneumonia, label at the card's threshold, gate verdict and the heatmap map."""
+        from pneumo_utils.explain import cam
+
         layer = layer or self.layers[-1]
         if layer not in self._explainers:  # an ensemble: each member at its own last convolution (or backbone)
             self._explainers[layer] = cam.CamExplainer(self.network, None if layer == MEMBERS_LAST_LAYER else layer)
         maps, probabilities = self._explainers[layer].explain(image[None], method=method)
         probability = float(probabilities[0])
-        overlay = overlays.overlay(image, maps[0], alpha=opacity)
         ood_score = float(self.detector.score(image[None])[0]) if self.detector is not None else None
         in_distribution = None if ood_score is None else bool(self.detector.in_distribution(ood_score))
         label = "PNEUMONIA" if probability >= self.threshold else "NORMAL"
         return {
             "probability": probability,
-            "label": "OUT_OF_DISTRIBUTION" if in_distribution is False else label,
+            "label": operating.OUT_OF_DISTRIBUTION if in_distribution is False else label,
             "would_be_label": label,
             "ood_score": ood_score,
             "in_distribution": in_distribution,
             "map": maps[0],
-            "overlay": overlay,
             "layer": layer,
             "method": method,
         }
+
+    def explain(
+        self, image: np.ndarray, method: str = "gradcam", layer: str | None = None, opacity: float = 0.4
+    ) -> dict[str, Any]:
+        """:meth:`explain_map` and the overlay (RGB) of the map on the image at ``opacity``."""
+        result = self.explain_map(image, method, layer)
+        result["overlay"] = overlays.overlay(image, result["map"], alpha=opacity)
+        return result
 
 
 MEMBERS_LAST_LAYER = "each member's last convolution"  # the one layer choice of an ensemble
@@ -432,6 +515,8 @@ def conv_layer_names(network) -> list[str]:
     """The convolution layers a heatmap can be taken from, input to output (none for an ensemble, whose
     map is the mean of its members' maps at their last convolution)."""
     import keras
+
+    from pneumo_utils.model import ensemble_members
 
     if ensemble_members(network):
         return []
@@ -448,7 +533,7 @@ def verdict_html(name: str, result: dict[str, Any], threshold: float, css_class:
     import html
 
     warning = (
-        f"<div class='pneumo-ood' style='color:#b00'><b>{VERDICT[0].upper() + VERDICT[1:]}</b> "
+        f"<div class='pneumo-ood' style='color:#b00'><b>{operating.VERDICT[0].upper() + operating.VERDICT[1:]}</b> "
         "(out-of-distribution score "
         f"{result['ood_score']:.0f}): its answer would be {result['would_be_label']}, and it means nothing here.</div>"
         if result.get("in_distribution") is False

@@ -14,6 +14,8 @@ and is tested by driving the controls as a user would (``tests/test_explore_app.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 from ipywidgets import (
@@ -32,6 +34,7 @@ from ipywidgets import (
 from pneumo_utils import explore
 from pneumo_utils.config import portable_path
 from pneumo_utils.data import split_label
+from pneumo_utils.explore_service import RemoteExplorer, ServiceError
 from pneumo_utils.images import ImageReadError
 from pneumo_utils.model import operating
 
@@ -48,9 +51,7 @@ class ExplorerApp:
     def __init__(self, session: explore.Session, explorer: explore.Explorer | None = None):
         self.session = session
         self.explorer = explorer or explore.Explorer(session.model_path)
-        # test-dev first where the run scored it: on validation (nearly saturated) a threshold barely moves the point
-        first = ("test-dev", "validation")
-        self.split_names = sorted(session.scores, key=lambda name: (first.index(name) if name in first else 2, name))
+        self.split_names = explore.split_order(session.scores)
         if not self.split_names:
             raise ValueError(
                 f"{portable_path(session.run_dir or session.model_path)}: no per-image scores "
@@ -62,7 +63,7 @@ class ExplorerApp:
         self.threshold_lab = self._build_lab()
         self.look_inside = self._build_look_inside()
         self.what_changes = self._build_what_changes()
-        if self.image_choice.options:
+        if self.image_choice.options:  # the first image of the first split (explore.first_image)
             self.image_choice.value = self.image_choice.options[0][1]
 
     # ------------------------------------------------------------------------------------- what it says
@@ -143,12 +144,18 @@ class ExplorerApp:
         )
 
     def _update_band(self, *_) -> None:
+        key = (self.split_choice.value, self.subgroup_choice.value, self.mode_choice.value)
+        shared = getattr(self.explorer, "bands", None) or {}  # computed once by pneumo explore's model service
+        if key in shared:
+            self.band_readout.value = shared[key]
+            return
         rows = explore.subgroup_rows(self.scores(), self.subgroup_choice.value)
         name, mode = self.explorer.card.mode(self.mode_choice.value)
         self.band_readout.value = explore.band_html(name, mode, rows["target"], rows["probability"])
 
     def _update_lab(self, *_) -> None:
         split, scores = self.split_choice.value, self.scores()
+        self._roc_plots.update(getattr(self.explorer, "roc_plots", None) or {})  # drawn once by the service
         if split not in self._roc_plots:
             self._roc_plots[split] = explore.RocPlot(
                 scores["target"], scores["probability"], self.explorer.threshold, title=f"ROC, {split_label(split)}"
@@ -208,7 +215,7 @@ class ExplorerApp:
         try:
             self.image, self.image_name = read(), name
         except ImageReadError as error:
-            self.message.value = f"<span class='pneumo-error'>error: {error}</span>"
+            self.message.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
             return
         self.message.value = ""
         self._show_heatmap()
@@ -232,7 +239,11 @@ class ExplorerApp:
     def _show_heatmap(self, *_) -> None:
         if self.image is None:
             return
-        result = self._explain(self.image)
+        try:
+            result = self._explain(self.image)
+        except ServiceError as error:  # the shared model refused or stopped: one line, this page only
+            self.message.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
+            return
         self.original_image.value = explore.display_png(self.image)
         self.heatmap_image.value = explore.display_png(result["overlay"])
         self.verdict.value = explore.verdict_html(self.image_name, result, self.explorer.threshold)
@@ -267,7 +278,11 @@ class ExplorerApp:
             self.contrast_slider.value,
             self.blur_slider.value,
         )
-        result = self._explain(changed)
+        try:
+            result = self._explain(changed)
+        except ServiceError as error:
+            self.stressed_verdict.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
+            return
         self.stressed_image.value = explore.display_png(result["overlay"])
         self.stressed_verdict.value = explore.verdict_html(
             "changed image", result, self.explorer.threshold, "pneumo-stressed-probability"
@@ -282,5 +297,13 @@ def build_app(
     run_dir: str | None = None,
     model_path: str | None = None,
 ) -> ExplorerApp:
-    """The explorer over the run notebook 05's parameters name (see :func:`pneumo_utils.explore.notebook_session`)."""
+    """The explorer over the run notebook 05's parameters name (see :func:`pneumo_utils.explore.notebook_session`).
+
+    A page served by ``pneumo explore`` asks the server's one model service instead (its session and model
+    are the ones ``pneumo explore`` resolved and loaded once; the parameters are then not used): the page's
+    kernel imports no TensorFlow.
+    """
+    remote = RemoteExplorer.from_environment()
+    if remote is not None:
+        return ExplorerApp(remote.session, remote)
     return ExplorerApp(explore.notebook_session(profile, data_dir, output_dir, overrides or {}, run_dir, model_path))

@@ -201,3 +201,16 @@ def test_page_lines_are_read_from_kernel_start_and_shutdown():
         == "page closed (kernel 0123abcd; 0 open)"
     )
     assert counter.page_event("[Voila] Kernel shutdown: 0123abcd-0000-1111-2222-333344445555") is None
+
+
+def test_a_page_is_closed_when_its_websocket_closes_not_when_its_kernel_is_culled():
+    kernel = "0123abcd-0000-1111-2222-333344445555"
+    other = "99999999-0000-1111-2222-333344445555"
+    counter = serve.PageCounter()
+    counter.page_event(f"[Voila] Kernel started: {kernel}")
+    assert counter.page_event(f"[Voila] Kernel started: {other}") == "page opened (kernel 99999999; 2 open)"
+    closed = counter.page_event(f"[Voila] Starting buffering for {kernel}:c9b84587-b656-4ab0-9130-0e0d29720dcc")
+    assert closed == "page closed (kernel 0123abcd; 1 open)"
+    assert counter.page_event(f"[Voila] Kernel shutdown: {kernel}") is None  # culled later: not counted twice
+    counter.page_event(f"[Voila] Starting buffering for {other}:aaaa")
+    assert counter.page_event(f"[Voila] Restoring connection for {other}:aaaa") == "page back (kernel 99999999; 1 open)"

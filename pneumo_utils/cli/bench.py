@@ -9,6 +9,7 @@ from pathlib import Path
 from pneumo_utils import config
 from pneumo_utils.cli.common import (
     DEFAULT_MODEL,
+    UsageError,
     json_bytes,
     parse_overrides,
     positive_int,
@@ -35,6 +36,14 @@ def _command_bench(args: argparse.Namespace) -> int:
             "train_gflops_per_s",
             "peak_rss_mb",
         )
+    elif args.what == "explore":
+        from pneumo_utils.runs import bench_explore
+
+        try:
+            result = bench_explore.bench_explore(args.pages, args.run, args.data_dir, args.explore_model)
+        except bench_explore.BenchError as error:
+            raise UsageError(str(error)) from None
+        headline = ("pages", "pages_ready", "time_to_ready_s", "threshold_change_s", "heatmap_s", "peak_server_pss_mb")
     elif args.what == "ood":
         from pneumo_utils.model import ood
 
@@ -55,11 +64,13 @@ def register(commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks that write JSON")
     bench.add_argument(
         "what",
-        choices=["train", "gradcam", "sweep", "ood"],
+        choices=["train", "gradcam", "sweep", "ood", "explore"],
         help="train: training/inference throughput and peak memory; "
         "gradcam: batched Grad-CAM against the per-image keras.io recipe; "
         "sweep: a 4-run smoke grid one after another, then on a local Dask cluster; "
-        "ood: the out-of-distribution gate against inputs that are not chest X-rays (AUROC per family)",
+        "ood: the out-of-distribution gate against inputs that are not chest X-rays (AUROC per family); "
+        "explore: N Chromium pages opening pneumo explore at once (time to ready, a threshold change, a "
+        "heatmap, peak server memory)",
     )
     bench.add_argument(
         "--profile",
@@ -74,9 +85,18 @@ def register(commands) -> None:
         help="train: synthetic images per timed epoch (512); gradcam: images explained (32)",
     )
     bench.add_argument("--model", default=str(DEFAULT_MODEL), help="gradcam: the model to explain")
-    bench.add_argument("--data-dir", default=None, help="gradcam: take images from this data set's train/")
+    bench.add_argument(
+        "--data-dir",
+        default=None,
+        help="gradcam: take images from this data set's train/; explore: where the run's images are",
+    )
     bench.add_argument("--batch-size", type=positive_int, default=32, help="gradcam: batch size of the batched version")
     bench.add_argument("--workers", type=positive_int, default=None, help="sweep: local cluster workers (one per core)")
+    bench.add_argument("--pages", type=positive_int, default=1, help="explore: pages opened at once (1)")
+    bench.add_argument(
+        "--run", default=None, metavar="DIR", help="explore: the run to explore (default: the committed run)"
+    )
+    bench.add_argument("--explore-model", default=None, metavar="PATH", help="explore: the model (default: the run's)")
     bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--output", default=None, metavar="FILE.json")
     bench.add_argument("--overwrite", action="store_true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 import tempfile
@@ -92,13 +93,18 @@ def _command_explore(args: argparse.Namespace) -> int:
             f"{session.run_dir}: no per-image scores (metrics/scores_validation.csv); "
             "run notebook 03 on it (pneumo run) first"
         )
-    from pneumo_utils.model import load_model
+    from pneumo_utils import explore_service
 
-    load_model(session.model_path)  # a broken model is refused here, not in every page's kernel
+    # the shared part, once for every page: TensorFlow, the model, its gate, the scored splits' tables (a broken
+    # model is refused here, in one line); each page's kernel stays thin and asks this process over loopback
+    service = explore_service.ModelService(session)
+    address, key = service.start()
+    service.warm_up()  # the first page's heatmap, in the background while Voilà starts
     environment = {
         **os.environ,
         explore.MODEL_ENV: str(session.model_path),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
+        explore_service.ADDRESS_ENV: address,
+        explore_service.KEY_ENV: key,
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
     }
     environment[explore.RUN_ENV] = str(session.run_dir) if session.run_dir else ""
@@ -124,7 +130,12 @@ def _command_explore(args: argparse.Namespace) -> int:
         command = voila_command(
             args.port, args.host, not args.no_browser, args.cull_idle_timeout, template=voila_template.NAME
         )
-        return serve.serve(command, log, environment)
+        try:
+            return serve.serve(command, log, environment)
+        finally:
+            service.close()
+            with open(log, "a", encoding="utf-8") as record:  # pneumo bench explore reads it
+                record.write(f"model service: {json.dumps(service.stats(), sort_keys=True)}\n")
 
 
 def _command_markdown(args: argparse.Namespace) -> int:

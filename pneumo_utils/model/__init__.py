@@ -7,53 +7,69 @@ pneumonia through one sigmoid head; a model is only ever loaded with its card ch
 Training (``train``), calibration (``calibrate``), the out-of-distribution gate (``ood``) and the stress tests
 (``robustness``) are modules of their own, imported by name; the rest is re-exported here, so
 ``model.load_model(...)`` reads as before.
+
+The re-exports are resolved on first use (PEP 562), so ``from pneumo_utils.model import operating`` or
+``ModelCard`` does not import TensorFlow: the explorer's page kernels, ``pneumo --help`` and the report read
+cards, bands and rates without it. A name from a module that needs Keras imports TensorFlow quietly first.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from pneumo_utils._quiet import import_tensorflow_quietly
 
-import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines stay off the terminal
+_EXPORTS = {
+    "CARD_FIELDS": "card",
+    "CARD_SUFFIX": "card",
+    "MAX_IMAGE_SIZE": "card",
+    "ModelCard": "card",
+    "ModelLoadError": "card",
+    "card_path": "card",
+    "check_card": "card",
+    "make_card": "card",
+    "InvalidScores": "inference",
+    "card_split": "inference",
+    "check_scores": "inference",
+    "predict_probabilities": "inference",
+    "GrayscaleToRGB": "layers",
+    "PerImageStandardization": "layers",
+    "RandomBorderErase": "layers",
+    "RandomGamma": "layers",
+    "RandomSharpness": "layers",
+    "augmentation_block": "layers",
+    "BACKBONES": "networks",
+    "MEMBER_PREFIX": "networks",
+    "WIDTH_BACKBONES": "networks",
+    "WeightsFileError": "networks",
+    "build_backbone_model": "networks",
+    "build_ensemble": "networks",
+    "build_model": "networks",
+    "check_weights_file": "networks",
+    "ensemble_members": "networks",
+    "file_sha256": "networks",
+    "probability_head": "networks",
+    "with_temperature": "networks",
+    "check_model": "store",
+    "load_model": "store",
+    "save_model": "store",
+    "source_of": "store",
+}
+_WITHOUT_TENSORFLOW = {"card", "operating"}  # modules whose import never reaches Keras
+__all__ = sorted(_EXPORTS)
 
-from pneumo_utils.model.card import (
-    CARD_FIELDS,
-    CARD_SUFFIX,
-    MAX_IMAGE_SIZE,
-    ModelCard,
-    ModelLoadError,
-    card_path,
-    check_card,
-    make_card,
-)
-from pneumo_utils.model.inference import (
-    InvalidScores,
-    card_split,
-    check_scores,
-    predict_probabilities,
-)
-from pneumo_utils.model.layers import (
-    GrayscaleToRGB,
-    PerImageStandardization,
-    RandomBorderErase,
-    RandomGamma,
-    RandomSharpness,
-    augmentation_block,
-)
-from pneumo_utils.model.networks import (
-    BACKBONES,
-    MEMBER_PREFIX,
-    WIDTH_BACKBONES,
-    WeightsFileError,
-    build_backbone_model,
-    build_ensemble,
-    build_model,
-    check_weights_file,
-    ensemble_members,
-    file_sha256,
-    probability_head,
-    with_temperature,
-)
-from pneumo_utils.model.store import (
-    check_model,
-    load_model,
-    save_model,
-    source_of,
-)
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module not in _WITHOUT_TENSORFLOW:
+        import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines stay off the terminal
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

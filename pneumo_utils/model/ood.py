@@ -36,14 +36,13 @@ from pneumo_utils.data import make_dataset
 from pneumo_utils.model import load_model, save_model
 from pneumo_utils.model.calibrate import logit_model
 from pneumo_utils.model.inference import card_split, predict_probabilities
+from pneumo_utils.model.operating import OUT_OF_DISTRIBUTION, VERDICT  # noqa: F401 - re-exported
 from pneumo_utils.outputs import write_bytes
 
 SIDE = 24
 BINS = 16
 QUANTILE = 0.99
 MIN_TRAIN, MIN_VALIDATION = 10, 5
-OUT_OF_DISTRIBUTION = "OUT_OF_DISTRIBUTION"
-VERDICT = "this does not look like the chest X-rays the model was trained on"
 
 
 class OodError(ValueError):

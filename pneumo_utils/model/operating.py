@@ -29,10 +29,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 MODES = ("single", "rule-out", "triage")
 NORMAL, PNEUMONIA, REFER = "NORMAL", "PNEUMONIA", "REFER"
+# the gate's decision (model.ood), written where a decision is: no probability of such an image means anything
+OUT_OF_DISTRIBUTION = "OUT_OF_DISTRIBUTION"
+VERDICT = "this does not look like the chest X-rays the model was trained on"
 RULES = ("bounded", "empirical")
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SENSITIVITY = 0.95
@@ -57,6 +59,8 @@ def lower_bound(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) 
         return 0.0
     if successes <= 0:
         return 0.0
+    from scipy import stats  # on first use: reading a card's bands needs no SciPy
+
     return float(stats.beta.ppf(1.0 - confidence, successes, n - successes + 1))
 
 
@@ -65,6 +69,8 @@ def upper_bound(successes: int, n: int, confidence: float = DEFAULT_CONFIDENCE) 
     _check_confidence(confidence)
     if n <= 0 or successes >= n:
         return 1.0
+    from scipy import stats
+
     return float(stats.beta.ppf(confidence, successes + 1, n - successes))
 
 

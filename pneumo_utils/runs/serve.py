@@ -26,6 +26,8 @@ import psutil
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _KERNEL_STARTED = re.compile(r"Kernel started: ([0-9a-f-]{8,})")
 _KERNEL_SHUTDOWN = re.compile(r"Kernel shutdown: ([0-9a-f-]{8,})")
+_PAGE_LEFT = re.compile(r"Starting buffering for ([0-9a-f-]{8,}):")  # the page's websocket closed
+_PAGE_BACK = re.compile(r"Restoring connection for ([0-9a-f-]{8,}):")  # the same page reconnected
 
 
 class _Stop(Exception):
@@ -35,19 +37,36 @@ class _Stop(Exception):
 
 
 class PageCounter:
-    """Turns the server's log lines into one terminal line per page opened or closed."""
+    """Turns the server's log lines into one terminal line per page opened or closed.
+
+    A page is open from its kernel's start until its websocket closes (the page was closed, reloaded, or its
+    browser went away: jupyter_server then starts buffering the kernel's messages) or its kernel is shut down,
+    whichever comes first; a page that reconnects to its kernel is open again. So "N open" counts pages still
+    showing, not kernels waiting to be culled.
+    """
 
     def __init__(self):
         self.open: set[str] = set()
+        self.left: set[str] = set()  # kernels whose page closed, not yet culled
 
     def page_event(self, line: str) -> str | None:
         started, stopped = _KERNEL_STARTED.search(line), _KERNEL_SHUTDOWN.search(line)
+        left, back = _PAGE_LEFT.search(line), _PAGE_BACK.search(line)
         if started and started.group(1) not in self.open:
             self.open.add(started.group(1))
             return f"page opened (kernel {started.group(1)[:8]}; {len(self.open)} open)"
-        if stopped and stopped.group(1) in self.open:
-            self.open.discard(stopped.group(1))
-            return f"page closed (kernel {stopped.group(1)[:8]}; {len(self.open)} open)"
+        if back and back.group(1) in self.left:
+            self.left.discard(back.group(1))
+            self.open.add(back.group(1))
+            return f"page back (kernel {back.group(1)[:8]}; {len(self.open)} open)"
+        for match in (left, stopped):
+            if match and match.group(1) in self.open:
+                self.open.discard(match.group(1))
+                if match is left:
+                    self.left.add(match.group(1))
+                return f"page closed (kernel {match.group(1)[:8]}; {len(self.open)} open)"
+        if stopped:
+            self.left.discard(stopped.group(1))
         return None
 
 
