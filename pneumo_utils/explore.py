@@ -36,7 +36,7 @@ from pneumo_utils.evaluate import outcome_of
 from pneumo_utils.explain import overlays
 from pneumo_utils.images import ImageReadError, Preprocessing, after_resize, read_image
 from pneumo_utils.model import operating
-from pneumo_utils.model.card import ModelCard, card_path
+from pneumo_utils.model.card import ModelCard
 from pneumo_utils.subgroups import normal_batch, pneumonia_kind
 
 RUN_ENV = "PNEUMO_EXPLORE_RUN"
@@ -400,8 +400,11 @@ def first_image(session: Session, threshold: float) -> str | None:
     return None if rows is None or not len(rows) else str(rows["path"].iloc[0])
 
 
-def select_images(frame: pd.DataFrame, threshold: float, label: str = "all", outcome: str = "all") -> pd.DataFrame:
-    """The rows of a scored set with this label and this outcome at ``threshold`` (``all`` for any)."""
+def select_images(
+    frame: pd.DataFrame, threshold: float, label: str = "all", outcome: str = "all", search: str = ""
+) -> pd.DataFrame:
+    """The rows of a scored set with this label and this outcome at ``threshold`` (``all`` for any), whose
+    file name contains ``search`` (ignoring case; empty for any)."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     if outcome not in OUTCOMES:
@@ -415,6 +418,10 @@ def select_images(frame: pd.DataFrame, threshold: float, label: str = "all", out
         chosen = chosen[chosen["label"] == label]
     if outcome != "all":
         chosen = chosen[chosen["outcome"] == outcome]
+    search = search.strip().lower()
+    if search:
+        names = chosen["file"] if "file" in chosen else chosen["path"]
+        chosen = chosen[[search in str(name).lower() for name in names]]
     return chosen.reset_index(drop=True)
 
 

@@ -27,6 +27,7 @@ from ipywidgets import (
     HBox,
     Image,
     Layout,
+    Text,
     ToggleButtons,
     VBox,
 )
@@ -171,7 +172,11 @@ class ExplorerApp:
     def _build_look_inside(self) -> VBox:
         self.label_choice = Dropdown(options=explore.LABELS, value="all", description="class")
         self.outcome_choice = Dropdown(options=explore.OUTCOMES, value="all", description="outcome")
-        self.image_choice = Dropdown(options=[], description="image", layout=Layout(width="460px"))
+        self.image_search = Text(  # a split has hundreds of images: narrow the list by part of a file name
+            value="", placeholder="part of a file name", description="search", continuous_update=False
+        )
+        self.image_search.add_class("pneumo-image-search")
+        self.image_choice = Dropdown(options=[], description="image", layout=Layout(width="520px"))
         self.image_choice.add_class("pneumo-image-choice")
         self.method_choice = ToggleButtons(options=["gradcam", "gradcam++"], value="gradcam", description="method")
         layers = self.explorer.layers
@@ -182,7 +187,13 @@ class ExplorerApp:
         self.message.add_class("pneumo-message")
         self.original_image, self.heatmap_image = Image(format="png", width=256), Image(format="png", width=256)
         self.heatmap_image.add_class("pneumo-heatmap")
-        for control in (self.label_choice, self.outcome_choice, self.threshold_slider, self.split_choice):
+        for control in (
+            self.label_choice,
+            self.outcome_choice,
+            self.threshold_slider,
+            self.split_choice,
+            self.image_search,
+        ):
             control.observe(self._update_choices, names="value")
         self.image_choice.observe(self._choose_image, names="value")
         for control in (self.method_choice, self.layer_choice, self.opacity_slider):
@@ -191,7 +202,7 @@ class ExplorerApp:
         self._update_choices()
         return VBox(
             [
-                HBox([self.label_choice, self.outcome_choice]),
+                HBox([self.label_choice, self.outcome_choice, self.image_search]),
                 self.image_choice,
                 self.upload,
                 self.message,
@@ -203,7 +214,11 @@ class ExplorerApp:
 
     def _update_choices(self, *_) -> None:
         rows = explore.select_images(
-            self.scores(), self.threshold_slider.value, self.label_choice.value, self.outcome_choice.value
+            self.scores(),
+            self.threshold_slider.value,
+            self.label_choice.value,
+            self.outcome_choice.value,
+            self.image_search.value,
         )
         self.image_choice.options = [
             (f"{row.file}  (p={row.probability:.2f}, {row.outcome})", row.path) for row in rows.itertuples()

@@ -26,6 +26,7 @@ import hashlib
 import os
 import threading
 from collections import Counter, OrderedDict
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
@@ -157,7 +158,7 @@ class ModelService:
         while not self._closed.is_set():
             try:
                 connection = self._listener.accept()
-            except OSError:  # closed, or a client that failed the key: wait for the next
+            except (OSError, EOFError, AuthenticationError):  # closed, or a client without the key: next
                 if self._closed.is_set():
                     return
                 continue
@@ -194,7 +195,7 @@ class RemoteExplorer:
         host, _, port = address.rpartition(":")
         try:
             self._connection = Client((host, int(port)), authkey=bytes.fromhex(key))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, AuthenticationError) as error:
             raise ServiceError(
                 f"the explorer's model service at {address} cannot be reached ({_one_line(error)}); "
                 "restart pneumo explore"

@@ -53,6 +53,10 @@ def test_images_are_chosen_by_class_and_outcome():
     assert list(explore.select_images(frame, 0.1, "NORMAL", "all")["outcome"]) == ["false alarm", "false alarm"]
     with pytest.raises(ValueError, match="outcome"):
         explore.select_images(frame, 0.5, outcome="wrong")
+    named = frame.assign(file=["person1_virus_6.jpeg", "IM-0001.jpeg", "person2_bacteria_3.jpeg", "x.png"])
+    assert list(explore.select_images(named, 0.5, search=" VIRUS ")["file"]) == ["person1_virus_6.jpeg"]
+    assert len(explore.select_images(named, 0.5, search="")) == 4
+    assert explore.select_images(named, 0.5, "NORMAL", search="bacteria").empty
 
 
 def test_stress_sliders_change_the_image_as_named():

@@ -45,6 +45,17 @@ def test_the_threshold_moves_the_confusion_matrix_and_the_image_list(app):
     app.threshold_slider.value = app.explorer.threshold
 
 
+def test_the_image_search_narrows_the_list_by_file_name(app):
+    every = len(app.image_choice.options)
+    wanted = app.image_choice.options[-1][0].split()[0]  # one file name
+    app.image_search.value = wanted.upper()
+    assert [label.split()[0] for label, _ in app.image_choice.options] == [wanted] and every > 1
+    app.image_search.value = "no image is called this"
+    assert not app.image_choice.options and "no image matches" in app.message.value
+    app.image_search.value = ""
+    assert len(app.image_choice.options) == every
+
+
 def test_a_subgroup_and_another_split_change_the_lab(app):
     before = app.lab_readout.value
     other = next(name for name in app.subgroup_choice.options if name != "all")

@@ -10,8 +10,9 @@ opens N pages at once (one browser, one context per page: N separate sessions, a
 - **heatmap**: then each page chooses another image (a different one per page, so none comes from the
   service's cache) and waits for its heatmap to change;
 - **server memory**: ``pneumo explore`` and every process below it (Voilà, the kernels), sampled every
-  0.25 s: the peak of the summed RSS and of the summed PSS (shared pages counted once, split among the
-  processes that share them: what the machine actually holds);
+  second (``/proc/PID/smaps_rollup``; sampling more often loaded the machine it measured): the peak of the
+  summed RSS and of the summed PSS (shared pages counted once, split among the processes that share them:
+  what the machine actually holds);
 - **what each kernel loaded**: whether any page's kernel mapped TensorFlow (it should not: the model is loaded
   once, by ``pneumo explore``), and the model service's counters from the log.
 
@@ -65,7 +66,7 @@ def _family(pid: int) -> list[psutil.Process]:
 class MemorySampler:
     """Peak summed RSS and PSS of a process and its descendants, sampled in a thread."""
 
-    def __init__(self, pid: int, interval: float = 0.25):
+    def __init__(self, pid: int, interval: float = 1.0):
         self.pid, self.interval = pid, interval
         self.peak_rss = self.peak_pss = 0
         self.peak_kernels = 0
@@ -93,6 +94,23 @@ class MemorySampler:
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self.peak_kernels = max(self.peak_kernels, kernels)
             self._stop.wait(self.interval)
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` so far (with their waited-for children)."""
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return total
+
+
+def _browser_processes() -> list[psutil.Process]:
+    here = psutil.Process()
+    return [child for child in here.children(recursive=True) if "chrom" in child.name().lower()]
 
 
 def kernels_with_tensorflow(pid: int) -> tuple[int, int]:
@@ -127,7 +145,7 @@ async def _changed(page, selector: str, before: str | None, attribute: str | Non
         now = element and (await element.get_attribute(attribute) if attribute else await element.inner_text())
         if now and now != before:
             return time.perf_counter() - started
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
     raise TimeoutError(f"{selector} did not change within {timeout:.0f} s")
 
 
@@ -175,6 +193,7 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float) -> dict[st
             heatmap = await asyncio.gather(
                 *(choose_image(tab, index) for index, tab in enumerate(live)), return_exceptions=True
             )
+            browser_cpu = cpu_seconds(_browser_processes())
             for values in (threshold, heatmap):
                 failures += [
                     f"{type(value).__name__}: {value}".splitlines()[0]
@@ -186,6 +205,7 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float) -> dict[st
                 "threshold": [value for value in threshold if isinstance(value, float)],
                 "heatmap": [value for value in heatmap if isinstance(value, float)],
                 "failures": failures,
+                "browser_cpu_s": browser_cpu,
             }
         finally:
             await browser.close()
@@ -240,6 +260,7 @@ def bench_explore(
                 listening = time.perf_counter() - started
                 driven = asyncio.run(_drive(f"http://127.0.0.1:{port}/", pages, chromium, timeout))
                 kernels, with_tensorflow = kernels_with_tensorflow(server.pid)
+                server_cpu = cpu_seconds(_family(server.pid))
         finally:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGTERM)
@@ -261,6 +282,8 @@ def bench_explore(
         "peak_server_rss_mb": round(memory.peak_rss / 2**20),
         "peak_server_pss_mb": round(memory.peak_pss / 2**20),
         "peak_kernels": memory.peak_kernels,
+        "server_cpu_s": round(server_cpu, 1),
+        "browser_cpu_s": round(driven["browser_cpu_s"], 1),
         "kernels_at_end": kernels,
         "kernels_with_tensorflow": with_tensorflow,
         "model_service": service,
