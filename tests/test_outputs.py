@@ -164,3 +164,59 @@ def test_an_output_name_that_is_not_utf8_is_written_and_printed_without_a_traceb
     assert result.returncode == 0 and "Traceback" not in stderr, stderr
     assert "wrote " in stderr and "pr\\xe9dictions.csv" in stderr
     assert Path(os.fsdecode(name)).read_text().startswith("path,probability")
+
+
+def _committed_state() -> dict[str, float]:
+    from pneumo_utils.outputs import COMMITTED
+
+    return {str(path): path.stat().st_mtime_ns for folder in COMMITTED for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["absolute -p model_path", "relative -p model_path", "PNEUMO_OUTPUT_DIR", "--output-dir inside", "a link"],
+)
+def test_every_way_to_name_a_run_output_inside_the_committed_folders_is_refused(tmp_path, how):
+    """Issue 29: flag, -p, environment or a symbolic link: one guard on the resolved path, nothing written."""
+    from pneumo_utils.config import PROJECT_ROOT, SAVED_MODEL
+
+    link = tmp_path / "elsewhere"
+    link.symlink_to(PROJECT_ROOT / "results")
+    arguments = ["run", "--profile", "smoke", "--overwrite", "--output-dir", str(tmp_path / "run")]
+    environment, cwd = dict(os.environ), tmp_path
+    if how == "absolute -p model_path":
+        arguments += ["-p", f"model_path={SAVED_MODEL}"]
+    elif how == "relative -p model_path":
+        arguments += ["-p", f"model_path=saved_models/{SAVED_MODEL.name}"]
+        cwd = PROJECT_ROOT
+    elif how == "PNEUMO_OUTPUT_DIR":
+        arguments = ["run", "--profile", "smoke", "--overwrite"]
+        environment["PNEUMO_OUTPUT_DIR"] = str(PROJECT_ROOT / "results")
+    elif how == "--output-dir inside":
+        arguments[-1] = str(PROJECT_ROOT / "saved_models" / "run")
+    else:
+        arguments[-1] = str(link / "run")
+    before = _committed_state()
+    done = subprocess.run([*PNEUMO, *arguments], capture_output=True, text=True, timeout=300, env=environment, cwd=cwd)
+    assert done.returncode == 2, done.stderr[-1500:]
+    error = done.stderr.strip()
+    assert error.startswith("error: ") and "\n" not in error and "pneumo promote" in error, error
+    assert "--overwrite" not in error.split("pneumo promote")[1]  # not told to force it
+    assert _committed_state() == before
+    assert not (PROJECT_ROOT / "notebooks" / "saved_models").exists()
+
+
+def test_saving_a_model_or_a_gate_into_the_committed_folder_is_refused(tiny_model_path):
+    from pneumo_utils.config import PROJECT_ROOT
+    from pneumo_utils.model import load_model, save_model
+    from pneumo_utils.model.ood import Detector
+
+    network, card = load_model(tiny_model_path)
+    before = _committed_state()
+    with pytest.raises(outputs.CommittedOutput, match="pneumo promote"):
+        save_model(network, PROJECT_ROOT / "saved_models" / "other.keras", dict(card))
+    gate = Detector.load(tiny_model_path, card)
+    if gate is not None:
+        with pytest.raises(outputs.CommittedOutput, match="pneumo promote"):
+            gate.save(PROJECT_ROOT / "saved_models" / "other.ood.npz")
+    assert _committed_state() == before

@@ -37,7 +37,7 @@ from pneumo_utils.model import load_model, save_model
 from pneumo_utils.model.calibrate import logit_model
 from pneumo_utils.model.inference import card_split, predict_probabilities
 from pneumo_utils.model.operating import OUT_OF_DISTRIBUTION, VERDICT  # noqa: F401 - re-exported
-from pneumo_utils.outputs import write_bytes
+from pneumo_utils.outputs import refuse_committed, write_bytes
 
 SIDE = 24
 BINS = 16
@@ -165,6 +165,7 @@ class Detector:
             scale=self.scale,
         )
         payload = buffer.getvalue()
+        refuse_committed(path, "the gate to write")  # saved_models/ changes only through pneumo promote
         write_bytes(path, payload)
         return {
             "file": Path(path).name,

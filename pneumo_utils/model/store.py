@@ -12,7 +12,7 @@ from typing import Any
 import keras
 
 from pneumo_utils.model.card import ModelCard, ModelLoadError, card_path
-from pneumo_utils.outputs import first_line
+from pneumo_utils.outputs import first_line, refuse_committed
 from pneumo_utils.records import write_json_atomic
 
 
@@ -24,6 +24,8 @@ def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"{path}: model files must end in .keras")
+    # the committed model changes only through pneumo promote, whatever named this path (flag, -p, profile, env)
+    refuse_committed(path, "the model to write")
     card = {"name": path.stem, **{key: value for key, value in card.items() if key != "name"}}
     json.dumps(card, default=str)  # a card that cannot be written fails here, before anything is replaced
     path.parent.mkdir(parents=True, exist_ok=True)

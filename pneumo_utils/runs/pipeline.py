@@ -270,6 +270,13 @@ def run_notebooks(
     if output_dir is None and not os.environ.get("PNEUMO_OUTPUT_DIR"):
         output_dir = str(default_output_dir(load_config(profile)["profile"]))
     settings = load_config(profile, data_dir=data_dir, output_dir=output_dir, **profile_overrides)
+    # every way of naming the run's outputs (--output-dir, $PNEUMO_OUTPUT_DIR, -p, the profile) meets one guard,
+    # on the resolved real path: the committed model and results change only through pneumo promote
+    outputs.refuse_committed(settings.output_dir, "the run's folder (--output-dir, $PNEUMO_OUTPUT_DIR or profile)")
+    outputs.refuse_committed(settings.model_path, "the run's model (-p model_path or the profile)")
+    for key in ("model_path", "weights"):  # a path typed by the user is from the user's folder, not notebooks/
+        if isinstance(profile_overrides.get(key), str) and profile_overrides[key] != "imagenet":
+            profile_overrides[key] = str(settings[key])
     check_data(settings)
     output = Path(settings.output_dir)
     summary_path = output / SUMMARY_NAME
