@@ -16,6 +16,7 @@ cards, bands and rates without it. A name from a module that needs Keras imports
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from pneumo_utils._quiet import import_tensorflow_quietly
@@ -62,8 +63,12 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module is None:  # a submodule by name (model.train, model.ood), imported as an attribute used to be
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        if name not in _WITHOUT_TENSORFLOW:
+            import_tensorflow_quietly()
+        return importlib.import_module(f"{__name__}.{name}")
     if module not in _WITHOUT_TENSORFLOW:
         import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines stay off the terminal
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
