@@ -292,19 +292,24 @@ def band_html(name: str, mode: dict[str, Any], targets, probabilities) -> str:
     )
 
 
+def subgroup_band(frame: pd.DataFrame, subgroup: str, card: ModelCard, wanted: str) -> str:
+    """:func:`band_html` of the card's mode ``wanted`` on one subgroup of a scored set."""
+    rows = subgroup_rows(frame, subgroup)
+    name, mode = card.mode(wanted)
+    return band_html(name, mode, rows["target"], rows["probability"])
+
+
 def band_tables(session: Session, card: ModelCard) -> dict[tuple[str, str, str], str]:
-    """:func:`band_html` for every scored split, subgroup and operating mode of the card, keyed by
+    """:func:`subgroup_band` for every scored split, subgroup and operating mode of the card, keyed by
     ``(split, subgroup, mode)``: the explorer's service computes them once for every page."""
-    tables = {}
-    modes = [name for name in operating.MODES if name in (card.get("operating_modes") or {})]
+    modes = [name for name in operating.MODES if name in (card.get("operating_modes") or {})] or ["single"]
     subgroups = subgroup_names(session.scores.values())
-    for split, frame in session.scores.items():
-        for subgroup in subgroups:
-            rows = subgroup_rows(frame, subgroup)
-            for wanted in modes or ["single"]:
-                name, mode = card.mode(wanted)
-                tables[split, subgroup, wanted] = band_html(name, mode, rows["target"], rows["probability"])
-    return tables
+    return {
+        (split, subgroup, wanted): subgroup_band(frame, subgroup, card, wanted)
+        for split, frame in session.scores.items()
+        for subgroup in subgroups
+        for wanted in modes
+    }
 
 
 def roc_points(targets, probabilities) -> tuple[np.ndarray, np.ndarray, float]:
@@ -375,12 +380,14 @@ class RocPlot:
         return png_bytes(image)
 
 
+def split_roc_plot(split: str, frame: pd.DataFrame, card_threshold: float) -> RocPlot:
+    """The threshold lab's ROC curve of one scored split, titled with the split's name."""
+    return RocPlot(frame["target"], frame["probability"], card_threshold, title=f"ROC, {data.split_label(split)}")
+
+
 def roc_plots(session: Session, card_threshold: float) -> dict[str, RocPlot]:
     """Each scored split's ROC curve, drawn once (by the explorer's service for every page)."""
-    return {
-        split: RocPlot(frame["target"], frame["probability"], card_threshold, title=f"ROC, {data.split_label(split)}")
-        for split, frame in session.scores.items()
-    }
+    return {split: split_roc_plot(split, frame, card_threshold) for split, frame in session.scores.items()}
 
 
 # --- choosing images ---------------------------------------------------------------------------------------

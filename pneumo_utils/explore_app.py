@@ -60,7 +60,8 @@ class ExplorerApp:
             )
         self.image: np.ndarray | None = None  # the chosen (or uploaded) X-ray, as the model reads it
         self.image_name: str | None = None
-        self._roc_plots: dict[str, explore.RocPlot] = {}
+        # each split's ROC curve: drawn once by pneumo explore's model service, else here on first use
+        self._roc_plots: dict[str, explore.RocPlot] = dict(getattr(self.explorer, "roc_plots", None) or {})
         self.threshold_lab = self._build_lab()
         self.look_inside = self._build_look_inside()
         self.what_changes = self._build_what_changes()
@@ -150,17 +151,14 @@ class ExplorerApp:
         if key in shared:
             self.band_readout.value = shared[key]
             return
-        rows = explore.subgroup_rows(self.scores(), self.subgroup_choice.value)
-        name, mode = self.explorer.card.mode(self.mode_choice.value)
-        self.band_readout.value = explore.band_html(name, mode, rows["target"], rows["probability"])
+        self.band_readout.value = explore.subgroup_band(
+            self.scores(), self.subgroup_choice.value, self.explorer.card, self.mode_choice.value
+        )
 
     def _update_lab(self, *_) -> None:
         split, scores = self.split_choice.value, self.scores()
-        self._roc_plots.update(getattr(self.explorer, "roc_plots", None) or {})  # drawn once by the service
         if split not in self._roc_plots:
-            self._roc_plots[split] = explore.RocPlot(
-                scores["target"], scores["probability"], self.explorer.threshold, title=f"ROC, {split_label(split)}"
-            )
+            self._roc_plots[split] = explore.split_roc_plot(split, scores, self.explorer.threshold)
         rows = explore.subgroup_rows(scores, self.subgroup_choice.value)
         point = explore.operating_point(
             rows["target"], rows["probability"], self.threshold_slider.value, self.prevalence_slider.value

@@ -1,12 +1,12 @@
 """One model for every page of the explorer: ``pneumo explore`` loads TensorFlow, the model and its gate once, in
 its own process, and each page's kernel asks it for what needs them.
 
-Why this shape: a page of notebook 05 used to import TensorFlow and load the four-member ensemble itself, about
-0.9 GB and 20 s of a core per page, so ten students at once took three minutes and 10 GB. What a page needs from
-the model is small: the card, the run's scored splits (read once here) and, for one chosen or uploaded image,
-its probability, gate verdict and heatmap. So a page's kernel stays thin (NumPy, pandas, OpenCV, matplotlib,
-ipywidgets; no TensorFlow) and holds only its own state (split, threshold, image, sliders); the heavy part
-answers requests over a loopback socket:
+Why this shape: a page of notebook 05 used to import TensorFlow and load the four-member ensemble itself; issue
+28 measured about 0.9 GB per page, 23 s to a first page, and 194 s (median) and 9.9 GB for ten pages at once.
+What a page needs from the model is small: the card, the run's scored splits (read once here) and, for one
+chosen or uploaded image, its probability, gate verdict and heatmap. So a page's kernel stays thin (NumPy,
+pandas, OpenCV, ipywidgets; no TensorFlow, scikit-learn, SciPy or matplotlib) and holds only its own state
+(split, threshold, image, sliders); the heavy part answers requests over a loopback socket:
 
 - ``info``: the run's scored splits, the card, the operating-mode tables and each split's ROC curve (as
   pixels: a page marks its point with OpenCV, without matplotlib), computed once;

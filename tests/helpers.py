@@ -128,11 +128,9 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    import socket
+    from pneumo_utils.runs.serve import free_port as free
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free()
 
 
 def finished_run(folder: Path, model_path: Path, files: dict[str, str]) -> Path:

@@ -120,6 +120,35 @@ def test_a_run_is_found_with_its_scores_and_data(smoke_run):
     assert plot.png(point)[:4] == b"\x89PNG"
 
 
+def test_roc_points_agree_with_scikit_learn_and_the_plot_marks_the_point_where_it_lies():
+    import cv2
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    generator = np.random.default_rng(0)
+    for _ in range(100):  # ties (rounded scores) and unbalanced sets included
+        size = int(generator.integers(2, 300))
+        targets = generator.integers(0, 2, size)
+        scores = np.round(generator.random(size), int(generator.integers(1, 4)))
+        if len(set(targets.tolist())) < 2:
+            continue
+        fpr, tpr, auc = explore.roc_points(targets, scores)
+        expected_fpr, expected_tpr, _ = roc_curve(targets, scores, drop_intermediate=False)
+        np.testing.assert_allclose(fpr, expected_fpr)
+        np.testing.assert_allclose(tpr, expected_tpr)
+        assert auc == pytest.approx(roc_auc_score(targets, scores), abs=1e-12)
+    assert np.isnan(explore.roc_points([1, 1, 1], [0.2, 0.5, 0.9])[2])  # one class: no area
+
+    targets, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9])
+    plot = explore.RocPlot(targets, scores, 0.5)
+    point = explore.operating_point(targets, scores, 0.5)  # fpr 0.5, tpr 0.5
+    drawn = cv2.imdecode(np.frombuffer(plot.png(point), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    column, row = plot.pixel(point["fpr"], point["tpr"])
+    assert tuple(int(value) for value in drawn[row, column]) == explore.RocPlot.POINT_COLOUR
+    (left, bottom), (right, top) = plot.pixel(0, 0), plot.pixel(1, 1)
+    assert left < column < right and top < row < bottom  # inside the axes, rows grow downwards
+    assert not np.array_equal(drawn, plot.image)  # the copy is marked, the drawn curve is not
+
+
 @pytest.mark.slow
 def test_explore_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = subprocess.run(

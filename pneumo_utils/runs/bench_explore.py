@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ from typing import Any
 
 import psutil
 
+from pneumo_utils.runs import serve
 from pneumo_utils.runs.report import CHROMIUM_FLAGS, find_chromium
 
 READY = ".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']"
@@ -49,16 +49,10 @@ class BenchError(RuntimeError):
     """The benchmark could not run (no Chromium, no Playwright, the server did not start)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _family(pid: int) -> list[psutil.Process]:
+    """``pid`` and every process below it (empty when it is gone)."""
     try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        return [psutil.Process(pid), *serve.descendants(pid)]
     except psutil.NoSuchProcess:
         return []
 
@@ -228,7 +222,7 @@ def bench_explore(
         import playwright  # noqa: F401
     except ImportError:
         raise BenchError("pneumo bench explore needs Playwright: pip install -e '.[test]'") from None
-    port = _free_port()
+    port = serve.free_port()
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-explore-") as folder:
         log = Path(folder) / "explorer.log"
         command = [sys.executable, "-m", "pneumo_utils.cli", "explore", "--port", str(port), "--no-browser"]
@@ -261,14 +255,8 @@ def bench_explore(
                 driven = asyncio.run(_drive(f"http://127.0.0.1:{port}/", pages, chromium, timeout))
                 kernels, with_tensorflow = kernels_with_tensorflow(server.pid)
                 server_cpu = cpu_seconds(_family(server.pid))
-        finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
+        finally:  # SIGTERM (pneumo explore stops Voilà and its kernels), then SIGKILL for anything left
+            serve.stop_tree(server, grace=30)
         text = log.read_text(errors="replace") if log.is_file() else ""
         found = STATS_LINE.findall(text)
         service = json.loads(found[-1]) if found else {}

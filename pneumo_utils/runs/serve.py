@@ -70,6 +70,15 @@ class PageCounter:
         return None
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for a server started next: the explorer's benchmark, the tests)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def descendants(pid: int) -> list[psutil.Process]:
     """Every process below ``pid`` (children, their children, ...); empty when ``pid`` is gone."""
     try:
