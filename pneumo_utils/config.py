@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from pneumo_utils import reading
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -111,6 +111,8 @@ class Settings(Mapping):
                 not isinstance(value, expected) or (expected in (int, (int, float)) and isinstance(value, bool))
             ):
                 problems.append(f"{item.name} must be {item.type}, got {value!r}")
+        if problems:  # a value of the wrong kind, named by its field, before any range check compares it
+            raise SettingsError(f"profile {self.profile!r}: " + "; ".join(problems))
         if not 0.0 < self.val_fraction < 0.5:
             problems.append(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if not 0.0 <= self.dropout < 1.0:
@@ -200,10 +202,14 @@ def available_profiles() -> list[str]:
 def load_profile(name: str) -> dict[str, Any]:
     """Read one profile's YAML file into a dict."""
     path = PROFILES_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if reading.kind_of(path) == "missing":
         raise SettingsError(f"unknown profile {name!r}: {path} does not exist (available: {available_profiles()})")
-    with path.open() as handle:
-        profile = yaml.safe_load(handle) or {}
+    try:
+        profile = reading.parse_yaml(reading.read_text(path, reading.PROFILE_LIMIT, "the profile"), str(path))
+    except reading.FileRefused as error:
+        raise SettingsError(str(error)) from None
+    if profile is None:
+        raise SettingsError(f"{path}: the profile is empty; it must be a mapping of setting: value")
     if not isinstance(profile, dict):
         raise SettingsError(f"{path}: a profile must be a mapping of setting: value")
     return profile
@@ -217,10 +223,18 @@ def user_path(value: str | os.PathLike) -> Path:
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Where the dataset lives: the argument, else ``$PNEUMO_DATA_DIR``, else ``data/chest_xray``."""
     if data_dir:
-        return user_path(data_dir)
+        return _data_folder(user_path(data_dir), "--data-dir")
     if os.environ.get(DATA_DIR_ENV):
-        return user_path(os.environ[DATA_DIR_ENV])
+        return _data_folder(user_path(os.environ[DATA_DIR_ENV]), f"${DATA_DIR_ENV}")
     return DEFAULT_DATA_DIR
+
+
+def _data_folder(path: Path, named_by: str) -> Path:
+    """A data folder the user named; one that exists but is a file (or a device) is refused here, in one line,
+    rather than reported later as missing or, where no data are needed, ignored in silence."""
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"{path}: {named_by} must name the data set's folder; this is a file")
+    return path
 
 
 def _resolve_path(value: str | os.PathLike, **fields: Any) -> Path:
@@ -307,6 +321,8 @@ def load_config(profile: str | None = None, **overrides: Any) -> Settings:
     if given.get("data_dir"):
         config["synthetic"] = False  # a named folder is the data to use, in every profile
     if config.get("synthetic"):
+        if os.environ.get(DATA_DIR_ENV):  # not used by a synthetic profile, but a file there is still a mistake
+            resolve_data_dir()
         config["data_dir"] = str(Path(config["output_dir"]) / "synthetic_data")
     else:
         config["data_dir"] = str(resolve_data_dir(given.get("data_dir")))

@@ -35,6 +35,7 @@ from ipywidgets import (
 from pneumo_utils import explore
 from pneumo_utils.config import portable_path
 from pneumo_utils.data import split_label
+from pneumo_utils.explain import overlays
 from pneumo_utils.explore_service import RemoteExplorer, ServiceError
 from pneumo_utils.images import ImageReadError
 from pneumo_utils.model import operating
@@ -93,6 +94,7 @@ class ExplorerApp:
             options=[(split_label(name), name) for name in self.split_names],  # test-dev: used for selection
             value=self.split_names[0],
             description="split",
+            layout=Layout(width="480px"),  # "test-final (held out, never used for a choice)" in full
         )
         self.threshold_slider = FloatSlider(
             value=self.explorer.threshold,
@@ -114,7 +116,10 @@ class ExplorerApp:
             readout_format=".0%",
         )
         self.subgroup_choice = Dropdown(  # one kind of pneumonia or one NORMAL batch; the ROC stays the split's
-            options=explore.subgroup_names(self.session.scores.values()), value="all", description="subgroup"
+            options=explore.subgroup_names(self.session.scores.values()),
+            value="all",
+            description="subgroup",
+            layout=Layout(width="420px"),
         )
         modes = self.explorer.card.get("operating_modes") or {}
         self.mode_choice = Dropdown(  # the card's operating modes: the refer band the decisions use
@@ -174,7 +179,7 @@ class ExplorerApp:
             value="", placeholder="part of a file name", description="search", continuous_update=False
         )
         self.image_search.add_class("pneumo-image-search")
-        self.image_choice = Dropdown(options=[], description="image", layout=Layout(width="520px"))
+        self.image_choice = Dropdown(options=[], description="image", layout=Layout(width="640px"))
         self.image_choice.add_class("pneumo-image-choice")
         self.method_choice = ToggleButtons(options=["gradcam", "gradcam++"], value="gradcam", description="method")
         layers = self.explorer.layers
@@ -258,7 +263,7 @@ class ExplorerApp:
             self.message.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
             return
         self.original_image.value = explore.display_png(self.image)
-        self.heatmap_image.value = explore.display_png(result["overlay"])
+        self.heatmap_image.value = explore.display_png(overlays.with_colour_bar(result["overlay"]))
         self.verdict.value = explore.verdict_html(self.image_name, result, self.explorer.threshold)
         if hasattr(self, "stressed_verdict"):  # panel 3 follows the chosen image
             self._update_stress()
@@ -296,7 +301,7 @@ class ExplorerApp:
         except ServiceError as error:
             self.stressed_verdict.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
             return
-        self.stressed_image.value = explore.display_png(result["overlay"])
+        self.stressed_image.value = explore.display_png(overlays.with_colour_bar(result["overlay"]))
         self.stressed_verdict.value = explore.verdict_html(
             "changed image", result, self.explorer.threshold, "pneumo-stressed-probability"
         )

@@ -196,14 +196,15 @@ def _check_deflated_dicom(path: Path) -> None:
 def _check_complete(path: Path, data: bytes) -> None:
     """Catch truncated files that decoders would otherwise half-decode (a grey bottom) or complain about.
 
-    A JPEG is complete when an end-of-image marker follows its last start-of-scan; bytes after the marker
-    (some cameras and editors append data) are allowed. Inside the compressed data a 0xFF byte is always
-    followed by 0x00, so neither marker can appear there by chance."""
+    A JPEG is complete when an end-of-image marker follows its last start-of-scan, a PNG when an IEND chunk
+    follows its last IDAT; bytes after either (some cameras and editors append data) are allowed. Inside a
+    JPEG's compressed data a 0xFF byte is always followed by 0x00, so neither marker appears there by chance."""
     end = data.rfind(b"\xff\xd9")
     if data[:3] == b"\xff\xd8\xff" and (end < 0 or end < data.rfind(b"\xff\xda")):
         raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker after its image data)")
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-16:]:
-        raise ImageReadError(f"{path}: truncated PNG (no IEND chunk)")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data.rfind(b"IEND") < max(data.rfind(b"IDAT"), 8):
+        # the image ends with its IEND chunk; bytes after it (some tools append metadata) are allowed
+        raise ImageReadError(f"{path}: truncated PNG (no IEND chunk after its image data)")
 
 
 _EXIF_TURNS = {  # EXIF orientation tag -> the turn that brings the stored pixels upright (as PIL's exif_transpose)

@@ -122,6 +122,24 @@ def finite(value: Any) -> Any:
     return value
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe_csv(frame) -> bytes:
+    """A table as CSV whose text cells cannot run as spreadsheet formulas: a cell that begins with one of
+    :data:`FORMULA_LEADS` (a file named ``=cmd|' /C calc'!A0``) gets a leading apostrophe, which a spreadsheet
+    shows as text (OWASP's advice for CSV injection). Numbers are left as they are; the JSON output keeps
+    every name exactly."""
+    safe = frame.copy()
+    for column in safe.columns:
+        values = safe[column].tolist()
+        if any(isinstance(value, str) for value in values):  # text columns (object or string dtype)
+            safe[column] = [
+                f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_LEADS) else value for value in values
+            ]
+    return safe.to_csv(index=False).encode("utf-8")
+
+
 def first_line(error: BaseException | str, limit: int = 300) -> str:
     """The first meaningful line of an error (or text), without terminal colour codes, at most ``limit``
     characters; the error's type name when it has no message. Every one-line error message uses this."""

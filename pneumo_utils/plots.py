@@ -76,7 +76,20 @@ def sample_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if cams is not None:
+        add_evidence_colour_bar(fig, axes)
     return fig
+
+
+def add_evidence_colour_bar(figure: plt.Figure, axes) -> None:
+    """One colour bar for every heatmap of a figure: each map is scaled to its own maximum, so the bar reads
+    from least to most evidence within an image, not an absolute quantity."""
+    from matplotlib import cm, colors
+
+    mappable = cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap="jet")
+    bar = figure.colorbar(mappable, ax=np.ravel(axes).tolist(), shrink=0.6, pad=0.02)
+    bar.set_ticks([0, 1], labels=["least", "most"])
+    bar.set_label("evidence for the class (each map scaled to its maximum)")
 
 
 def training_curves(
@@ -217,13 +230,19 @@ def save(figure: plt.Figure, folder, name: str) -> None:
 def forest_plot(figures: dict[str, dict[str, dict]], title: str = "For whom does it work?") -> plt.Figure:
     """Each subgroup's figure with its 95% interval, beside the overall figure of the same metric (dashed),
     one panel per scored split. ``figures`` maps a split's label to :func:`subgroups.subgroup_figures`."""
+    import textwrap
+
     panels = [(label, entries) for label, entries in figures.items() if entries]
     rows = max((len(entries) for _, entries in panels), default=1)
+    columns = min(FOREST_COLUMNS, max(len(panels), 1))  # two panels a row: four splits side by side ran together
+    grid_rows = max(1, -(-len(panels) // columns))
     figure, axes = plt.subplots(
-        1, max(len(panels), 1), figsize=(5.5 * max(len(panels), 1), 0.45 * rows + 1.4), squeeze=False
+        grid_rows, columns, figsize=(6.5 * columns, (0.45 * rows + 1.6) * grid_rows), squeeze=False
     )
+    for axis in axes.flat[len(panels) :]:
+        axis.axis("off")
     colours = {"sensitivity": "tab:red", "specificity": "tab:blue", "accuracy": "tab:gray"}
-    for axis, (label, entries) in zip(axes[0], panels, strict=False):
+    for axis, (label, entries) in zip(axes.flat, panels, strict=False):
         names = list(entries)[::-1]
         for position, name in enumerate(names):
             entry = entries[name]
@@ -245,10 +264,13 @@ def forest_plot(figures: dict[str, dict[str, dict]], title: str = "For whom does
         axis.set_yticks(range(len(names)), [f"{name} (n={entries[name]['n']})" for name in names])
         axis.set_xlim(0, 1.02)
         axis.set_xlabel("value with 95% interval (dashed: overall)")
-        axis.set_title(label)
+        axis.set_title(textwrap.fill(label, 48), fontsize=10)
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+FOREST_COLUMNS = 2
 
 
 def risk_coverage(

@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pneumo_utils"
 
 # lowest first: a module may import its own layer or any layer below it, never one above
 LAYERS = {
-    "base": ["config", "outputs", "records", "_quiet"],
+    "base": ["config", "outputs", "reading", "records", "_quiet"],
     "inputs": ["images", "data"],
     "measures": ["evaluate", "subgroups", "scores"],
     "model": ["model"],

@@ -2,6 +2,7 @@
 calibrate``, and moving a threshold to another period."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -63,13 +64,13 @@ def test_threshold_lies_strictly_between_neighbouring_scores():
 
 
 @pytest.mark.slow
-def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(tiny_model_path, site_sample, tmp_path):
+def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(site_model_path, site_sample, tmp_path):
     from pneumo_utils.model import load_model
 
     result = run_pneumo_here(
         "calibrate",
         "--model",
-        str(tiny_model_path),
+        str(site_model_path),
         "--data-dir",
         str(site_sample),
         "--split",
@@ -89,7 +90,7 @@ def test_calibrate_refits_temperature_and_threshold_and_records_the_sample(tiny_
     assert card["threshold"]["value"] == site["after"]["threshold"]
     assert "on test" in card["threshold"]["rule"] and card["threshold"]["min_sensitivity"] == 0.9
     assert site["after"]["sensitivity"] >= 0.9
-    original, original_card = load_model(tiny_model_path)
+    original, original_card = load_model(site_model_path)
     assert site["previous_threshold"] == original_card["threshold"]
     # the calibrated file, scored again on the same sample, gives exactly the figures its card records
     metrics, _ = predict.evaluate_saved_model(tmp_path / "site" / "tiny.keras", site_sample, "test")
@@ -130,14 +131,14 @@ def test_calibrate_refuses_a_sample_too_small_to_fix_a_threshold(tiny_model_path
     assert not (tmp_path / "out").exists()
 
 
-def test_calibrate_never_replaces_a_model_without_overwrite(tiny_model_path, site_sample, tmp_path):
+def test_calibrate_never_replaces_a_model_without_overwrite(site_model_path, site_sample, tmp_path):
     out = tmp_path / "site"
     out.mkdir()
     (out / "tiny.keras").write_bytes(b"earlier result")
     result = run_pneumo_here(
         "calibrate",
         "--model",
-        str(tiny_model_path),
+        str(site_model_path),
         "--data-dir",
         str(site_sample),
         "--split",
@@ -170,3 +171,94 @@ def test_threshold_transfer_puts_both_thresholds_on_the_same_images():
     fitted = evaluate.choose_threshold(targets, probabilities, 0.95)["threshold"]
     assert list(table["threshold"]) == [0.3, round(fitted, 4)]
     assert table.iloc[1]["sensitivity"] >= 0.95 and table.iloc[0]["specificity"] <= table.iloc[1]["specificity"]
+
+
+# ---------------------------------------------------------------------- issue 29, class 5: samples that cannot support
+def _site_with_test(tmp_path, site_sample, files_by_label):
+    """A data folder with the site's train/ and a test/ made of ``{label: [(source, name), ...]}``."""
+    import shutil
+
+    root = tmp_path / "chest_xray"
+    shutil.copytree(site_sample / "train", root / "train")
+    for label, files in files_by_label.items():
+        (root / "test" / label).mkdir(parents=True, exist_ok=True)
+        for source, name in files:
+            shutil.copy(source, root / "test" / label / name)
+    return root
+
+
+def _calibrate(data_dir, model_path, tmp_path, split="test", sensitivity="0.9"):
+    return run_pneumo_here(
+        "calibrate",
+        "--model",
+        str(model_path),
+        "--data-dir",
+        str(data_dir),
+        "--split",
+        split,
+        "--sensitivity",
+        sensitivity,
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
+
+
+@pytest.mark.slow
+def test_calibration_counts_distinct_images_not_copies(site_model_path, site_sample, tmp_path):
+    normal = sorted((site_sample / "test" / "NORMAL").glob("*.jpeg"))
+    pneumonia = sorted((site_sample / "test" / "PNEUMONIA").glob("*.jpeg"))
+    for kinds in ((1, 1), (3, 25)):  # one image of each class copied 25 times; three normals copied, 25 real
+        files = {
+            "NORMAL": [(normal[index % kinds[0]], f"n{index}.jpeg") for index in range(25)],
+            "PNEUMONIA": [(pneumonia[index % kinds[1]], f"p{index}.jpeg") for index in range(25)],
+        }
+        root = _site_with_test(tmp_path / f"copies{kinds[0]}", site_sample, files)
+        result = _calibrate(root, site_model_path, tmp_path / f"copies{kinds[0]}")
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        copies = 50 - kinds[0] - kinds[1]
+        assert f"({copies} copies of other images not counted)" in line and f"{kinds[0]} NORMAL" in line, line
+        assert "a threshold needs at least 20 images of each class" in line
+        assert not (tmp_path / f"copies{kinds[0]}" / "out").exists()
+
+
+@pytest.mark.slow
+def test_calibration_refuses_the_same_image_under_both_labels(site_model_path, site_sample, tmp_path):
+    normal = sorted((site_sample / "test" / "NORMAL").glob("*.jpeg"))
+    pneumonia = sorted((site_sample / "test" / "PNEUMONIA").glob("*.jpeg"))
+    for conflicts in (1, 4):
+        files = {
+            "NORMAL": [(path, path.name) for path in normal],
+            "PNEUMONIA": [(path, path.name) for path in pneumonia]
+            + [(normal[i], f"also_{i}.jpeg") for i in range(conflicts)],
+        }
+        root = _site_with_test(tmp_path / f"conflict{conflicts}", site_sample, files)
+        result = _calibrate(root, site_model_path, tmp_path / f"conflict{conflicts}")
+        assert result.returncode == 2, result.stderr
+        (line,) = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+        assert f"{conflicts} image(s) appear under both labels" in line and "fix the labels" in line, line
+
+
+@pytest.mark.slow
+def test_calibration_refuses_a_sample_the_model_cannot_discriminate(site_model_path, site_sample, tmp_path):
+    everything = sorted((site_sample / "test").rglob("*.jpeg"))
+    order = np.random.default_rng(3).permutation(len(everything))  # labels that have nothing to do with the images
+    files = {"NORMAL": [], "PNEUMONIA": []}
+    for rank, index in enumerate(order):
+        files["NORMAL" if rank % 2 else "PNEUMONIA"].append((everything[index], f"x{rank}.jpeg"))
+    root = _site_with_test(tmp_path, site_sample, files)
+    result = _calibrate(root, site_model_path, tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert "the model does not tell the classes apart on this sample" in line, line
+    assert re.search(r"95% interval \[0\.\d{3}, 0\.\d{3}\] (reaches|lies below) 0\.5", line), line
+
+
+@pytest.mark.slow
+def test_calibration_on_training_images_warns_and_records_it(site_model_path, site_sample, tmp_path):
+    result = _calibrate(site_sample, site_model_path, tmp_path, split="train", sensitivity="0.85")
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning and "images are files of train/" in warning[0], result.stderr
+    _, card = model.load_model(tmp_path / "out" / "tiny.keras")
+    assert card["site_calibration"]["warnings"] and "copies_not_counted" in card["site_calibration"]["sample"]

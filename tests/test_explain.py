@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from keras import layers
 
-from pneumo_utils import data, model
-from pneumo_utils.explain import cam, picking, regions
+from pneumo_utils import data, model, plots
+from pneumo_utils.explain import cam, overlays, picking, regions
 from pneumo_utils.explain import checks as cam_checks
 
 SIZE = 32
@@ -162,6 +162,20 @@ def test_example_pickers_sort_outcomes_and_keep_only_correct_rows():
     assert correct["NORMAL"]["probability"].iloc[0] in (0.1, 0.3)
 
 
+def test_examples_are_spread_over_the_probabilities_not_drawn_at_random():
+
+    # 40 correct pneumonias from p = 0.51 to 0.99: four examples show the lowest, the highest and two between
+    probabilities = np.linspace(0.51, 0.99, 40)
+    frame = pd.DataFrame({"target": 1, "probability": probabilities[::-1], "label": "PNEUMONIA"})
+    picked = picking.pick_examples(frame, threshold=0.5, per_group=4, seed=3)
+    assert picked["probability"].round(4).tolist() == [0.51, 0.67, 0.83, 0.99]
+    assert picking.pick_examples(frame, threshold=0.5, per_group=4, seed=3).equals(picked)  # reproducible
+    spread = picking.correct_by_class(frame, threshold=0.5, per_class=2)["PNEUMONIA"]["probability"].tolist()
+    assert spread == [0.51, 0.99]
+    with pytest.raises(ValueError, match="at least 1"):
+        picking.spread_over_probability(frame, 0)
+
+
 @pytest.mark.slow
 def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps(two_members):
 
@@ -180,3 +194,23 @@ def test_gradcam_of_an_ensemble_is_the_mean_of_its_members_maps(two_members):
     ]
     np.testing.assert_allclose(maps, np.mean(resized, axis=0), atol=1e-5)
     np.testing.assert_allclose(probabilities, ensemble.predict(images[..., None], verbose=0).reshape(-1), atol=1e-6)
+
+
+def test_every_heatmap_picture_carries_a_colour_bar_from_least_to_most():
+
+    image = np.full((96, 96), 128, np.uint8)
+    heat = np.linspace(0, 1, 96 * 96).reshape(96, 96).astype(np.float32)
+    picture = overlays.with_colour_bar(overlays.overlay(image, heat))
+    assert picture.shape[0] == 96 and picture.shape[1] > 96
+    bar = picture[:, 96 + 4 + 8]  # a column inside the strip
+    top, bottom = bar[2].astype(int), bar[-3].astype(int)
+    assert top[0] > top[2] and bottom[2] > bottom[0]  # red (most) on top, blue (least) below
+    side = overlays.side_by_side(image, heat, ["one line"], height=128)
+    assert side.shape[1] > 2 * 128  # the bar sits beside the two pictures
+    with pytest.raises(ValueError, match="at least 32 pixels"):
+        overlays.colour_bar(20)
+    grid = plots.sample_grid(
+        np.stack([image, image]).astype(np.float32), ["a", "b"], columns=2, cams=heat[None].repeat(2, 0)
+    )
+    assert any(axis.get_label() == "<colorbar>" for axis in grid.axes)
+    plots.plt.close(grid)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import free_port
 
+from pneumo_utils.runs import bench_explore
 from pneumo_utils.runs.report import CHROMIUM_FLAGS, find_chromium
 
 CHROMIUM = find_chromium()
@@ -61,6 +62,19 @@ def explorer_url(smoke_run, tmp_path):
         server.wait(timeout=30)
 
 
+# Every drop-down menu of the page whose longest entry is wider than the menu shows (its text measured in the
+# menu's own font, plus room for the arrow): what a student would see cut ("...split of tr").
+MENUS_CUT = """() => {
+  const context = document.createElement('canvas').getContext('2d');
+  return Array.from(document.querySelectorAll('select')).flatMap(select => {
+    context.font = getComputedStyle(select).font;
+    const widest = Math.max(0, ...Array.from(select.options).map(option => context.measureText(option.text).width));
+    const name = select.closest('.widget-dropdown').innerText;
+    return widest + 28 > select.clientWidth ? [[name, widest, select.clientWidth]] : [];
+  });
+}"""
+
+
 def _changed(page, selector: str, before: str, timeout: float = 30.0, attribute: str | None = None) -> float:
     """Seconds until the element's text (or attribute) differs from ``before``."""
     started = time.perf_counter()
@@ -82,6 +96,8 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1800})
+            requests = []
+            page.on("request", lambda request: requests.append(request.url))
             started = time.perf_counter()
             page.goto(explorer_url, timeout=120_000)
             page.wait_for_selector(".pneumo-sensitivity", timeout=180_000)
@@ -89,6 +105,8 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             timings["page_ready_s"] = time.perf_counter() - started
             assert "Threshold lab" in page.inner_text("body")
             assert "def " not in page.inner_text("body")  # Voilà shows outputs and prose, no code
+            cut = page.evaluate(MENUS_CUT)
+            assert not cut, f"menus too narrow for their longest entry: {cut}"
 
             # 1. the threshold slider, dragged to its left end: every image is called pneumonia
             before = (page.inner_text(".pneumo-sensitivity"), page.inner_text(".pneumo-specificity"))
@@ -128,6 +146,8 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
 
             page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
             assert (tmp_path / "explorer.png").stat().st_size > 10_000
+            leaving = sorted({url for url in requests if bench_explore.outside_loopback(url)})
+            assert requests and not leaving, f"requests that leave 127.0.0.1 (a classroom offline breaks): {leaving}"
         finally:
             browser.close()
     record = json.dumps({key: round(value, 3) for key, value in timings.items()}, indent=2)

@@ -138,7 +138,7 @@ def _calibrate(model_path, site, out, *targets):
 
 
 @pytest.fixture(scope="module")
-def calibrated(tiny_model_path, tmp_path_factory):
+def calibrated(site_model_path, tmp_path_factory):
     """The tiny model calibrated on a synthetic site large enough for every mode at lowered targets."""
     from pneumo_utils.data.synthetic import write_synthetic_dataset
 
@@ -147,7 +147,7 @@ def calibrated(tiny_model_path, tmp_path_factory):
     )
     out = tmp_path_factory.mktemp("calibrated")
     result = _calibrate(
-        tiny_model_path,
+        site_model_path,
         site,
         out,
         "--sensitivity",
@@ -218,9 +218,9 @@ def test_a_mode_the_card_does_not_hold_is_one_line(tiny_model_path, synthetic_ro
     assert "holds no triage mode" in line and "pneumo calibrate" in line
 
 
-def test_calibrate_refuses_a_promise_the_sample_cannot_support(tiny_model_path, tmp_path, calibrated):
+def test_calibrate_refuses_a_promise_the_sample_cannot_support(site_model_path, tmp_path, calibrated):
     _, site, _ = calibrated
-    result = _calibrate(tiny_model_path, site, tmp_path / "out", "--sensitivity", "0.99")
+    result = _calibrate(site_model_path, site, tmp_path / "out", "--sensitivity", "0.99")
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "needs at least 299 PNEUMONIA images" in line and "has 40" in line

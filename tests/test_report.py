@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 
+import cv2
 import psutil
 import pytest
 from helpers import PNEUMO, run_pneumo_here
@@ -53,7 +54,14 @@ def test_a_report_of_a_run_that_scored_nothing_is_refused(smoke_run, tmp_path):
 def test_the_report_of_a_smoke_run_is_one_self_contained_file(smoke_run, tmp_path):
     output = tmp_path / "report.html"
     result = subprocess.run(
-        [*PNEUMO, "report", str(smoke_run), "--output", str(output), *(["--pdf"] if report.find_chromium() else [])],
+        [
+            *PNEUMO,
+            "report",
+            str(smoke_run),
+            "--output",
+            str(output),
+            *(["--pdf", "--png"] if report.find_chromium() else []),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -81,6 +89,8 @@ def test_the_report_of_a_smoke_run_is_one_self_contained_file(smoke_run, tmp_pat
         assert f"<h2>{heading}" in page
     if report.find_chromium():
         assert output.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+        picture = cv2.imread(str(output.with_suffix(".png")))  # the full page, asking for nothing but itself
+        assert picture.shape[1] == 1200 and picture.shape[0] > 3000, picture.shape
     again = subprocess.run(
         [*PNEUMO, "report", str(smoke_run), "--output", str(output)], capture_output=True, text=True, timeout=120
     )

@@ -106,6 +106,8 @@ EXIT_CODES = {
     "pneumo_utils.model.calibrate.CalibrationSampleError": 2,
     "pneumo_utils.model.ood.OodError": 2,
     "pneumo_utils.model.operating.OperatingPointError": 2,
+    "pneumo_utils.explain.cam.ExplainError": 2,
+    "pneumo_utils.reading.FileRefused": 2,
     "pneumo_utils.outputs.OutputError": 1,
     "pneumo_utils.model.inference.InvalidScores": 1,
     "pneumo_utils.images.TooManyUnreadableError": 1,

@@ -24,6 +24,10 @@ def _command_bench(args: argparse.Namespace) -> int:
 
     output = Path(args.output) if args.output else None
     refuse_existing(output, args.overwrite)
+    screenshot = Path(args.screenshot) if args.screenshot else None
+    if screenshot is not None and args.what != "explore":
+        raise UsageError("--screenshot goes with pneumo bench explore")
+    refuse_existing(screenshot, args.overwrite)
     if args.what == "sweep":
         result = bench.bench_sweep(workers=args.workers)
         headline = ("serial_s", "parallel_s", "speedup", "workers")
@@ -37,12 +41,24 @@ def _command_bench(args: argparse.Namespace) -> int:
             "peak_rss_mb",
         )
     elif args.what == "explore":
+        import tempfile
+
         from pneumo_utils.runs import bench_explore
 
-        try:
-            result = bench_explore.bench_explore(args.pages, args.run, args.data_dir, args.explore_model)
-        except bench_explore.BenchError as error:
-            raise UsageError(str(error)) from None
+        with tempfile.TemporaryDirectory(prefix="pneumo-screenshot-") as folder:
+            taken = Path(folder) / "explorer.png" if screenshot else None
+            try:
+                result = bench_explore.bench_explore(
+                    args.pages, args.run, args.data_dir, args.explore_model, screenshot=taken
+                )
+            except bench_explore.BenchError as error:
+                raise UsageError(str(error)) from None
+            if taken is not None:
+                if not taken.is_file():
+                    raise UsageError("no page became ready, so there is no screenshot; nothing was written")
+                status = save(screenshot, taken.read_bytes(), args.overwrite)
+                if status:
+                    return status
         headline = ("pages", "pages_ready", "time_to_ready_s", "threshold_change_s", "heatmap_s", "peak_server_pss_mb")
     elif args.what == "ood":
         from pneumo_utils.model import ood
@@ -97,6 +113,12 @@ def register(commands) -> None:
         "--run", default=None, metavar="DIR", help="explore: the run to explore (default: the committed run)"
     )
     bench.add_argument("--explore-model", default=None, metavar="PATH", help="explore: the model (default: the run's)")
+    bench.add_argument(
+        "--screenshot",
+        default=None,
+        metavar="FILE.png",
+        help="explore: also save the first page, once ready, as a full-page PNG",
+    )
     bench.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     bench.add_argument("--output", default=None, metavar="FILE.json")
     bench.add_argument("--overwrite", action="store_true")

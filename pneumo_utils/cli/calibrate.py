@@ -54,8 +54,11 @@ def _command_calibrate(args: argparse.Namespace) -> int:
         triage_specificity=args.triage_specificity,
         triage_sensitivity=args.triage_sensitivity,
         rule=args.rule,
+        training_hashes=set(index.loc[index["split"] == "train", "hash"].dropna()) if "hash" in index else None,
     )
     site = new_card["site_calibration"]
+    for warning in site["warnings"]:
+        print(f"warning: {args.split} of {sample['data_dir']}: {warning}", file=sys.stderr)
     print(
         f"{args.split} of {sample['data_dir']}: {site['sample']['n']} images "
         f"({site['sample']['counts']['NORMAL']} NORMAL, {site['sample']['counts']['PNEUMONIA']} PNEUMONIA)"

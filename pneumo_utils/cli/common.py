@@ -7,9 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pneumo_utils import config
+from pneumo_utils import config, reading
 from pneumo_utils.outputs import json_bytes  # noqa: F401 - the commands' one JSON serializer
 
 DATA_HELP = "data set root (default: $PNEUMO_DATA_DIR, then data/chest_xray)"
@@ -27,11 +25,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, separator, value = pair.partition("=")
         if not separator or not key.strip():
             raise UsageError(f"-p expects key=value, got {pair!r}")
+        source = f"-p {pair}" if len(pair) <= 80 else f"-p {key.strip()}=..."
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as error:
-            problem = str(getattr(error, "problem", None) or "not valid YAML")
-            raise UsageError(f"-p {pair}: the value is not valid YAML ({problem})") from None
+            overrides[key.strip()] = reading.parse_yaml(value, source, reading.VALUE_LIMIT, "the value")
+        except reading.FileRefused as error:
+            raise UsageError(str(error)) from None
     return overrides
 
 

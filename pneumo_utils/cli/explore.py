@@ -148,6 +148,8 @@ def _command_markdown(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else run_dir / "README.md"
     if args.pdf:
         raise UsageError("--pdf prints the HTML report; it does not go with --markdown")
+    if args.png:
+        raise UsageError("--png pictures the HTML report; it does not go with --markdown")
     outputs.refuse_committed(output, "the output (pneumo promote results writes the committed pages)")
     refuse_existing(output, args.overwrite)
     page = results_page.results_markdown(run_dir)
@@ -163,13 +165,16 @@ def _command_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     output = Path(args.output) if args.output else run_dir / "report.html"
     pdf = output.with_suffix(".pdf") if args.pdf else None
+    png = output.with_suffix(".png") if args.png else None
     outputs.refuse_committed(output, "the report (pneumo promote writes the committed run's report)")
-    refuse_existing(output, args.overwrite)
-    refuse_existing(pdf, args.overwrite)
+    for path in (output, pdf, png):
+        refuse_existing(path, args.overwrite)
     status = save(output, report.build_report(run_dir).encode("utf-8"), args.overwrite)
-    if status or pdf is None:
-        return status
-    return save(pdf, report.print_pdf(output), args.overwrite)
+    if status == 0 and pdf is not None:
+        status = save(pdf, report.print_pdf(output), args.overwrite)
+    if status == 0 and png is not None:
+        status = save(png, report.screenshot_png(output), args.overwrite)
+    return status
 
 
 def register(commands) -> None:
@@ -208,6 +213,9 @@ def register(commands) -> None:
         help="default: RUN_DIR/report.html (RUN_DIR/README.md with --markdown)",
     )
     report.add_argument("--pdf", action="store_true", help="also print it to PDF (beside it) with headless Chromium")
+    report.add_argument(
+        "--png", action="store_true", help="also save a full-page screenshot (beside it; needs Playwright)"
+    )
     report.add_argument(
         "--markdown",
         action="store_true",

@@ -203,7 +203,7 @@ def _command_predict(args: argparse.Namespace) -> int:
             import pandas as pd
 
             columns = ["path", *DECISION_FIELDS, "error"]
-            payload = pd.DataFrame(rows, columns=columns).to_csv(index=False).encode()
+            payload = outputs.spreadsheet_safe_csv(pd.DataFrame(rows, columns=columns))
         status = save(output, payload, args.overwrite)
     overlay_failures = 0
     if writer is not None:  # the predictions above are saved whatever happens to the overlays

@@ -11,9 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from pneumo_utils.images import resize_all
-from pneumo_utils.model import ensemble_members, predict_probabilities
+from pneumo_utils.model import ensemble_members, predict_probabilities, source_of
 
 EPSILON = 1e-8
+
+
+class ExplainError(ValueError):
+    """A model Grad-CAM cannot explain (no convolution, no sigmoid logit, no such layer): one line."""
 
 
 CONV_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
@@ -46,7 +50,7 @@ def last_conv_layer_name(model: keras.Model) -> str:
                 return last_conv_layer_name(layer)
             except ValueError:
                 continue
-    raise ValueError(f"model {model.name!r} has no convolution layer to explain")
+    raise ExplainError(f"model {model.name!r} has no convolution layer to explain")
 
 
 def _is_chain(model) -> bool:
@@ -96,7 +100,7 @@ def _walk(container, inputs, target: str, found: dict, last: bool):
         else:
             x = layer(x, training=False)
     if last:
-        raise ValueError("the model does not end in a sigmoid; Grad-CAM here explains a sigmoid head's logit")
+        raise ExplainError("the model does not end in a sigmoid; Grad-CAM here explains a sigmoid head's logit")
     return x
 
 
@@ -107,7 +111,7 @@ def _functional_split(model: keras.Model, target: str):
     except ValueError:
         final = model.layers[-1]
         if not (isinstance(final, keras.layers.Activation) and _is_sigmoid(final)):
-            raise ValueError(f"model {model.name!r}: name the pre-sigmoid layer 'logit' to explain it") from None
+            raise ExplainError(f"model {model.name!r}: name the pre-sigmoid layer 'logit' to explain it") from None
         logit = final.input
     return keras.Model(model.inputs, [model.get_layer(target).output, logit])
 
@@ -128,9 +132,15 @@ class CamExplainer:
             self.layer_name = self.layer_name or self._members[0].layer_name
             return
         self._members = []
+        try:
+            self._prepare()
+        except ExplainError as error:  # name the file the model came from, where it came from one
+            raise ExplainError(f"{source_of(self.model)}: {error}") from None
+
+    def _prepare(self) -> None:
         self.layer_name = self.layer_name or last_conv_layer_name(self.model)
         if _find_layer(self.model, self.layer_name) is None:
-            raise ValueError(f"model {self.model.name!r} has no layer named {self.layer_name!r}")
+            raise ExplainError(f"model {self.model.name!r} has no layer named {self.layer_name!r}")
         if _is_chain(self.model):
             self._forward = self._forward_chain
         else:
@@ -149,7 +159,7 @@ class CamExplainer:
         found: dict = {}
         logits = _walk(self.model, images, self.layer_name, found, last=True)
         if "activation" not in found:
-            raise ValueError(f"layer {self.layer_name!r} is not on the path to the output")
+            raise ExplainError(f"layer {self.layer_name!r} is not on the path to the output")
         return found["activation"], logits
 
     def _forward_functional(self, images):

@@ -1,5 +1,9 @@
 """Which images to explain: examples of each outcome (correct, missed, false alarm) and correct ones per class,
-picked reproducibly from per-image scores."""
+picked reproducibly from per-image scores.
+
+Within a group the examples are spread over its range of probabilities (its least and most confident, and
+evenly between), not drawn at random: a random draw from a weak model shows the same p = 0.53 four times,
+while a spread shows the reader how the maps change with the model's confidence."""
 
 from __future__ import annotations
 
@@ -7,11 +11,27 @@ from pneumo_utils.config import CLASS_NAMES
 from pneumo_utils.evaluate import outcome_of
 
 
+def spread_over_probability(rows, count: int, seed: int = 0):
+    """Up to ``count`` of ``rows`` spread evenly over their sorted probabilities, from the lowest to the
+    highest; rows of equal probability are ordered by a seeded shuffle, so the pick is reproducible."""
+    import numpy as np
+
+    if count < 1:
+        raise ValueError(f"the number of examples to pick must be at least 1, got {count}")
+    if len(rows) <= count:
+        return rows.sort_values("probability", kind="stable")
+    shuffled = rows.sample(frac=1.0, random_state=seed)
+    ordered = shuffled.sort_values("probability", kind="stable")
+    positions = np.unique(np.round(np.linspace(0, len(ordered) - 1, count)).astype(int))
+    return ordered.iloc[positions]
+
+
 def correct_by_class(frame, threshold: float, per_class: int, seed: int = 0) -> dict:
-    """Up to ``per_class`` random correctly classified rows of each class: ``{label: rows}``."""
+    """Up to ``per_class`` correctly classified rows of each class, spread over their probabilities:
+    ``{label: rows}``."""
     correct = frame[(frame["probability"] >= threshold) == (frame["target"] == 1)]
     return {
-        label: rows.sample(min(per_class, len(rows)), random_state=seed).reset_index(drop=True)
+        label: spread_over_probability(rows, per_class, seed).reset_index(drop=True)
         for label, rows in correct.groupby("label")
     }
 
@@ -20,8 +40,9 @@ OUTCOMES = ("PNEUMONIA, correct", "PNEUMONIA, missed", "NORMAL, correct", "NORMA
 
 
 def pick_examples(frame, threshold: float, per_group: int, seed: int = 0):
-    """Up to ``per_group`` rows of each outcome (true/false per class), from a frame with
-    ``target`` and ``probability`` columns; the rows get an ``outcome`` column."""
+    """Up to ``per_group`` rows of each outcome (true/false per class), spread over that outcome's
+    probabilities, from a frame with ``target`` and ``probability`` columns; the rows get an ``outcome``
+    column."""
     import pandas as pd
 
     labels = [CLASS_NAMES[int(target)] for target in frame["target"]]
@@ -36,5 +57,5 @@ def pick_examples(frame, threshold: float, per_group: int, seed: int = 0):
     for outcome in OUTCOMES:
         rows = frame[outcomes == outcome]
         if len(rows):
-            picked.append(rows.sample(min(per_group, len(rows)), random_state=seed).assign(outcome=outcome))
+            picked.append(spread_over_probability(rows, per_group, seed).assign(outcome=outcome))
     return pd.concat(picked, ignore_index=True) if picked else frame.iloc[:0].assign(outcome=[])

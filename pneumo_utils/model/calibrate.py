@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -52,9 +53,51 @@ def check_sample(targets: np.ndarray, where: str, minimum: int = MIN_IMAGES_PER_
     return counts
 
 
+def distinct_sample(rows: pd.DataFrame, where: str) -> tuple[np.ndarray, int]:
+    """The positions of the sample's distinct images (the first file of each content hash) and how many copies
+    were left out. A file copied 20 times is one image: a bound computed on the copies would promise what one
+    image cannot support. The same image under both labels is refused: one of the two labels is wrong."""
+    if "hash" not in rows or rows["hash"].isna().any():
+        return np.arange(len(rows)), 0
+    labels = rows.groupby("hash")["target"].nunique()
+    conflicting = labels[labels > 1].index
+    if len(conflicting):
+        files = rows.loc[rows["hash"] == conflicting[0], "path"].map(lambda path: Path(str(path)).name).tolist()
+        raise CalibrationSampleError(
+            f"{where}: {len(conflicting)} image(s) appear under both labels (first: {' and '.join(files[:2])} are "
+            "the same file); fix the labels before calibrating"
+        )
+    keep = ~rows["hash"].duplicated().to_numpy()
+    return np.flatnonzero(keep), int((~keep).sum())
+
+
+def check_discrimination(before: dict[str, Any], where: str) -> None:
+    """Refuse a sample on which the model cannot tell the classes apart: a ROC-AUC whose 95% interval reaches
+    0.5 means any threshold fitted there is chance, and a promise made from it would mean nothing."""
+    interval = (before.get("ci95") or {}).get("roc_auc")
+    value = before.get("roc_auc")
+    if value is None or not interval or interval[0] is None:
+        return
+    if interval[0] <= 0.5:
+        raise CalibrationSampleError(
+            f"{where}: the model does not tell the classes apart on this sample (ROC-AUC {value:.3f}, 95% interval "
+            f"[{interval[0]:.3f}, {interval[1]:.3f}] {'reaches' if interval[1] > 0.5 else 'lies below'} 0.5); a "
+            "threshold fitted here would be chance or worse: check "
+            "the labels, or that these are chest X-rays like the training ones"
+        )
+
+
 def logit_model(network: keras.Model) -> keras.Model:
-    """The model up to its ``logit`` layer (before any temperature and the sigmoid)."""
-    return keras.Model(network.inputs, network.get_layer("logit").output, name=f"{network.name}_logit")
+    """The model up to its ``logit`` layer (before any temperature and the sigmoid); a model without one is
+    refused in one line (calibration rescales that score, so there is nothing to calibrate without it)."""
+    try:
+        logit = network.get_layer("logit")
+    except ValueError:
+        raise model_module.ModelLoadError(
+            f"{model_module.source_of(network)}: the model has no layer named 'logit' (its pre-sigmoid score, "
+            "which calibration and the operating modes rescale); models this project trains have one"
+        ) from None
+    return keras.Model(network.inputs, logit.output, name=f"{network.name}_logit")
 
 
 def predict_logits(network: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -82,8 +125,14 @@ def calibrate_model(
     triage_specificity: float = operating.DEFAULT_TRIAGE_SPECIFICITY,
     triage_sensitivity: float | None = None,
     rule: str = "bounded",
+    training_hashes: set[str] | None = None,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Refit temperature and the operating modes on a labelled sample; the new model and its card.
+
+    The sample counts its distinct images (copies of one file count once; the same file under both labels is
+    refused), and a sample on which the model's ROC-AUC interval reaches 0.5 is refused. Images whose content
+    is in ``training_hashes`` (the hashes of a ``train/`` folder) are allowed but named in the card's
+    ``site_calibration.warnings``.
 
     ``rows`` are the index rows of ``images`` (``target`` column); ``sample`` describes where they come from
     (``data_dir``, ``split``, ``fingerprint``), and is recorded in the card with the sample's size and its
@@ -92,9 +141,20 @@ def calibrate_model(
     would need); a rule-out or triage mode the sample cannot support is left out of the card and named in
     ``site_calibration.modes_not_fitted``.
     """
-    targets = rows["target"].to_numpy().astype(int)
     where = f"{sample.get('split', 'sample')} of {sample.get('data_dir', 'the data')}"
-    counts = check_sample(targets, where, minimum_per_class)
+    positions, copies = distinct_sample(rows, where)
+    images, rows = images[positions], rows.iloc[positions].reset_index(drop=True)
+    targets = rows["target"].to_numpy().astype(int)
+    counts = check_sample(
+        targets, where + (f" ({copies} copies of other images not counted)" if copies else ""), minimum_per_class
+    )
+    warnings = []
+    seen_in_training = int(rows["hash"].isin(training_hashes).sum()) if training_hashes and "hash" in rows else 0
+    if seen_in_training:
+        warnings.append(
+            f"{seen_in_training} of the sample's {len(rows)} images are files of train/ (the model may have learnt "
+            "from them): its figures on them are optimistic and its promises may not hold on new images"
+        )
     if not 0.0 < min_sensitivity <= 1.0:
         raise ValueError(f"sensitivity must be in (0, 1], got {min_sensitivity}")
     logits = predict_logits(network, images)
@@ -103,6 +163,7 @@ def calibrate_model(
     previous_temperature = current_temperature(card)
     before_probabilities = evaluate.apply_temperature_to_logits(logits, previous_temperature)
     before = evaluate.evaluate_probabilities(targets, before_probabilities, card["threshold"]["value"])
+    check_discrimination(before, where)
     temperature = evaluate.fit_temperature_to_logits(targets, logits)
     probabilities = evaluate.apply_temperature_to_logits(logits, temperature)
     modes_sample = {key: sample[key] for key in ("split", "fingerprint", "data_dir") if key in sample}
@@ -148,7 +209,8 @@ def calibrate_model(
         "training_temperature": earlier.get(
             "training_temperature", earlier.get("previous_temperature", previous_temperature)
         ),
-        "sample": {**sample, "n": int(len(targets)), "counts": counts},
+        "sample": {**sample, "n": int(len(targets)), "counts": counts, "copies_not_counted": copies},
+        "warnings": warnings,
         "before": before,
         "after": after,
         "ece_before": evaluate.expected_calibration_error(targets, before_probabilities),

@@ -25,19 +25,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from pneumo_utils import data
+from pneumo_utils import data, reading
 from pneumo_utils.data import make_dataset
 from pneumo_utils.model import load_model, save_model
 from pneumo_utils.model.calibrate import logit_model
 from pneumo_utils.model.inference import card_split, predict_probabilities
 from pneumo_utils.model.operating import OUT_OF_DISTRIBUTION, VERDICT  # noqa: F401 - re-exported
-from pneumo_utils.outputs import refuse_committed, write_bytes
+from pneumo_utils.outputs import first_line, refuse_committed, write_bytes
 
 SIDE = 24
 BINS = 16
@@ -186,23 +187,69 @@ class Detector:
             return None
         path = detector_path(model_path)  # always beside the model, named after it (a copy keeps the pair)
         try:
-            payload = path.read_bytes()
-        except OSError as error:
-            raise OodError(
-                f"{path}: the model card names this out-of-distribution detector, but it cannot be "
-                f"read ({error.strerror or error}); pass --no-ood to predict without it"
-            ) from None
+            payload = reading.read_bytes(path, reading.GATE_LIMIT, "the out-of-distribution gate")
+        except reading.FileRefused as error:
+            raise OodError(f"{error}; the model card names this gate (pass --no-ood to predict without it)") from None
         if entry.get("sha256") and hashlib.sha256(payload).hexdigest() != entry["sha256"]:
             raise OodError(f"{path}: does not match the SHA-256 in the model card")
-        stored = np.load(io.BytesIO(payload))
-        return cls(
-            stored["mean"],
-            stored["precision"],
-            float(stored["threshold"]),
-            int(stored["image_size"]),
+        try:  # its arrays may not inflate past a bound either, whatever the hash says
+            reading.check_archive(
+                io.BytesIO(payload), "the out-of-distribution gate", reading.GATE_LIMIT * 4, {}, name=path
+            )
+        except reading.FileRefused as error:
+            raise OodError(f"{error}; refit it with pneumo gate") from None
+        return cls.from_arrays(
+            _stored_arrays(payload, path),
+            path,
             {key: value for key, value in entry.items() if key not in ("file", "sha256")},
-            stored["scale"],
         )
+
+    @classmethod
+    def from_arrays(cls, stored: dict[str, np.ndarray], path, fitted_on: dict[str, Any]) -> Detector:
+        """A detector from its saved arrays, each checked for its kind and shape: a gate whose file matches
+        its hash can still be wrong inside (written by other code, or by hand), and a NaN threshold would
+        stop every image in silence."""
+
+        def refuse(problem: str) -> OodError:
+            return OodError(f"{path}: not a usable out-of-distribution gate ({problem}); refit it with pneumo gate")
+
+        for key in GATE_ARRAYS:
+            if key not in stored:
+                raise refuse(f"it has no {key!r} array")
+            if stored[key].dtype.kind not in "fiu":
+                raise refuse(f"its {key!r} holds {stored[key].dtype} values, not numbers")
+        mean, precision, scale = stored["mean"], stored["precision"], stored["scale"]
+        threshold, image_size = stored["threshold"], stored["image_size"]
+        if threshold.shape != () or image_size.shape != ():
+            raise refuse("its threshold and image size must be single numbers")
+        if not (np.isfinite(threshold) and float(threshold) > 0):
+            raise refuse(f"its threshold is {float(threshold)}; it must be a positive finite number")
+        if not (16 <= int(image_size) <= 4096) or float(image_size) != int(image_size):
+            raise refuse(f"its image size is {float(image_size):g}")
+        dimension = features(np.zeros((1, int(image_size), int(image_size)), np.float32)).shape[1]
+        if mean.shape != (dimension,) or scale.shape != (dimension,) or precision.shape != (dimension, dimension):
+            raise refuse(
+                f"its arrays have shapes {mean.shape}, {precision.shape}, {scale.shape}; its image size needs "
+                f"({dimension},), ({dimension}, {dimension}), ({dimension},)"
+            )
+        if not all(np.isfinite(array).all() for array in (mean, precision, scale)) or (scale <= 0).any():
+            raise refuse("its mean, precision or scale holds values that are not finite, or a scale not above 0")
+        return cls(mean, precision, float(threshold), int(image_size), fitted_on, scale)
+
+
+GATE_ARRAYS = ("mean", "precision", "threshold", "image_size", "scale")
+
+
+def _stored_arrays(payload: bytes, path) -> dict[str, np.ndarray]:
+    """The gate file's arrays (no pickled objects), or one line saying why they cannot be read."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as stored:
+            return {key: np.asarray(stored[key]) for key in stored.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise OodError(
+            f"{path}: not a usable out-of-distribution gate ({type(error).__name__}: {first_line(error)}); "
+            "refit it with pneumo gate"
+        ) from None
 
 
 def detector_path(model_path: str | os.PathLike) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 import keras
 
+from pneumo_utils import reading
 from pneumo_utils.model.card import ModelCard, ModelLoadError, card_path
 from pneumo_utils.outputs import first_line, refuse_committed
 from pneumo_utils.records import write_json_atomic
@@ -42,21 +43,32 @@ def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]
 
 
 def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelCard]:
-    """Load a ``.keras`` model (safe mode on) and its card; clear one-line errors for bad files."""
+    """Load a ``.keras`` model (safe mode on) and its card; clear one-line errors for bad files.
+
+    Nothing is read before it is known to be a regular file of bounded size: the card (at most
+    ``reading.CARD_LIMIT``), the archive (at most ``reading.MODEL_LIMIT``, its members inflating to at most
+    ``reading.ARCHIVE_INFLATED_LIMIT``, its ``config.json`` to far less)."""
     path = Path(path)
-    if not path.is_file():
+    kind = reading.kind_of(path)
+    if kind == "missing":
         raise ModelLoadError(f"{path}: model file does not exist")
+    if kind is not None:
+        raise ModelLoadError(f"{path}: the model must be a .keras file; this is {kind}")
     if path.suffix != ".keras":
         raise ModelLoadError(f"{path}: not a .keras model file")
     card_file = card_path(path)
-    if not card_file.is_file():
+    if reading.kind_of(card_file) == "missing":
         raise ModelLoadError(f"{card_file}: model card missing (it records the preprocessing and threshold)")
     try:
-        card = json.loads(card_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelLoadError(f"{card_file}: model card is not valid JSON ({error})") from None
-    if not zipfile.is_zipfile(path):
-        raise ModelLoadError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is not)")
+        card = reading.read_json(card_file, reading.CARD_LIMIT, "the model card")
+        if not zipfile.is_zipfile(path):
+            raise ModelLoadError(f"{path}: not a Keras model archive (a .keras file is a zip; this one is not)")
+        size = os.stat(path).st_size
+        if size > reading.MODEL_LIMIT:
+            raise ModelLoadError(f"{path}: {size / 2**20:,.0f} MB, more than a model file this project reads")
+        reading.check_archive(path, "the model archive")
+    except reading.FileRefused as error:
+        raise ModelLoadError(str(error)) from None
     card = ModelCard.read(card, card_file)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)

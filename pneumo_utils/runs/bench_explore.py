@@ -143,7 +143,17 @@ async def _changed(page, selector: str, before: str | None, attribute: str | Non
     raise TimeoutError(f"{selector} did not change within {timeout:.0f} s")
 
 
-async def _drive(url: str, pages: int, chromium: str, timeout: float) -> dict[str, Any]:
+def outside_loopback(url: str) -> bool:
+    """Whether a page's request leaves this machine (anything but 127.0.0.1, localhost, data: and blob:)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return False
+    return parts.hostname not in ("127.0.0.1", "localhost", "::1")
+
+
+async def _drive(url: str, pages: int, chromium: str, timeout: float, screenshot: Path | None = None) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -151,6 +161,9 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float) -> dict[st
         try:
             contexts = [await browser.new_context(viewport={"width": 1300, "height": 1800}) for _ in range(pages)]
             tabs = [await context.new_page() for context in contexts]
+            requests: list[str] = []
+            for tab in tabs:  # every request of every page: an offline classroom needs none to leave the server
+                tab.on("request", lambda request: requests.append(request.url))
 
             async def open_one(tab) -> float:
                 started = time.perf_counter()
@@ -165,6 +178,9 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float) -> dict[st
                 f"{type(value).__name__}: {value}".splitlines()[0] for value in opened if not isinstance(value, float)
             ]
             live = [tab for tab, value in zip(tabs, opened, strict=True) if isinstance(value, float)]
+            if screenshot is not None and live:  # the first page as a student first sees it
+                await live[0].wait_for_timeout(1000)  # the ROC picture and the fonts settle
+                await live[0].screenshot(path=str(screenshot), full_page=True)
 
             async def move_threshold(tab) -> float:
                 box = await (await tab.query_selector(".pneumo-threshold-slider .noUi-handle")).bounding_box()
@@ -200,6 +216,8 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float) -> dict[st
                 "heatmap": [value for value in heatmap if isinstance(value, float)],
                 "failures": failures,
                 "browser_cpu_s": browser_cpu,
+                "requests": len(requests),
+                "outside_loopback": sorted({request for request in requests if outside_loopback(request)}),
             }
         finally:
             await browser.close()
@@ -211,8 +229,10 @@ def bench_explore(
     data_dir: str | os.PathLike | None = None,
     model_path: str | os.PathLike | None = None,
     timeout: float = 300.0,
+    screenshot: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Open ``pages`` explorer pages at once against a fresh ``pneumo explore``; the figures as a dict."""
+    """Open ``pages`` explorer pages at once against a fresh ``pneumo explore``; the figures as a dict. With
+    ``screenshot``, the first page once ready is also saved there as a full-page PNG."""
     if pages < 1:
         raise BenchError(f"--pages must be at least 1, got {pages}")
     chromium = find_chromium()
@@ -252,7 +272,15 @@ def bench_explore(
                         raise BenchError(f"pneumo explore did not listen within {timeout:.0f} s")
                     time.sleep(0.25)
                 listening = time.perf_counter() - started
-                driven = asyncio.run(_drive(f"http://127.0.0.1:{port}/", pages, chromium, timeout))
+                driven = asyncio.run(
+                    _drive(
+                        f"http://127.0.0.1:{port}/",
+                        pages,
+                        chromium,
+                        timeout,
+                        Path(screenshot) if screenshot else None,
+                    )
+                )
                 kernels, with_tensorflow = kernels_with_tensorflow(server.pid)
                 server_cpu = cpu_seconds(_family(server.pid))
         finally:  # SIGTERM (pneumo explore stops Voilà and its kernels), then SIGKILL for anything left
@@ -276,6 +304,8 @@ def bench_explore(
         "kernels_with_tensorflow": with_tensorflow,
         "model_service": service,
         "failures": driven["failures"][:10],
+        "page_requests": driven["requests"],
+        "requests_outside_loopback": driven["outside_loopback"][:10],
         "cpu": _cpu(),
         "note": "Chromium ran on the same machine, sharing its cores with the server",
     }

@@ -574,3 +574,32 @@ def print_pdf(html_path: Path, timeout: float = 180) -> bytes:
             reason = (stderr.strip().splitlines() or ["no output"])[-1]
             raise PdfError(f"Chromium could not print the report to PDF ({reason})")
         return target.read_bytes()
+
+
+def screenshot_png(html_path: Path, width: int = 1200, timeout: float = 180) -> bytes:
+    """The HTML page as one full-page PNG, taken by headless Chromium through Playwright. The report is
+    self-contained, so a request that leaves the file (a font, a script from the web) is an error, not a
+    picture of a page that would break offline."""
+    chromium = find_chromium()
+    if chromium is None:
+        raise PdfError("--png needs Chromium, which is not installed here (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise PdfError("--png needs Playwright: pip install -e '.[test]'; the HTML report was written") from None
+    page_uri = html_path.resolve().as_uri()
+    with tempfile.TemporaryDirectory(prefix="pneumo-png-") as folder, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=list(CHROMIUM_FLAGS))
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(page_uri, timeout=timeout * 1000, wait_until="load")
+            target = Path(folder) / "report.png"
+            page.screenshot(path=str(target), full_page=True)
+        finally:
+            browser.close()
+        outside = sorted({url for url in requests if url != page_uri and not url.startswith(("data:", "blob:"))})
+        if outside:
+            raise PdfError(f"the report asked for {len(outside)} file(s) besides itself (first: {outside[0]})")
+        return target.read_bytes()
