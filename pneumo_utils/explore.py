@@ -61,6 +61,24 @@ class Session:
     data_problem: str | None = None  # one line when the run's images are not where it looked for them
 
 
+def _refuse_another_model(model: Path, run: Path) -> None:
+    """A run's stored per-image scores are its own model's: shown at another model's threshold they would be
+    wrong figures (sensitivity 0.597 shown where that model has 0.758). So ``--run R --model M`` is allowed
+    only where M is R's model file, byte for byte."""
+    own = sorted((run / "model").glob("*.keras")) or (
+        [SAVED_MODEL] if run.resolve() == REFERENCE_RESULTS.resolve() else []
+    )
+    if not own or model.resolve() == own[0].resolve():
+        return
+    if own[0].is_file() and own[0].stat().st_size == model.stat().st_size and own[0].read_bytes() == model.read_bytes():
+        return
+    raise SettingsError(
+        f"{model}: not the model that scored {run} (its per-image scores are {own[0].name}'s, and another model's "
+        "threshold on them gives wrong figures); explore the run with its own model, or this model with "
+        "--model and --data-dir alone (its validation split is scored now)"
+    )
+
+
 def resolve(
     run_dir: str | os.PathLike | None = None,
     model_path: str | os.PathLike | None = None,
@@ -87,6 +105,8 @@ def resolve(
         model = Path(model_path).resolve()
     if not model.is_file():
         raise SettingsError(f"{model}: no such model file")
+    if model_path is not None and run is not None:
+        _refuse_another_model(model, run)
     summary = json.loads((run / "run_summary.json").read_text()) if run and (run / "run_summary.json").is_file() else {}
     recorded = None
     if summary.get("data_dir"):

@@ -188,7 +188,10 @@ class ExplorerApp:
         self.upload = FileUpload(accept=UPLOAD_TYPES, multiple=False, description="upload an X-ray")
         self.verdict, self.message = HTML(), HTML()
         self.message.add_class("pneumo-message")
-        self.original_image, self.heatmap_image = Image(format="png", width=256), Image(format="png", width=256)
+        self.original_image, self.heatmap_image = (
+            Image(format="png", width=PICTURE_HEIGHT),
+            Image(format="png", width=PICTURE_HEIGHT),
+        )
         self.heatmap_image.add_class("pneumo-heatmap")
         for control in (
             self.label_choice,
@@ -263,7 +266,7 @@ class ExplorerApp:
             self.message.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
             return
         self.original_image.value = explore.display_png(self.image)
-        self.heatmap_image.value = explore.display_png(overlays.with_colour_bar(result["overlay"]))
+        _show_heatmap(self.heatmap_image, result["overlay"])
         self.verdict.value = explore.verdict_html(self.image_name, result, self.explorer.threshold)
         if hasattr(self, "stressed_verdict"):  # panel 3 follows the chosen image
             self._update_stress()
@@ -273,7 +276,7 @@ class ExplorerApp:
         self.gamma_slider = FloatSlider(value=1.0, min=0.4, max=2.5, step=0.05, description="gamma")
         self.contrast_slider = FloatSlider(value=1.0, min=0.3, max=1.5, step=0.05, description="contrast")
         self.blur_slider = FloatSlider(value=0.0, min=0.0, max=4.0, step=0.25, description="blur (px)")
-        self.stressed_image, self.stressed_verdict = Image(format="png", width=256), HTML()
+        self.stressed_image, self.stressed_verdict = Image(format="png", width=PICTURE_HEIGHT), HTML()
         self.stressed_verdict.add_class("pneumo-stressed")
         for control in (self.gamma_slider, self.contrast_slider, self.blur_slider):
             control.observe(self._update_stress, names="value")
@@ -301,7 +304,7 @@ class ExplorerApp:
         except ServiceError as error:
             self.stressed_verdict.value = f"<span class='pneumo-error'>error: {html.escape(str(error))}</span>"
             return
-        self.stressed_image.value = explore.display_png(overlays.with_colour_bar(result["overlay"]))
+        _show_heatmap(self.stressed_image, result["overlay"])
         self.stressed_verdict.value = explore.verdict_html(
             "changed image", result, self.explorer.threshold, "pneumo-stressed-probability"
         )
@@ -325,3 +328,14 @@ def build_app(
     if remote is not None:
         return ExplorerApp(remote.session, remote)
     return ExplorerApp(explore.notebook_session(profile, data_dir, output_dir, overrides or {}, run_dir, model_path))
+
+
+PICTURE_HEIGHT = 256  # pixels on the page: the X-ray and its heatmap side by side at one height
+
+
+def _show_heatmap(widget: Image, overlay) -> None:
+    """An overlay with its colour bar, drawn at the page's picture height: the widget is widened by the bar,
+    so the X-ray under the heatmap keeps its proportions."""
+    picture = overlays.with_colour_bar(overlay)
+    widget.width = round(PICTURE_HEIGHT * picture.shape[1] / picture.shape[0])
+    widget.value = explore.display_png(picture)

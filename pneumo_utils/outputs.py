@@ -329,3 +329,71 @@ def save_or_rescue(path: str | os.PathLike, payload: bytes, overwrite: bool) -> 
         rescue = Path(tempfile.mkdtemp(prefix="pneumo-rescued-")) / name.replace("?", "_")
         rescue.write_bytes(payload)
         return rescue, f"{error}; the result was saved to {rescue} instead"
+
+
+JOURNAL_NAME = ".promote-journal.json"  # beside the committed model while a promote swaps files
+
+
+class Journal:
+    """What a ``pneumo promote`` is doing to the committed folders, written before each step, so that a promote
+    killed at any instant (SIGKILL, power) is finished or undone by the next command instead of leaving a new
+    model beside an old card.
+
+    Each entry is a target with its staged new copy (``stage``; None for a file the promote removes) and the
+    name its old copy is kept under (``old``; None where there was none). ``state`` is ``staging`` (new copies
+    being written), ``swapping`` (targets being replaced) or ``done`` (all replaced; the old copies may go).
+    :meth:`recover` completes a ``done`` journal and rolls back any other, from what is on disk: an old copy
+    still there is put back, a new file that had no old one is removed, and every staged copy is deleted."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def write(self, state: str, entries: list[dict[str, Any]]) -> None:
+        write_json(self.path, {"state": state, "pid": os.getpid(), "entries": entries})
+
+    def recover(self) -> str | None:
+        """Finish or undo a promote that stopped midway; what was done ("completed", "rolled back") or None."""
+        if not self.path.exists():
+            return None
+        try:
+            record = json.loads(self.path.read_text(encoding="utf-8"))
+            entries, state = record["entries"], record["state"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise OutputError(
+                f"{display(self.path)}: a promote's journal that cannot be read ({error}); check saved_models/ and "
+                "results/ with git status, then delete it"
+            ) from None
+        if state == "done":
+            for entry in entries:
+                if entry.get("old"):
+                    Path(entry["old"]).unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
+            return "completed"
+        for entry in reversed(entries):
+            target = Path(entry["target"])
+            stage = Path(entry["stage"]) if entry.get("stage") else None
+            old = Path(entry["old"]) if entry.get("old") else None
+            if old is not None:
+                if old.exists():
+                    os.replace(old, target)  # the old file back, whether or not the new one was swapped in
+            elif stage is not None and not stage.exists() and target.exists() and state == "swapping":
+                target.unlink()  # a file the promote added (it had no old copy) and had swapped in
+            if stage is not None:
+                stage.unlink(missing_ok=True)
+                for partial in stage.parent.glob(f".{stage.name[:100]}.*.tmp"):  # a stage killed while written
+                    partial.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        return "rolled back"
+
+
+def recover_promote(folder: str | os.PathLike) -> str | None:
+    """Finish or undo a promote of the committed folder ``folder`` that stopped midway (its journal is still
+    there), under the folder's lock: a promote still running is left alone (:class:`FolderBusy`)."""
+    journal = Journal(Path(folder) / JOURNAL_NAME)
+    if not journal.path.exists():
+        return None
+    lock = FolderLock(folder, purpose="pneumo promote").acquire()
+    try:
+        return journal.recover()
+    finally:
+        lock.release()

@@ -231,3 +231,18 @@ def test_explore_refuses_a_broken_model_a_bad_host_and_a_busy_port(smoke_run, tm
         port = busy.getsockname()[1]
         result = run_pneumo_here("explore", "--run", smoke_run, "--no-browser", "--port", port)
     assert result.returncode == 2 and f"127.0.0.1:{port} is in use; choose another with --port" in result.stderr
+
+
+def test_a_run_explored_with_another_model_is_refused_and_a_copy_of_its_own_is_not(
+    smoke_run, tiny_model_path, tmp_path
+):
+    # issue 29: R's stored scores shown at M's threshold would be wrong figures
+    result = run_pneumo_here(
+        "explore", "--run", smoke_run, "--model", tiny_model_path, "--no-browser", "--port", "38997"
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "tiny.keras: not the model that scored" in line and "Traceback" not in result.stderr, line
+    copy = tmp_path / "copy.keras"
+    shutil.copy(smoke_run / "model" / "pneumonia_cnn.keras", copy)
+    assert explore.resolve(smoke_run, copy).model_path == copy.resolve()  # the same bytes: its own model

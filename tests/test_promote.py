@@ -4,11 +4,13 @@ records, and a promote stopped by one blocked path leaves every committed file a
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from helpers import finished_run, run_pneumo_here
 
-from pneumo_utils import config, outputs
+from pneumo_utils import config, model, outputs
 from pneumo_utils.config import PROJECT_ROOT
 from pneumo_utils.runs import pipeline
 
@@ -184,3 +186,183 @@ def test_pneumo_promote_of_the_smoke_run_is_refused_in_one_line(smoke_run_proces
     (line,) = result.stderr.strip().splitlines()
     assert "synthetic images" in line and "--allow-synthetic" in line
     assert config.SAVED_MODEL.read_bytes() == committed
+
+
+# ---------------------------------------------------------------------- issue 29, class 2: one promote, whole or none
+PROMOTE_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+from pneumo_utils import outputs
+from pneumo_utils.runs import pipeline
+run, saved, results = map(Path, sys.argv[1:4])
+try:
+    pipeline.promote(run, saved_model=saved, results_dir=results)
+except outputs.FolderBusy as error:
+    print("busy:", error)
+    sys.exit(3)
+print("promoted")
+"""
+
+
+def _two_runs(tmp_path, tiny_model_path, site_model_path, files_per_run=3):
+    runs = []
+    for name, model_path in (("a", tiny_model_path), ("b", site_model_path)):
+        files = {f"figures/f{number}.txt": f"{name} {number}" for number in range(files_per_run)}
+        runs.append(finished_run(tmp_path / f"run_{name}", model_path, files))
+        if not (runs[-1] / "model" / "pneumonia_cnn.ood.npz").is_file():
+            raise AssertionError("the test models carry a gate")
+    return runs
+
+
+def _whole_from_one_run(saved, results, runs) -> str | None:
+    """Which run the committed folders hold entirely (model, card, gate, figures, summary), or None if torn."""
+    for run in runs:
+        model = run / "model"
+        same = (
+            saved.read_bytes() == (model / "pneumonia_cnn.keras").read_bytes()
+            and saved.with_suffix(".json").read_bytes() == (model / "pneumonia_cnn.json").read_bytes()
+            and saved.with_name("pneumonia_cnn.ood.npz").read_bytes() == (model / "pneumonia_cnn.ood.npz").read_bytes()
+            and sorted(p.name for p in (results / "figures").iterdir())
+            == sorted(p.name for p in (run / "figures").iterdir())
+            and all((results / "figures" / p.name).read_bytes() == p.read_bytes() for p in (run / "figures").iterdir())
+        )
+        if same:
+            return run.name
+    return None
+
+
+@pytest.mark.slow
+def test_two_promotes_at_once_leave_one_whole_run_and_the_loser_writes_nothing(
+    tmp_path, tiny_model_path, site_model_path
+):
+    runs = _two_runs(tmp_path, tiny_model_path, site_model_path, files_per_run=200)
+    saved, results = tmp_path / "saved_models" / "pneumonia_cnn.keras", tmp_path / "results"
+    for attempt in range(5):
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", PROMOTE_IN_A_PROCESS, str(run), str(saved), str(results)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for run in (runs if attempt % 2 == 0 else runs[::-1])
+        ]
+        finished = [process.communicate(timeout=120) for process in processes]
+        codes = [process.returncode for process in processes]
+        assert set(codes) <= {0, 3} and 0 in codes, (codes, finished)
+        for (out, _), code in zip(finished, codes, strict=True):
+            assert ("in use by another process" in out) == (code == 3), out
+        assert _whole_from_one_run(saved, results, runs) is not None, f"attempt {attempt}: torn"
+        leftovers = [
+            p
+            for p in tmp_path.rglob("*")
+            if ".promote-" in p.name or p.name == outputs.LOCK_NAME and "saved_models" in str(p)
+        ]
+        assert not leftovers, leftovers
+
+
+@pytest.mark.slow
+def test_a_promote_killed_at_any_instant_is_finished_or_undone_by_the_next_command(
+    tmp_path, tiny_model_path, site_model_path
+):
+    import signal
+    import time
+
+    runs = _two_runs(tmp_path, tiny_model_path, site_model_path, files_per_run=400)
+    saved, results = tmp_path / "saved_models" / "pneumonia_cnn.keras", tmp_path / "results"
+    pipeline.promote(runs[0], saved_model=saved, results_dir=results)  # the committed run: a
+    journal = saved.parent / outputs.JOURNAL_NAME
+    outcomes = set()
+    for kill_when in ("staging", "swapping", 0.05, 0.2, 0.5, "swapping"):
+        process = subprocess.Popen(
+            [sys.executable, "-c", PROMOTE_IN_A_PROCESS, str(runs[1]), str(saved), str(results)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if isinstance(kill_when, str):
+                try:
+                    if json.loads(journal.read_text())["state"] == kill_when:
+                        break
+                except (OSError, ValueError, KeyError):
+                    pass
+                time.sleep(0.001)
+            else:
+                time.sleep(kill_when)
+                break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        outcome = outputs.recover_promote(saved.parent)  # what the next pneumo command does first
+        outcomes.add(outcome)
+        holder = _whole_from_one_run(saved, results, runs)
+        assert holder is not None, f"killed at {kill_when}: torn (recovery said {outcome})"
+        assert not [p for p in tmp_path.rglob("*.promote-*")] and not journal.exists()
+        # and the next promote of run a (the committed one again) starts from a whole state
+        pipeline.promote(runs[0], saved_model=saved, results_dir=results)
+        assert _whole_from_one_run(saved, results, runs) == "run_a"
+    assert "rolled back" in outcomes, outcomes  # at least one kill landed midway
+
+
+def test_the_command_line_finishes_an_interrupted_promote_before_anything_else(tmp_path):
+    folder = tmp_path / "committed"
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(b"new")
+    (folder / "model.keras.promote-old").write_bytes(b"old")
+    (folder / "card.json.promote-new").write_bytes(b"new card")
+    (folder / "card.json").write_bytes(b"old card")
+    outputs.Journal(folder / outputs.JOURNAL_NAME).write(
+        "swapping",
+        [
+            {
+                "target": str(folder / "model.keras"),
+                "stage": str(folder / "model.keras.promote-new"),
+                "old": str(folder / "model.keras.promote-old"),
+            },
+            {
+                "target": str(folder / "card.json"),
+                "stage": str(folder / "card.json.promote-new"),
+                "old": str(folder / "card.json.promote-old"),
+            },
+        ],
+    )
+    with pytest.raises(model.ModelLoadError, match="a pneumo promote into this folder stopped midway"):
+        model.load_model(folder / "model.keras")
+    assert outputs.recover_promote(folder) == "rolled back"
+    assert (folder / "model.keras").read_bytes() == b"old" and (folder / "card.json").read_bytes() == b"old card"
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "model.keras"]
+
+
+def test_a_model_and_a_card_of_two_runs_do_not_load_as_a_pair(tmp_path, tiny_model_path, site_model_path):
+    mixed = tmp_path / "mixed.keras"
+    mixed.write_bytes(site_model_path.read_bytes())
+    model.card_path(mixed).write_text(model.card_path(tiny_model_path).read_text())
+    with pytest.raises(model.ModelLoadError, match="does not match its card"):
+        model.load_model(mixed)
+
+
+def test_promote_takes_away_the_previous_models_figures_and_benchmarks(tmp_path, tiny_model_path):
+    run = finished_run(tmp_path / "run", tiny_model_path, {"figures/roc.png": "new roc"})
+    saved, results = tmp_path / "saved_models" / "pneumonia_cnn.keras", tmp_path / "results"
+    for name in (
+        "figures/roc.png",
+        "figures/old_only.png",
+        "metrics/evaluate_old.json",
+        "bench_explore.json",
+        "evaluate_val.json",
+        "explorer.png",
+        "experiments.md",
+    ):
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        (results / name).write_text(f"old {name}")
+    pipeline.promote(run, saved_model=saved, results_dir=results)
+    assert (results / "figures" / "roc.png").read_text() == "new roc"
+    for gone in (
+        "figures/old_only.png",
+        "metrics/evaluate_old.json",
+        "bench_explore.json",
+        "evaluate_val.json",
+        "explorer.png",
+    ):
+        assert not (results / gone).exists(), gone
+    assert (results / "experiments.md").read_text() == "old experiments.md"  # the lab's record is not the model's

@@ -129,7 +129,29 @@ def exit_code(error: BaseException) -> int | None:
     return None
 
 
+def _finish_interrupted_promote() -> None:
+    """A promote killed midway leaves its journal in saved_models/: every command (even ``--version``) first
+    finishes it (all files were swapped) or undoes it (any were not), and says so in one line."""
+    from pneumo_utils import outputs
+    from pneumo_utils.config import SAVED_MODEL
+
+    if not (SAVED_MODEL.parent / outputs.JOURNAL_NAME).exists():
+        return
+    try:
+        done = outputs.recover_promote(SAVED_MODEL.parent)
+    except outputs.FolderBusy:
+        return  # a promote is running now: it is its own to finish
+    except outputs.OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return
+    if done:
+        print(
+            f"note: a pneumo promote into {SAVED_MODEL.parent.name}/ had stopped midway; it was {done}", file=sys.stderr
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
+    _finish_interrupted_promote()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in NEEDS_TENSORFLOW:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import weakref
@@ -13,7 +14,7 @@ import keras
 
 from pneumo_utils import reading
 from pneumo_utils.model.card import ModelCard, ModelLoadError, card_path
-from pneumo_utils.outputs import first_line, refuse_committed
+from pneumo_utils.outputs import JOURNAL_NAME, first_line, refuse_committed
 from pneumo_utils.records import write_json_atomic
 
 
@@ -35,6 +36,8 @@ def save_model(model: keras.Model, path: str | os.PathLike, card: dict[str, Any]
     inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
     try:
         inference_model.save(temporary)
+        # the card names the exact file it describes: a model and a card from two runs never load as a pair
+        card["model_sha256"] = hashlib.sha256(temporary.read_bytes()).hexdigest()
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -56,6 +59,11 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelCard]:
         raise ModelLoadError(f"{path}: the model must be a .keras file; this is {kind}")
     if path.suffix != ".keras":
         raise ModelLoadError(f"{path}: not a .keras model file")
+    if (path.parent / JOURNAL_NAME).exists():
+        raise ModelLoadError(
+            f"{path}: a pneumo promote into this folder stopped midway; run any pneumo command (pneumo --version "
+            "is enough) to finish or undo it"
+        )
     card_file = card_path(path)
     if reading.kind_of(card_file) == "missing":
         raise ModelLoadError(f"{card_file}: model card missing (it records the preprocessing and threshold)")
@@ -76,6 +84,12 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, ModelCard]:
         raise ModelLoadError(
             f"{path}: cannot load as a Keras model ({type(error).__name__}: {first_line(error)})"
         ) from None
+    recorded = card.get("model_sha256")
+    if recorded and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
+        raise ModelLoadError(
+            f"{path}: does not match its card ({card_file.name} was written for another model file); copy a "
+            "model with its card and gate, or promote the run again"
+        )
     check_model(model, card, path)
     _SOURCES[model] = str(path)
     return model, card

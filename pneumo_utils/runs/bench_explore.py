@@ -41,6 +41,7 @@ import psutil
 from pneumo_utils.runs import serve
 from pneumo_utils.runs.report import CHROMIUM_FLAGS, find_chromium
 
+PAGE_HEIGHT = "Math.max(...Array.from(document.querySelectorAll('*')).map(element => element.scrollHeight))"
 READY = ".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']"
 STATS_LINE = re.compile(r"model service: (\{.*\})")
 
@@ -180,6 +181,10 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float, screenshot
             live = [tab for tab, value in zip(tabs, opened, strict=True) if isinstance(value, float)]
             if screenshot is not None and live:  # the first page as a student first sees it
                 await live[0].wait_for_timeout(1000)  # the ROC picture and the fonts settle
+                # Voilà scrolls inside the page, so a "full page" is one window: make the window as tall as the page
+                height = await live[0].evaluate(PAGE_HEIGHT)
+                await live[0].set_viewport_size({"width": 1300, "height": min(int(height) + 40, 12000)})
+                await live[0].wait_for_timeout(500)
                 await live[0].screenshot(path=str(screenshot), full_page=True)
 
             async def move_threshold(tab) -> float:

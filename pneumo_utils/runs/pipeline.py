@@ -430,9 +430,14 @@ def promote(
     executed notebooks, figures, metrics and summary replace those in ``results/``. Only on request
     (``pneumo promote RUN_DIR``).
 
-    All or nothing: every new file is first written beside its target (``*.promote-new``); only when all are
-    written are they swapped in, each old file kept as ``*.promote-old`` until the last swap succeeded. Any
-    failure removes what was staged and puts every old file back, and says which path failed. A run trained on
+    One at a time and all or nothing: the committed folder is locked (a second promote stops at once, writing
+    nothing); every new file is first written beside its target (``*.promote-new``); only when all are written
+    are they swapped in, each old file kept as ``*.promote-old`` until the last swap succeeded. Any failure
+    removes what was staged and puts every old file back, and says which path failed; a journal in
+    ``saved_models/`` records each step, so a promote killed outright is undone (or, after its last swap,
+    finished) by the next ``pneumo`` command. The previous model's notebooks, figures, metrics and the files
+    measured on it (``bench_*.json``, ``evaluate_*.json``, the explorer's and report's pictures) are removed
+    with it, not shown beside the new model. A run trained on
     synthetic images (a smoke run) is refused unless ``allow_synthetic``.
     """
     run_dir = Path(run_dir)
@@ -454,7 +459,13 @@ def promote(
     model_path = run_dir / "model" / saved_model.name
     if not model_path.is_file() or not card_path(model_path).is_file():
         raise SettingsError(f"{model_path}: the run has no model with a card to promote")
-    with outputs.FolderLock(run_dir, purpose="pneumo promote"):
+    # one promote at a time for the committed folders (the lock is in saved_models/), and the run held too
+    with (
+        outputs.FolderLock(run_dir, purpose="pneumo promote"),
+        outputs.FolderLock(saved_model.parent, purpose="pneumo promote"),
+    ):
+        journal = outputs.Journal(saved_model.parent / outputs.JOURNAL_NAME)
+        journal.recover()  # a promote killed midway: undone (or finished) before this one starts
         pairs = [(model_path, saved_model), (card_path(model_path), card_path(saved_model))]
         if read_record(card_path(model_path)).get("ood"):  # the out-of-distribution gate beside the model
             if not detector_path(model_path).is_file():
@@ -472,7 +483,32 @@ def promote(
                 ]
         pairs += [(source, results_dir / source.name) for source in sorted(run_dir.glob("bench_*.json"))]
         pairs.append((summary_path, results_dir / SUMMARY_NAME))
-        return replace_all(pairs)
+        same_model = saved_model.is_file() and saved_model.read_bytes() == model_path.read_bytes()
+        return replace_all(pairs, previous_model_files(results_dir, pairs, same_model), journal)
+
+
+# What in results/ belongs to one model: its notebooks, figures and metrics, and the files measured on it at the
+# top (benchmarks, an evaluation, pictures of its explorer and report). A promote replaces them all: a file the
+# new run does not have is removed with the old model, never shown beside the new one as if it were its own.
+MODEL_FOLDERS = ("executed", "figures", "metrics")
+MODEL_FILES = ("bench_*.json", "evaluate_*.json", "explorer.png", "report.png")
+
+
+def previous_model_files(results_dir: Path, pairs: list[tuple[Path, Path]], same_model: bool = False) -> list[Path]:
+    """The files of the committed model in ``results_dir`` that the promote's ``pairs`` do not replace. With
+    ``same_model`` (the run's model file is the committed one, byte for byte: its notebooks were run again),
+    the files measured on that model at the top of ``results/`` still describe it and stay."""
+    targets = {target for _, target in pairs}
+    found = [
+        path
+        for folder in MODEL_FOLDERS
+        if (results_dir / folder).is_dir()
+        for path in sorted((results_dir / folder).rglob("*"))
+        if path.is_file() and not path.name.endswith((".promote-new", ".promote-old"))
+    ]
+    if not same_model:
+        found += [path for pattern in MODEL_FILES for path in sorted(results_dir.glob(pattern)) if path.is_file()]
+    return [path for path in found if path not in targets]
 
 
 def write_pages(results_dir: str | os.PathLike | None = None, readme: str | os.PathLike | None = None) -> list[Path]:
@@ -490,8 +526,26 @@ def write_pages(results_dir: str | os.PathLike | None = None, readme: str | os.P
     return written
 
 
-def replace_all(pairs: list[tuple[Path, Path]]) -> list[Path]:
-    """Copy each ``source`` over its ``target``, all or nothing (see :func:`promote`)."""
+def replace_all(
+    pairs: list[tuple[Path, Path]], remove: list[Path] = (), journal: outputs.Journal | None = None
+) -> list[Path]:
+    """Copy each ``source`` over its ``target`` and take away each of ``remove``, all or nothing (see
+    :func:`promote`); with a ``journal``, every step is recorded first, so a kill at any instant is undone (or,
+    after the last swap, finished) by the next command."""
+    entries = [
+        {
+            "target": str(target),
+            "stage": str(target.with_name(target.name + ".promote-new")),
+            "old": str(target.with_name(target.name + ".promote-old"))
+            if target.exists() or target.is_symlink()
+            else None,
+        }
+        for _, target in pairs
+    ] + [
+        {"target": str(path), "stage": None, "old": str(path.with_name(path.name + ".promote-old"))} for path in remove
+    ]
+    if journal is not None:
+        journal.write("staging", entries)
     staged: list[Path] = []
     swapped: list[tuple[Path, Path | None]] = []  # (target, its old copy or None where it was new)
     try:
@@ -509,12 +563,16 @@ def replace_all(pairs: list[tuple[Path, Path]]) -> list[Path]:
                 outputs.write_bytes(stage, source.read_bytes())
             except OSError as error:
                 raise outputs.OutputError(f"{error}; nothing was promoted") from None
-        for (_, target), stage in zip(pairs, staged, strict=True):
-            old = target.with_name(target.name + ".promote-old") if target.exists() or target.is_symlink() else None
+        if journal is not None:
+            journal.write("swapping", entries)
+        for entry in entries:
+            target = Path(entry["target"])
+            old = Path(entry["old"]) if entry["old"] else None
             try:
                 if old is not None:
                     os.replace(target, old)
-                os.replace(stage, target)
+                if entry["stage"]:
+                    os.replace(entry["stage"], target)
             except OSError as error:
                 if old is not None and old.exists() and not target.exists():
                     os.replace(old, target)
@@ -530,10 +588,16 @@ def replace_all(pairs: list[tuple[Path, Path]]) -> list[Path]:
                 target.unlink(missing_ok=True)
         for stage in staged:
             stage.unlink(missing_ok=True)
+        if journal is not None:
+            journal.path.unlink(missing_ok=True)
         raise
-    for _, old in swapped:
-        if old is not None:
-            old.unlink(missing_ok=True)
+    if journal is not None:
+        journal.write("done", entries)
+    for entry in entries:
+        if entry["old"]:
+            Path(entry["old"]).unlink(missing_ok=True)
+    if journal is not None:
+        journal.path.unlink(missing_ok=True)
     return [target for _, target in pairs]
 
 
