@@ -1,5 +1,6 @@
 """The model builder, the model card and safe saving and loading."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def test_failed_save_keeps_the_previous_model(tmp_path):
     with pytest.raises(ValueError, match="Circular"):
         model.save_model(model.build_model(32, filters=(8,), dropout=0.1), path, circular)
     assert path.read_bytes() == before
-    assert json.loads(model.card_path(path).read_text()) == {"name": "m", "version": 1}  # named as its file
+    written = json.loads(model.card_path(path).read_text())
+    assert {key: written[key] for key in ("name", "version")} == {"name": "m", "version": 1}  # named as its file
+    assert written["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # the file it describes
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
@@ -278,3 +281,20 @@ def test_a_card_is_read_once_into_typed_fields_and_stays_the_json(tiny_model_pat
         card["threshold"] = {"value": 0.1}  # a new card is written, never an old one changed in place
     changed = card.with_fields(threshold={"value": 0.1})
     assert changed["threshold"] == {"value": 0.1} and card.threshold == written["threshold"]["value"]
+
+
+@pytest.mark.slow
+def test_the_committed_model_loads_in_a_fresh_process_through_the_model_package_alone():
+    """Its custom layers are registered by the loader itself: a kernel that imports nothing else first (notebook
+    03 did exactly that) must not get "Functional could not be deserialized"."""
+    import subprocess
+    import sys
+
+    from pneumo_utils.config import SAVED_MODEL
+
+    code = (
+        "import sys; from pneumo_utils import model; network, card = model.load_model(sys.argv[1]); print(network.name)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(SAVED_MODEL)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "pneumonia_ensemble"

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 
 from pneumo_utils import reading
+from pneumo_utils.model import layers as _layers  # noqa: F401 - registers the project's layers, so files load
 from pneumo_utils.model.card import ModelCard, ModelLoadError, card_path
 from pneumo_utils.outputs import JOURNAL_NAME, first_line, refuse_committed
 from pneumo_utils.records import write_json_atomic
