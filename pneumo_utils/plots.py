@@ -89,7 +89,7 @@ def add_evidence_colour_bar(figure: plt.Figure, axes) -> None:
     mappable = cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap="jet")
     bar = figure.colorbar(mappable, ax=np.ravel(axes).tolist(), shrink=0.6, pad=0.02)
     bar.set_ticks([0, 1], labels=["least", "most"])
-    bar.set_label("evidence for the class (each map scaled to its maximum)")
+    bar.set_label("evidence, scaled per map", fontsize=9)  # each map to its own maximum
 
 
 def training_curves(
