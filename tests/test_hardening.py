@@ -79,3 +79,23 @@ def test_a_value_of_the_wrong_kind_names_its_field(value, named, tmp_path):
     result = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path / "run", "-p", value)
     assert result.returncode == 2 and named in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("per_class", [1, 3, 9])
+def test_a_training_folder_too_small_for_a_run_is_one_line_before_any_notebook(per_class, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(per_class)
+    for split in ("train", "test"):
+        for label in ("NORMAL", "PNEUMONIA"):
+            count = per_class if split == "train" and label == "NORMAL" else 12
+            for number in range(count):
+                write_png(
+                    tmp_path / "data" / split / label / f"{label}-{number}.png",
+                    rng.integers(0, 255, (40, 40), np.uint8),
+                )
+    result = pneumo("run", "--profile", "smoke", "--data-dir", tmp_path / "data", "--output-dir", tmp_path / "run")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"train/NORMAL: {per_class} image(s); a run needs at least 10 of each class in train/" in line, line
+    assert not (tmp_path / "run").exists()

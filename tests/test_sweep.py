@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from helpers import PNEUMO, wait_for
 
+from pneumo_utils import config
 from pneumo_utils.runs import sweep
 
 TINY = "profile: smoke\nepochs: 1\nsynthetic_images_per_class: 16\n"
@@ -327,3 +328,18 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
     finally:
         for process in reversed(processes):
             _stop(process)
+
+
+def test_a_second_grid_into_a_sweep_folder_does_not_replace_its_table(tmp_path):
+    # issue 29: another grid file run into the same --output-dir silently replaced sweep.csv and sweep.md
+    output = tmp_path / "sweep"
+    output.mkdir()
+    table = "run,status\nimage_size-32_seed-1,ok\nepochs-3,ok\nepochs-5,ok\nepochs-7,ok\nepochs-9,ok\n"
+    (output / "sweep.csv").write_text(table)
+    grid = sweep.load_grid(_grid(tmp_path, GRID_2X2))
+    with pytest.raises(config.SettingsError, match=r"another grid \(runs epochs-3, epochs-5, epochs-7 and 1 more"):
+        sweep.run_sweep(grid, output_dir=output)
+    assert (output / "sweep.csv").read_text() == table and sorted(p.name for p in output.iterdir()) == ["sweep.csv"]
+    sweep.refuse_another_grid(output, grid, overwrite=True)  # --overwrite: the table may be replaced
+    (output / "sweep.csv").write_text("run,status\nimage_size-32_seed-1,ok\n")
+    sweep.refuse_another_grid(output, grid, overwrite=False)  # the same grid, resumed with more runs: allowed

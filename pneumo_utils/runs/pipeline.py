@@ -30,7 +30,7 @@ from pneumo_utils.config import (
     portable_path,
     resolve_profile_path,
 )
-from pneumo_utils.data import check_layout, layout_warnings
+from pneumo_utils.data import DatasetLayoutError, check_layout, layout_warnings
 from pneumo_utils.model import card_path
 from pneumo_utils.model.ood import detector_path
 from pneumo_utils.model.weights import WeightsNotFound, fetch_imagenet, pinned_imagenet
@@ -145,12 +145,23 @@ def split_settings(
     return profile_overrides, extra
 
 
+MIN_TRAIN_IMAGES_PER_CLASS = 10  # notebook 01 shows six of each class; the validation split needs a few more
+
+
 def check_data(settings: Settings) -> None:
     """The data folder's layout, then every backbone's weights, checked in this process before any kernel
     starts (one-line error). ``weights: imagenet`` of a pinned backbone is found in ``$PNEUMO_WEIGHTS_DIR`` or
     Keras's cache, else downloaded into the cache here (:mod:`pneumo_utils.model.weights`)."""
     if not settings.synthetic:
-        for line in layout_warnings(settings.data_dir, check_layout(settings.data_dir)):
+        layout = check_layout(settings.data_dir)
+        for class_name, files in layout["train"].items():
+            if len(files) < MIN_TRAIN_IMAGES_PER_CLASS:
+                raise DatasetLayoutError(
+                    f"{Path(settings.data_dir) / 'train' / class_name}: {len(files)} image(s); a run needs at least "
+                    f"{MIN_TRAIN_IMAGES_PER_CLASS} of each class in train/ (it carves a patient-grouped validation "
+                    "split from them and shows six of each)"
+                )
+        for line in layout_warnings(settings.data_dir, layout):
             print(f"warning: {line}", file=sys.stderr)
     for number, entry in enumerate(settings.members or [{}], start=1):
         where = f"member {number}: " if settings.members else ""

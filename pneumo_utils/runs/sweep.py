@@ -305,6 +305,30 @@ def row_of(
 # --- the sweep, on the client ---------------------------------------------------------------------------
 
 
+def refuse_another_grid(output: Path, sweep: Sweep, overwrite: bool) -> None:
+    """A sweep folder's table belongs to one grid: a second grid whose runs do not include the table's (another
+    file run into the same ``--output-dir``) would silently replace ``sweep.csv`` and ``sweep.md``. Refused,
+    before any run, unless ``overwrite``; a grid that adds runs to the table's is the same sweep, resumed."""
+    import csv
+
+    table = output / f"{TABLE_NAME}.csv"
+    if overwrite or not table.is_file():
+        return
+    try:
+        with table.open(newline="", encoding="utf-8") as handle:
+            earlier = {row.get("run") for row in csv.DictReader(handle)} - {None, ""}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        earlier = set()
+    others = sorted(earlier - {run.id for run in sweep.runs})
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise SettingsError(
+            f"{portable_path(output)}: its {TABLE_NAME}.csv is the table of another grid (runs {shown} are not in "
+            f"{sweep.source.name}); choose another --output-dir, or pass --overwrite to replace its table (and "
+            "redo this grid's runs)"
+        )
+
+
 def default_output_dir(sweep: Sweep) -> Path:
     """``runs/sweep-<grid file name>``: stable, so that running the same grid again resumes it."""
     return RUNS_DIR / f"sweep-{sweep.source.stem}"
@@ -392,6 +416,7 @@ def run_sweep(
     if data_dir:
         data_dir = str(Path(data_dir).expanduser().resolve())
         check_layout(data_dir)
+    refuse_another_grid(output, sweep, overwrite)
     rows: dict[str, dict[str, Any]] = {}
     todo = []
     for run in sweep.runs:
