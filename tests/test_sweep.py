@@ -330,16 +330,20 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
             _stop(process)
 
 
-def test_a_second_grid_into_a_sweep_folder_does_not_replace_its_table(tmp_path):
+def test_a_second_grid_into_a_sweep_folder_does_not_replace_its_table(tmp_path, capsys):
     # issue 29: another grid file run into the same --output-dir silently replaced sweep.csv and sweep.md
     output = tmp_path / "sweep"
     output.mkdir()
-    table = "run,status\nimage_size-32_seed-1,ok\nepochs-3,ok\nepochs-5,ok\nepochs-7,ok\nepochs-9,ok\n"
+    table = "run,status\nepochs-3,ok\nepochs-5,ok\nepochs-7,ok\nepochs-9,ok\n"
     (output / "sweep.csv").write_text(table)
     grid = sweep.load_grid(_grid(tmp_path, GRID_2X2))
-    with pytest.raises(config.SettingsError, match=r"another grid \(runs epochs-3, epochs-5, epochs-7 and 1 more"):
+    with pytest.raises(
+        config.SettingsError, match=r"another grid \(runs epochs-3, epochs-5, epochs-7 and 1 more; none"
+    ):
         sweep.run_sweep(grid, output_dir=output)
     assert (output / "sweep.csv").read_text() == table and sorted(p.name for p in output.iterdir()) == ["sweep.csv"]
     sweep.refuse_another_grid(output, grid, overwrite=True)  # --overwrite: the table may be replaced
-    (output / "sweep.csv").write_text("run,status\nimage_size-32_seed-1,ok\n")
-    sweep.refuse_another_grid(output, grid, overwrite=False)  # the same grid, resumed with more runs: allowed
+    # the same sweep narrowed (it shares a run): allowed, and the rows it leaves out are named
+    (output / "sweep.csv").write_text("run,status\nimage_size-32_seed-1,ok\nepochs-3,failed\n")
+    sweep.refuse_another_grid(output, grid, overwrite=False)
+    assert "earlier rows not in it: epochs-3 (their folders stay)" in capsys.readouterr().err

@@ -305,10 +305,11 @@ def row_of(
 # --- the sweep, on the client ---------------------------------------------------------------------------
 
 
-def refuse_another_grid(output: Path, sweep: Sweep, overwrite: bool) -> None:
-    """A sweep folder's table belongs to one grid: a second grid whose runs do not include the table's (another
-    file run into the same ``--output-dir``) would silently replace ``sweep.csv`` and ``sweep.md``. Refused,
-    before any run, unless ``overwrite``; a grid that adds runs to the table's is the same sweep, resumed."""
+def refuse_another_grid(output: Path, sweep: Sweep, overwrite: bool, stream=None) -> None:
+    """A sweep folder's table belongs to one grid. A second grid that shares no run with the table (another
+    file run into the same ``--output-dir``) would silently replace ``sweep.csv`` and ``sweep.md``: refused,
+    before any run, unless ``overwrite``. A grid that shares runs is the same sweep, resumed or narrowed; the
+    rows it leaves out of the new table are named on ``stream``, never dropped in silence."""
     import csv
 
     table = output / f"{TABLE_NAME}.csv"
@@ -319,14 +320,22 @@ def refuse_another_grid(output: Path, sweep: Sweep, overwrite: bool) -> None:
             earlier = {row.get("run") for row in csv.DictReader(handle)} - {None, ""}
     except (OSError, UnicodeDecodeError, csv.Error):
         earlier = set()
-    others = sorted(earlier - {run.id for run in sweep.runs})
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    ids = {run.id for run in sweep.runs}
+    others = sorted(earlier - ids)
+    if not others:
+        return
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    if not earlier & ids:
         raise SettingsError(
-            f"{portable_path(output)}: its {TABLE_NAME}.csv is the table of another grid (runs {shown} are not in "
+            f"{portable_path(output)}: its {TABLE_NAME}.csv is the table of another grid (runs {shown}; none is in "
             f"{sweep.source.name}); choose another --output-dir, or pass --overwrite to replace its table (and "
             "redo this grid's runs)"
         )
+    print(
+        f"note: the new {TABLE_NAME}.csv lists the runs of {sweep.source.name}; earlier rows not in it: {shown} "
+        "(their folders stay)",
+        file=stream or sys.stderr,
+    )
 
 
 def default_output_dir(sweep: Sweep) -> Path:
@@ -416,7 +425,7 @@ def run_sweep(
     if data_dir:
         data_dir = str(Path(data_dir).expanduser().resolve())
         check_layout(data_dir)
-    refuse_another_grid(output, sweep, overwrite)
+    refuse_another_grid(output, sweep, overwrite, stream)
     rows: dict[str, dict[str, Any]] = {}
     todo = []
     for run in sweep.runs:
