@@ -1,5 +1,7 @@
 """Issue 29, class 7: the smaller rough edges a hostile user found, each tried with more than one instance."""
 
+import re
+
 import pandas as pd
 import pytest
 from helpers import pneumo, write_png
@@ -99,3 +101,29 @@ def test_a_training_folder_too_small_for_a_run_is_one_line_before_any_notebook(p
     (line,) = result.stderr.strip().splitlines()
     assert f"train/NORMAL: {per_class} image(s); a run needs at least 10 of each class in train/" in line, line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_folder_is_removed_midway_stops_in_one_line(tmp_path):
+    import shutil
+    import subprocess
+    import time
+
+    from helpers import PNEUMO
+
+    output = tmp_path / "run"
+    process = subprocess.Popen(
+        [*PNEUMO, "run", "--profile", "smoke", "--output-dir", str(output)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (output / "executed" / "01_eda.ipynb").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    shutil.rmtree(output)  # removed while a notebook runs (papermill writes its copy as it starts)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(r"the run's folder was removed while 0\d_\w+\.ipynb ran", errors[0]), errors

@@ -389,6 +389,15 @@ def _execute(
             except Exception as error:
                 if interrupt.raised:  # Ctrl-C also reaches the kernel and the client; whatever they raise is it
                     raise KeyboardInterrupt from None
+                if not executed.is_dir():  # the run's folder was deleted or moved under it: papermill cannot save
+                    current.update(seconds=round(time.perf_counter() - notebook_started, 1), status="failed")
+                    summary["notebooks"].append(current)
+                    current = None
+                    summary["status"] = "failed"
+                    raise outputs.OutputError(
+                        f"{portable_path(output)}: the run's folder was removed while {name} ran; the run stopped "
+                        "there (start it again into a folder that stays)"
+                    ) from None
                 if not isinstance(error, papermill.PapermillExecutionError):
                     raise
                 current.update(seconds=round(time.perf_counter() - notebook_started, 1), status="failed")
@@ -421,7 +430,8 @@ def _execute(
             else:
                 os.environ[key] = value
         summary["total_seconds"] = round(time.perf_counter() - started, 1)
-        outputs.write_json(summary_path, summary)
+        if output.is_dir():  # a folder removed under the run is not made again just to hold its summary
+            outputs.write_json(summary_path, summary)
     return summary
 
 
