@@ -452,10 +452,22 @@ def select_images(
     return chosen.reset_index(drop=True)
 
 
+UPLOAD_LIMIT = 32 * 2**20  # an upload this large or larger is refused in one line (a chest film is 0.1-10 MB)
+# The browser sends an upload to the page's kernel as one websocket message; the server accepts messages up to
+# this size (Voilà's tornado default is 10 MB, and a larger message dropped the page's connection in silence).
+# Above it the page still loses its connection: say so where uploads are offered.
+UPLOAD_MESSAGE_LIMIT = 128 * 2**20
+
+
 def read_upload(name: str, content: bytes, preprocessing: Preprocessing) -> np.ndarray:
     """An uploaded file through the project's one image reader; errors name the uploaded file, as the
-    command line names the file it was given."""
+    command line names the file it was given. A file of :data:`UPLOAD_LIMIT` or more is refused unread."""
     safe = Path(name).name or "upload"
+    if len(content) >= UPLOAD_LIMIT:
+        raise ImageReadError(
+            f"{safe}: {len(content) / 2**20:.1f} MB, more than the explorer reads ({UPLOAD_LIMIT / 2**20:.0f} MB); "
+            "pneumo predict reads files of any size"
+        )
     with tempfile.TemporaryDirectory(prefix="pneumo-upload-") as folder:
         path = Path(folder) / safe
         path.write_bytes(bytes(content))

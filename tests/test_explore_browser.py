@@ -144,6 +144,26 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             error = page.inner_text(".pneumo-error")
             assert error.startswith("error: corrupt.jpg: ") and "\n" not in error.strip(), error
 
+            # 4. a 50 MB upload: one line on this page, and the page still answers (it lost its connection before)
+            large = tmp_path / "large.png"
+            large.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50 * 2**20))
+            with page.expect_file_chooser() as chooser:
+                page.click("button.widget-upload")
+            chooser.value.set_files(str(large))
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('.pneumo-error')).some(e => e.innerText.includes('large.png'))",
+                timeout=120_000,
+            )
+            error = [
+                text
+                for text in page.eval_on_selector_all(".pneumo-error", "es => es.map(e => e.innerText)")
+                if "large.png" in text
+            ][0]
+            assert error.startswith("error: large.png: 50.0 MB, more than the explorer reads"), error
+            source = page.get_attribute(heatmap, "src")
+            page.select_option(".pneumo-image-choice select", index=0)
+            _changed(page, heatmap, source, attribute="src")  # the page still answers after the large upload
+
             page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
             assert (tmp_path / "explorer.png").stat().st_size > 10_000
             leaving = sorted({url for url in requests if bench_explore.outside_loopback(url)})

@@ -29,6 +29,8 @@ def voila_command(
     interrupt that jupyter_client sends first by default (a false 'KeyboardInterrupt' in the log). The log
     level is INFO because the terminal's page lines are read from the kernel start and shutdown lines.
     """
+    from pneumo_utils.explore import UPLOAD_MESSAGE_LIMIT
+
     manager = "--MappingKernelManager."
     return [
         sys.executable,
@@ -39,6 +41,9 @@ def voila_command(
         f"--Voila.ip={host}",
         "--Voila.port_retries=0",
         "--VoilaConfiguration.show_tracebacks=False",
+        # an upload is one websocket message: accepted up to this size, so the page answers a large file in one
+        # line instead of losing its connection (tornado's default is 10 MB)
+        "--Voila.tornado_settings=" + json.dumps({"websocket_max_message_size": UPLOAD_MESSAGE_LIMIT}),  # an int
         "--Voila.log_level=INFO",
         f"{manager}cull_idle_timeout={cull_idle_timeout}",
         f"{manager}cull_connected=False",
