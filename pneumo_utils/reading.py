@@ -117,53 +117,42 @@ def read_json(path: str | os.PathLike, limit: int, what: str) -> Any:
     return parse_json(read_bytes(path, limit, what), path, what)
 
 
-EXPANDED_NODES_LIMIT = 100_000  # a settings document, its aliases expanded; the full profile has about 150
+EXPANDED_LIMIT = 100_000  # values in a settings document, its aliases expanded; the full profile has about 150
 
 
-def expanded_nodes(root) -> int:
-    """How many nodes a composed YAML document has once its aliases are expanded, counted without expanding
-    them (each node once, times the number of ways it is reached); a document that contains itself is
-    refused."""
+class SelfContaining(ValueError):
+    """A YAML value that contains itself (``&a [*a]``): it has no finite expansion."""
+
+
+def expanded_size(value: Any) -> int:
+    """How many values ``value`` (parsed YAML) holds with every alias expanded, computed once per shared
+    node, so an alias bomb is measured without being expanded; :class:`SelfContaining` for a value that
+    contains itself. Profiles, ``-p`` values and sweep grids are all measured with it."""
     sizes: dict[int, int] = {}
     in_progress: set[int] = set()
 
-    def size(node) -> int:
-        key = id(node)
+    def size(item: Any) -> int:
+        if not isinstance(item, dict | list):
+            return 1
+        key = id(item)
         if key in sizes:
             return sizes[key]
         if key in in_progress:
-            raise yaml.composer.ComposerError(None, None, "a value that contains itself", node.start_mark)
+            raise SelfContaining("a value that contains itself")
         in_progress.add(key)
-        if isinstance(node, yaml.SequenceNode):
-            total = 1 + sum(size(child) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            total = 1 + sum(size(name) + size(value) for name, value in node.value)
-        else:
-            total = 1
+        children = item.values() if isinstance(item, dict) else item
+        sizes[key] = 1 + sum(size(child) for child in children)
         in_progress.discard(key)
-        sizes[key] = min(total, EXPANDED_NODES_LIMIT + 1)
         return sizes[key]
 
-    return size(root)
+    return size(value)
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader with two more rules. Aliases (``*name``) are allowed, the full profile's second
-    pretrained member reuses the first's settings, but the document they expand to must stay small: a 600-byte
-    alias bomb expands to billions of values. And duplicate keys are refused: the second of two ``epochs:``
-    lines would otherwise win in silence (a ``<<:`` merge's keys may still be overridden, which is what it
-    is for)."""
-
-    def compose_document(self):
-        node = super().compose_document()
-        if node is not None and expanded_nodes(node) > EXPANDED_NODES_LIMIT:
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"its aliases (*name) expand to more than {EXPANDED_NODES_LIMIT:,} values",
-                node.start_mark,
-            )
-        return node
+    """YAML's safe loader that refuses duplicate keys: the second of two ``epochs:`` lines would otherwise win
+    in silence (a ``<<:`` merge's keys may still be overridden, which is what it is for). Aliases are allowed
+    (the full profile's second pretrained member reuses the first's settings); what they expand to is
+    bounded by :func:`parse_yaml`."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -188,7 +177,10 @@ def parse_yaml(text: str, source: str, limit: int = PROFILE_LIMIT, what: str = "
     if len(text) > limit:
         raise FileRefused(f"{source}: {what} is {len(text):,} characters, more than the {limit:,} allowed")
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        values = expanded_size(document)  # aliases are shared objects here: nothing was expanded
+    except SelfContaining:
+        raise FileRefused(f"{source}: {what} is not valid YAML (a value that contains itself)") from None
     except RecursionError:
         raise FileRefused(f"{source}: {what} is nested too deeply") from None
     except yaml.YAMLError as error:
@@ -196,6 +188,11 @@ def parse_yaml(text: str, source: str, limit: int = PROFILE_LIMIT, what: str = "
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise FileRefused(f"{source}: {what} is not valid YAML ({problem}{where})") from None
+    if values > EXPANDED_LIMIT:
+        raise FileRefused(
+            f"{source}: {what} is not valid YAML (its aliases (*name) expand to more than {EXPANDED_LIMIT:,} values)"
+        )
+    return document
 
 
 def check_archive(

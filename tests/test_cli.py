@@ -332,6 +332,11 @@ def test_train_views_only_scores_a_held_out_view_without_a_random_split_model(sy
         ("image_size=7", "image_size must be from 32 to 1024, got 7"),
         ("members=[{bogus: 1}]", "member 1: unknown setting(s) ['bogus']"),
         ("filters=[]", "filters must be a non-empty list of positive integers"),
+        # issue 29: a value of the wrong kind names its field before any range check compares it
+        ("dropout=high", "dropout must be float, got 'high'"),
+        ("val_fraction={}", "val_fraction must be float, got {}"),
+        ("min_sensitivity=[1]", "min_sensitivity must be float, got [1]"),
+        ("epochs=many", "epochs must be int, got 'many'"),
     ],
 )
 def test_bad_run_values_stop_before_any_kernel(parameter, named, tmp_path):

@@ -68,21 +68,6 @@ def test_a_data_dir_that_is_a_file_is_one_line_whoever_names_it(command, tmp_pat
         assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(
-    ("value", "named"),
-    [
-        ("dropout=high", "dropout must be float, got 'high'"),
-        ("val_fraction={}", "val_fraction must be float, got {}"),
-        ("min_sensitivity=[1]", "min_sensitivity must be float, got [1]"),
-        ("epochs=many", "epochs must be int, got 'many'"),
-    ],
-)
-def test_a_value_of_the_wrong_kind_names_its_field(value, named, tmp_path):
-    result = pneumo("run", "--profile", "smoke", "--output-dir", tmp_path / "run", "-p", value)
-    assert result.returncode == 2 and named in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-
-
 @pytest.mark.parametrize("per_class", [1, 3, 9])
 def test_a_training_folder_too_small_for_a_run_is_one_line_before_any_notebook(per_class, tmp_path):
     import numpy as np

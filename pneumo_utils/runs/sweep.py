@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from pneumo_utils import outputs, plots
+from pneumo_utils import outputs, plots, reading
 from pneumo_utils.config import RUNS_DIR, SettingsError, available_profiles, load_config, portable_path
 from pneumo_utils.data import check_layout
 from pneumo_utils.outputs import FolderLock, first_line, is_plain_name
@@ -74,18 +74,6 @@ MAX_RUNS = 1000  # a grid larger than this is refused unless --max-runs says oth
 MAX_GRID_VALUES = 100_000  # values in the whole grid file once YAML aliases are expanded
 
 
-def _expanded_size(value: Any, memo: dict[int, int]) -> int:
-    """How many scalars ``value`` holds with every YAML alias expanded (computed once per shared node, so an
-    alias bomb is measured without being expanded)."""
-    if isinstance(value, dict | list):
-        if id(value) not in memo:
-            memo[id(value)] = 0  # a node that contains itself counts once
-            children = value.values() if isinstance(value, dict) else value
-            memo[id(value)] = 1 + sum(_expanded_size(child, memo) for child in children)
-        return memo[id(value)]
-    return 1
-
-
 def load_grid(path: str | os.PathLike, max_runs: int = MAX_RUNS) -> Sweep:
     """Read and check a grid file; every problem is one :class:`SettingsError` line naming the file.
 
@@ -112,7 +100,10 @@ def load_grid(path: str | os.PathLike, max_runs: int = MAX_RUNS) -> Sweep:
         raise _fail(path, f"not valid YAML{where}: {problem}") from None
     if not isinstance(document, dict):
         raise _fail(path, "a grid file must be a mapping with 'profile' and 'grid' or 'runs'")
-    values = _expanded_size(document, {})
+    try:
+        values = reading.expanded_size(document)
+    except reading.SelfContaining as error:
+        raise _fail(path, str(error)) from None
     if values > MAX_GRID_VALUES:
         raise _fail(path, f"expands to {values:,} values (YAML aliases included); the limit is {MAX_GRID_VALUES:,}")
     profile = document.get("profile") or "full"
