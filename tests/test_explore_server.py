@@ -41,7 +41,7 @@ def _kernels(pid: int) -> list[psutil.Process]:
 
 
 class Explorer:
-    def __init__(self, run, tmp_path, cull_idle_timeout: int = 300):
+    def __init__(self, run, tmp_path, cull_idle_timeout: int = 300, *extra: str):
         self.port = free_port()
         self.log = tmp_path / "explorer.log"
         self.terminal = tmp_path / "terminal.txt"
@@ -60,6 +60,7 @@ class Explorer:
                 str(self.log),
                 "--cull-idle-timeout",
                 str(cull_idle_timeout),
+                *extra,
             ],
             stdout=self.terminal.open("w"),
             stderr=subprocess.STDOUT,
@@ -110,7 +111,7 @@ class Explorer:
 
 @pytest.mark.slow
 def test_abandoned_pages_are_culled_and_sigterm_leaves_nothing(smoke_run, tmp_path):
-    explorer = Explorer(smoke_run, tmp_path, cull_idle_timeout=4)
+    explorer = Explorer(smoke_run, tmp_path, 4, "--page-grace", "4")
     try:
         for _ in range(2):
             explorer.visit_and_vanish()
@@ -145,6 +146,38 @@ def test_abandoned_pages_are_culled_and_sigterm_leaves_nothing(smoke_run, tmp_pa
     log = explorer.log.read_text()
     assert "Kernel started" in log and "Culling" in log  # what the terminal left out is in the log
     assert "KeyboardInterrupt" not in log and "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_preheated_kernels_and_a_page_still_loading_are_not_culled(smoke_run, tmp_path):
+    """Issue 29 (class 6): with 20 pages opening at once and a 30 s cull timeout, kernels were culled while
+    their pages were still loading. Here the cull timeout is 2 s: the pool's kernels (no page yet) are never
+    culled; a page handed its kernel keeps it for the page grace (12 s) although it never connects; after
+    the grace the usual rule culls it."""
+    explorer = Explorer(smoke_run, tmp_path, 2, "--page-grace", "12", "--pool", "2")
+    try:
+        wait_for(lambda: "2 kernels preheated" in explorer.terminal.read_text(), 120, "the pool filled")
+        pool = {kernel.pid for kernel in explorer.kernels()}
+        assert len(pool) == 2
+        time.sleep(6)  # three cull timeouts, six cull rounds
+        assert {kernel.pid for kernel in explorer.kernels()} == pool, "a preheated kernel was culled"
+        given = time.monotonic()
+        explorer.visit_and_vanish()
+        opened = wait_for(
+            lambda: re.search(r"page opened \(kernel (\w{8})", explorer.terminal.read_text()), 30, "the page line"
+        ).group(1)
+        log = explorer.log.read_text()
+        assert log.index(f"Kernel started: {opened}") < log.index("Preheated kernels")  # taken from the pool
+        time.sleep(max(0.0, 8 - (time.monotonic() - given)))
+        log = explorer.log.read_text()
+        assert not re.search(rf"Culling .*{opened}", log), "culled while its page could still be loading"
+        wait_for(lambda: re.search(rf"Culling .*{opened}", explorer.log.read_text()), 30, "culled after the grace")
+        culled_at = time.monotonic() - given
+        assert culled_at >= 12, culled_at
+        # the culled kernel's process ends; the other pool kernel waits on
+        wait_for(lambda: len(pool & {kernel.pid for kernel in explorer.kernels()}) == 1, 30, "the culled kernel gone")
+    finally:
+        explorer.stop()
 
 
 @pytest.mark.slow
@@ -189,10 +222,10 @@ def test_sigint_and_sighup_stop_the_server_within_ten_seconds(smoke_run, tmp_pat
     assert not explorer.listening()
 
 
-def test_page_lines_are_read_from_kernel_start_and_shutdown():
+def test_page_lines_are_read_from_the_kernel_hand_over_and_shutdown():
     counter = serve.PageCounter()
     assert (
-        counter.page_event("[Voila] Kernel started: 0123abcd-0000-1111-2222-333344445555")
+        counter.page_event("[Voila] Page given kernel: 0123abcd-0000-1111-2222-333344445555")
         == "page opened (kernel 0123abcd; 1 open)"
     )
     assert counter.page_event("[IPKernelApp] WARNING | Kernel is running over TCP without encryption") is None
@@ -201,14 +234,19 @@ def test_page_lines_are_read_from_kernel_start_and_shutdown():
         == "page closed (kernel 0123abcd; 0 open)"
     )
     assert counter.page_event("[Voila] Kernel shutdown: 0123abcd-0000-1111-2222-333344445555") is None
+    # a kernel started for the preheated pool has no page yet; the pool's first fill is announced, once
+    assert counter.page_event("[Voila] Kernel started: 99999999-0000-1111-2222-333344445555") is None
+    full = "[Voila] Preheated kernels with the notebook run: 3"
+    assert counter.page_event(full) == "3 kernels preheated, waiting for pages"
+    assert counter.page_event(full) is None
 
 
 def test_a_page_is_closed_when_its_websocket_closes_not_when_its_kernel_is_culled():
     kernel = "0123abcd-0000-1111-2222-333344445555"
     other = "99999999-0000-1111-2222-333344445555"
     counter = serve.PageCounter()
-    counter.page_event(f"[Voila] Kernel started: {kernel}")
-    assert counter.page_event(f"[Voila] Kernel started: {other}") == "page opened (kernel 99999999; 2 open)"
+    counter.page_event(f"[Voila] Page given kernel: {kernel}")
+    assert counter.page_event(f"[Voila] Page given kernel: {other}") == "page opened (kernel 99999999; 2 open)"
     closed = counter.page_event(f"[Voila] Starting buffering for {kernel}:c9b84587-b656-4ab0-9130-0e0d29720dcc")
     assert closed == "page closed (kernel 0123abcd; 1 open)"
     assert counter.page_event(f"[Voila] Kernel shutdown: {kernel}") is None  # culled later: not counted twice

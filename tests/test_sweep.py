@@ -248,61 +248,52 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
 
 
+DASK = [sys.executable, "-m", "dask"]  # the `dask` command of this Python, wherever its bin/ is
+
+
+def _dask_scheduler(tmp_path: Path, name: str = "scheduler") -> tuple[subprocess.Popen, str]:
+    """A Dask scheduler on a free loopback port, started as a user would; (process, address)."""
+    scheduler_file = tmp_path / f"{name}.json"
+    command = [*DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    process = _start([*command, "--scheduler-file", str(scheduler_file)], tmp_path / f"{name}.log")
+    address = wait_for(
+        lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
+        60,
+        "the scheduler",
+    )
+    return process, address
+
+
+TRAIN_ONLY = TINY + "notebooks: [02_train]\ngrid:\n  image_size: [32, 48]\n"  # the notebook that trains only
+
+
+def _sweep_in_background(grid: Path, output: Path, address: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*PNEUMO, "sweep", str(grid), "--output-dir", str(output), "--scheduler", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _dask_worker(address: str, log: Path) -> subprocess.Popen:
+    command = [*DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"]
+    return _start(command, log)
+
+
 @pytest.mark.slow
 def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp_path):
-    scheduler_file = tmp_path / "scheduler.json"
     processes = []
     try:
-        dask_command = [sys.executable, "-m", "dask"]  # the `dask` command of this Python, wherever its bin/ is
-        processes.append(
-            _start(
-                [
-                    *dask_command,
-                    "scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--no-dashboard",
-                    "--scheduler-file",
-                    str(scheduler_file),
-                ],
-                tmp_path / "scheduler.log",
-            )
-        )
-        address = wait_for(
-            lambda: scheduler_file.exists() and json.loads(scheduler_file.read_text() or "{}").get("address"),
-            60,
-            "the scheduler",
-        )
-        workers = [
-            _start(
-                [
-                    *dask_command,
-                    "worker",
-                    address,
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                ],
-                tmp_path / f"worker{index}.log",
-            )
-            for index in range(2)
-        ]
+        scheduler, address = _dask_scheduler(tmp_path)
+        processes.append(scheduler)
+        workers = [_dask_worker(address, tmp_path / f"worker{index}.log") for index in range(2)]
         processes += workers
         output = tmp_path / "out"
         # the same grid, with the notebook that trains only: one run per worker, the killed one's redone
-        grid = _grid(tmp_path, TINY + "notebooks: [02_train]\ngrid:\n  image_size: [32, 48]\n")
-        sweeping = subprocess.Popen(
-            [*PNEUMO, "sweep", str(grid), "--output-dir", str(output), "--scheduler", address],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        grid = _grid(tmp_path, TRAIN_ONLY)
+        sweeping = _sweep_in_background(grid, output, address)
         processes.append(sweeping)
 
         def lock_of_first_worker():
@@ -328,6 +319,63 @@ def test_a_scheduler_and_two_workers_started_by_hand_survive_a_killed_worker(tmp
     finally:
         for process in reversed(processes):
             _stop(process)
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_sweep_is_one_line_and_a_rerun_resumes(tmp_path):
+    # issue 29 (class 4): two tracebacks, and a run its worker finished shown as failed
+    processes = []
+    try:
+        scheduler, address = _dask_scheduler(tmp_path)
+        processes += [scheduler, _dask_worker(address, tmp_path / "worker.log")]
+        output = tmp_path / "out"
+        grid = _grid(tmp_path, TRAIN_ONLY)
+        sweeping = _sweep_in_background(grid, output, address)
+        processes.append(sweeping)
+        wait_for(lambda: list(output.glob("*/executed/02_train.ipynb")), 300, "a run's notebook started")
+        scheduler.kill()  # SIGKILL: the scheduler's machine went away
+        scheduler.wait(timeout=30)
+        stdout, stderr = sweeping.communicate(timeout=300)
+        assert sweeping.returncode == 1, stderr
+        assert "Traceback" not in stderr + stdout, stderr
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "the Dask scheduler went away" in errors[0] and "rerun" in errors[0], stderr
+        table = _table(output)
+        assert sorted(table["run"]) == sorted(RUN_IDS) and set(table["status"]) == {"failed"}
+        assert (output / sweep.DASK_LOG).is_file()  # distributed's own records, for whoever wants them
+        for process in processes[1:2]:
+            _stop(process)  # the old worker, with whatever it had in flight
+        # a new scheduler and worker: the same command finishes the grid
+        scheduler, address = _dask_scheduler(tmp_path, "scheduler2")
+        processes += [scheduler, _dask_worker(address, tmp_path / "worker2.log")]
+        rerun = _sweep(grid, "--output-dir", output, "--scheduler", address)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        _assert_finished_grid(output, notebooks=1)
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def test_a_run_its_worker_finished_is_ok_even_when_its_answer_was_lost(tmp_path):
+    """The race of the same case: the run's folder finished during this sweep, and its future was cancelled
+    before the answer came back. The row is read from the folder; a run that did not finish says so."""
+    from distributed.client import FutureCancelledError
+
+    started = time.time()
+    lost = FutureCancelledError("pneumo-run-x", reason=sweep.SCHEDULER_LOST)
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "run_summary.json").write_text(json.dumps({"status": "ok", "total_seconds": 12.5}))
+    row = sweep._row_without_result("done", done, lost, started)
+    assert row["status"] == "ok" and row["seconds"] == 12.5 and "answer was lost" in row["note"]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "run_summary.json").write_text(json.dumps({"status": "running"}))
+    row = sweep._row_without_result("cut", cut, lost, started)
+    assert row["status"] == "failed" and "scheduler went away" in row["error"]
+    # a finished run older than this sweep (its answer is not this sweep's) is not taken for this one's
+    os.utime(done / "run_summary.json", (started - 3600, started - 3600))
+    assert sweep._row_without_result("done", done, lost, started)["status"] == "failed"
 
 
 def test_a_second_grid_into_a_sweep_folder_does_not_replace_its_table(tmp_path, capsys):

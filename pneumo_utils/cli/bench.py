@@ -49,7 +49,7 @@ def _command_bench(args: argparse.Namespace) -> int:
             taken = Path(folder) / "explorer.png" if screenshot else None
             try:
                 result = bench_explore.bench_explore(
-                    args.pages, args.run, args.data_dir, args.explore_model, screenshot=taken
+                    args.pages, args.run, args.data_dir, args.explore_model, screenshot=taken, pool=args.pool
                 )
             except bench_explore.BenchError as error:
                 raise UsageError(str(error)) from None
@@ -59,7 +59,15 @@ def _command_bench(args: argparse.Namespace) -> int:
                 status = save(screenshot, taken.read_bytes(), args.overwrite)
                 if status:
                     return status
-        headline = ("pages", "pages_ready", "time_to_ready_s", "threshold_change_s", "heatmap_s", "peak_server_pss_mb")
+        headline = (
+            "pages",
+            "pool",
+            "pages_ready",
+            "time_to_ready_s",
+            "threshold_change_s",
+            "heatmap_s",
+            "peak_server_pss_mb",
+        )
     elif args.what == "ood":
         from pneumo_utils.model import ood
 
@@ -109,6 +117,13 @@ def register(commands) -> None:
     bench.add_argument("--batch-size", type=positive_int, default=32, help="gradcam: batch size of the batched version")
     bench.add_argument("--workers", type=positive_int, default=None, help="sweep: local cluster workers (one per core)")
     bench.add_argument("--pages", type=positive_int, default=1, help="explore: pages opened at once (1)")
+    bench.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="explore: kernels the server keeps preheated (pneumo explore --pool); pages open once it is full (0)",
+    )
     bench.add_argument(
         "--run", default=None, metavar="DIR", help="explore: the run to explore (default: the committed run)"
     )

@@ -17,17 +17,31 @@ EXPLORE_NOTEBOOK = config.NOTEBOOKS_DIR / "05_explore.ipynb"
 
 
 DEFAULT_LOG = config.PROJECT_ROOT / "runs" / "explorer.log"
+MAX_POOL = 100
+POOL_REFILL_DELAY = 30  # seconds: kernels taken from the pool are replaced after the pages opened with them load
 
 
 def voila_command(
-    port: int, host: str, open_browser: bool, cull_idle_timeout: int = 300, template: str | None = None
+    port: int,
+    host: str,
+    open_browser: bool,
+    cull_idle_timeout: int = 300,
+    template: str | None = None,
+    pool: int = 0,
+    page_grace: int = 300,
 ) -> list[str]:
     """The Voilà server for notebook 05: no code cells, no tracebacks, bound to ``host``.
 
     A kernel whose page is gone (closed, or a browser that went away without a word) is shut down after
     ``cull_idle_timeout`` idle seconds; a kernel with its page still open is kept. Kernels stop without the
     interrupt that jupyter_client sends first by default (a false 'KeyboardInterrupt' in the log). The log
-    level is INFO because the terminal's page lines are read from the kernel start and shutdown lines.
+    level is INFO because the terminal's page lines are read from the log's kernel lines.
+
+    A page still loading keeps its kernel for ``page_grace`` seconds before the idle rule applies
+    (:class:`pneumo_utils.runs.voila_kernels.ClassroomKernelManager`). With ``pool`` > 0 Voilà keeps that
+    many kernels with notebook 05 already run, so a page opened is handed one at once; a kernel taken is
+    replaced after ``POOL_REFILL_DELAY`` seconds (once the pages opened together have loaded) while the server
+    holds fewer than ``pool + pool // 4`` kernels.
     """
     from pneumo_utils.explore import UPLOAD_MESSAGE_LIMIT
 
@@ -49,6 +63,18 @@ def voila_command(
         f"{manager}cull_connected=False",
         f"{manager}cull_interval={max(1, min(60, cull_idle_timeout // 2))}",
         f"{manager}kernel_manager_class=pneumo_utils.runs.voila_kernels.PoliteServerKernelManager",
+        "--VoilaConfiguration.multi_kernel_manager_class=pneumo_utils.runs.voila_kernels.ClassroomKernelManager",
+        f"--ClassroomKernelManager.page_grace={page_grace}",
+        *(
+            [
+                "--VoilaConfiguration.preheat_kernel=True",
+                f"--VoilaConfiguration.default_pool_size={pool}",
+                f"--VoilaKernelManager.fill_delay={POOL_REFILL_DELAY}",
+                f"--ClassroomKernelManager.max_kernels={pool + max(1, pool // 4)}",
+            ]
+            if pool
+            else []
+        ),
         *([f"--template={template}"] if template else []),
         *([] if open_browser else ["--no-browser"]),
     ]
@@ -82,6 +108,10 @@ def _command_explore(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.cull_idle_timeout < 1:
         raise UsageError(f"--cull-idle-timeout must be at least 1 second, got {args.cull_idle_timeout}")
+    if args.page_grace < 1:
+        raise UsageError(f"--page-grace must be at least 1 second, got {args.page_grace}")
+    if not 0 <= args.pool <= MAX_POOL:
+        raise UsageError(f"--pool must be between 0 and {MAX_POOL} kernels, got {args.pool}")
     try:
         import voila  # noqa: F401 - checked before anything starts
     except ImportError:
@@ -133,7 +163,13 @@ def _command_explore(args: argparse.Namespace) -> int:
             raise UsageError(str(error)) from None
         environment["JUPYTER_PATH"] = os.pathsep.join(filter(None, [jupyter_path, os.environ.get("JUPYTER_PATH")]))
         command = voila_command(
-            args.port, args.host, not args.no_browser, args.cull_idle_timeout, template=voila_template.NAME
+            args.port,
+            args.host,
+            not args.no_browser,
+            args.cull_idle_timeout,
+            template=voila_template.NAME,
+            pool=args.pool,
+            page_grace=args.page_grace,
         )
         try:
             return serve.serve(command, log, environment)
@@ -206,6 +242,21 @@ def register(commands) -> None:
         metavar="SECONDS",
         help="shut down the kernel of a page that is gone after this many idle seconds "
         "(default 300; a page still open keeps its kernel)",
+    )
+    explore.add_argument(
+        "--page-grace",
+        type=int,
+        default=300,
+        metavar="SECONDS",
+        help="a page still loading keeps its kernel this long before --cull-idle-timeout applies (default 300)",
+    )
+    explore.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N kernels with the notebook already run, so N pages opened at once are ready sooner "
+        f"(about 100 MB each; default 0; at most {MAX_POOL})",
     )
     explore.set_defaults(handler=_command_explore)
 

@@ -30,8 +30,11 @@ def _command_sweep(args: argparse.Namespace) -> int:
     output = sweep.default_output_dir(grid) if args.output_dir is None else args.output_dir
     failed = [row for row in rows if row["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} runs ok; table: {output}/sweep.md, {output}/sweep.csv")
-    for row in failed:
-        print(f"error: run {row['run']} failed: {row['error']}", file=sys.stderr)
+    by_error: dict[str, list[str]] = {}
+    for row in failed:  # one line per cause: a lost scheduler cuts off every run still in flight at once
+        by_error.setdefault(row["error"], []).append(row["run"])
+    for error, runs in by_error.items():
+        print(f"error: run{'s' if len(runs) > 1 else ''} {', '.join(runs)} failed: {error}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -4,7 +4,8 @@ It starts ``pneumo explore`` on a free local port (a child in its own session, s
 opens N pages at once (one browser, one context per page: N separate sessions, as N students), and measures:
 
 - **time to ready**: from the page's request until its widgets show (the threshold lab's readout and the
-  first heatmap drawn), per page;
+  first heatmap drawn), per page; beside it **time to HTML**, until the page's HTML was received whole (the
+  server's answer: what is left is the browser loading Voilà's scripts and drawing the widgets);
 - **threshold change**: with every page open, each page moves its threshold slider (all at once) and waits
   for the lab's readout to change;
 - **heatmap**: then each page chooses another image (a different one per page, so none comes from the
@@ -15,6 +16,10 @@ opens N pages at once (one browser, one context per page: N separate sessions, a
   what the machine actually holds);
 - **what each kernel loaded**: whether any page's kernel mapped TensorFlow (it should not: the model is loaded
   once, by ``pneumo explore``), and the model service's counters from the log.
+
+With ``pool`` > 0 the server keeps that many kernels preheated (``pneumo explore --pool``), and the pages are
+opened once the pool is full, as a class would come in after its teacher started the server; the time the pool
+took to fill is recorded beside (``pool_ready_s``).
 
 Chromium runs on the same machine as the server here (a classroom's browsers run on the students' machines),
 so its pages compete for the same cores: the times are an upper bound for the server.
@@ -44,6 +49,9 @@ from pneumo_utils.runs.report import CHROMIUM_FLAGS, find_chromium
 PAGE_HEIGHT = "Math.max(...Array.from(document.querySelectorAll('*')).map(element => element.scrollHeight))"
 READY = ".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']"
 STATS_LINE = re.compile(r"model service: (\{.*\})")
+POOL_FULL = "Preheated kernels with the notebook run"  # voila_kernels.POOL_READY: the pool has run notebook 05
+# lines of the server's log worth reading beside the figures: a page that never became ready shows up here
+LOG_PROBLEMS = re.compile(r"Traceback|ERROR|Culling '|timed out|did not respond|Pool not refilled", re.IGNORECASE)
 
 
 class BenchError(RuntimeError):
@@ -166,9 +174,14 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float, screenshot
             for tab in tabs:  # every request of every page: an offline classroom needs none to leave the server
                 tab.on("request", lambda request: requests.append(request.url))
 
+            served: list[float] = []
+
             async def open_one(tab) -> float:
                 started = time.perf_counter()
-                await tab.goto(url, timeout=timeout * 1000, wait_until="commit")
+                response = await tab.goto(url, timeout=timeout * 1000, wait_until="commit")
+                if response is not None:  # the server's part: the page's HTML, received whole
+                    await response.finished()
+                    served.append(time.perf_counter() - started)
                 await tab.wait_for_selector(".pneumo-sensitivity", timeout=timeout * 1000)
                 await tab.wait_for_selector(READY, timeout=timeout * 1000)
                 return time.perf_counter() - started
@@ -217,6 +230,7 @@ async def _drive(url: str, pages: int, chromium: str, timeout: float, screenshot
                 ]
             return {
                 "ready": ready,
+                "served": served,
                 "threshold": [value for value in threshold if isinstance(value, float)],
                 "heatmap": [value for value in heatmap if isinstance(value, float)],
                 "failures": failures,
@@ -235,11 +249,15 @@ def bench_explore(
     model_path: str | os.PathLike | None = None,
     timeout: float = 300.0,
     screenshot: str | os.PathLike | None = None,
+    pool: int = 0,
 ) -> dict[str, Any]:
-    """Open ``pages`` explorer pages at once against a fresh ``pneumo explore``; the figures as a dict. With
-    ``screenshot``, the first page once ready is also saved there as a full-page PNG."""
+    """Open ``pages`` explorer pages at once against a fresh ``pneumo explore`` (with ``pool`` kernels
+    preheated); the figures as a dict. With ``screenshot``, the first page once ready is also saved there as a
+    full-page PNG."""
     if pages < 1:
         raise BenchError(f"--pages must be at least 1, got {pages}")
+    if pool < 0:
+        raise BenchError(f"--pool must be at least 0, got {pool}")
     chromium = find_chromium()
     if chromium is None:
         raise BenchError("pneumo bench explore needs Chromium (apt-get install chromium) and Playwright")
@@ -255,6 +273,7 @@ def bench_explore(
         command += ["--run", str(run_dir)] if run_dir else []
         command += ["--data-dir", str(data_dir)] if data_dir else []
         command += ["--model", str(model_path)] if model_path else []
+        command += ["--pool", str(pool)] if pool else []
         started = time.perf_counter()
         server = subprocess.Popen(
             command,
@@ -277,6 +296,11 @@ def bench_explore(
                         raise BenchError(f"pneumo explore did not listen within {timeout:.0f} s")
                     time.sleep(0.25)
                 listening = time.perf_counter() - started
+                while pool and POOL_FULL not in (log.read_text(errors="replace") if log.is_file() else ""):
+                    if server.poll() is not None or time.perf_counter() - started > timeout + listening:
+                        raise BenchError(f"the pool of {pool} kernels did not fill within {timeout:.0f} s")
+                    time.sleep(0.5)
+                pool_ready = time.perf_counter() - started if pool else None
                 driven = asyncio.run(
                     _drive(
                         f"http://127.0.0.1:{port}/",
@@ -296,8 +320,11 @@ def bench_explore(
     return {
         "pages": pages,
         "pages_ready": len(driven["ready"]),
+        "pool": pool,
         "server_listening_s": round(listening, 3),
+        "pool_ready_s": None if pool_ready is None else round(pool_ready, 3),
         "time_to_ready_s": _summary(driven["ready"]),
+        "time_to_html_s": _summary(driven["served"]),
         "threshold_change_s": _summary(driven["threshold"]),
         "heatmap_s": _summary(driven["heatmap"]),
         "peak_server_rss_mb": round(memory.peak_rss / 2**20),
@@ -311,6 +338,7 @@ def bench_explore(
         "failures": driven["failures"][:10],
         "page_requests": driven["requests"],
         "requests_outside_loopback": driven["outside_loopback"][:10],
+        "log_problems": sorted({line.strip()[:200] for line in text.splitlines() if LOG_PROBLEMS.search(line)})[:20],
         "cpu": _cpu(),
         "note": "Chromium ran on the same machine, sharing its cores with the server",
     }

@@ -7,7 +7,8 @@ kernels down, then SIGKILL for anything still alive after ``grace`` seconds.
 
 Everything the server and its kernels print (start-up warnings, kernel log lines, tracebacks of browsers
 that went away) goes to a log file. The terminal gets the lines :func:`page_event` recognizes: one per
-page opened (a kernel started) or closed (a kernel shut down or culled).
+page opened (given its kernel) or closed (its websocket closed, or its kernel shut down or culled), and
+one when the pool of preheated kernels (``pneumo explore --pool``) is first full.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import psutil
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_KERNEL_STARTED = re.compile(r"Kernel started: ([0-9a-f-]{8,})")
+_PAGE_GIVEN = re.compile(r"Page given kernel: ([0-9a-f-]{8,})")  # logged by voila_kernels.ClassroomKernelManager
+_POOL_FULL = re.compile(r"Preheated kernels with the notebook run: (\d+)")  # voila_kernels.POOL_READY
 _KERNEL_SHUTDOWN = re.compile(r"Kernel shutdown: ([0-9a-f-]{8,})")
 _PAGE_LEFT = re.compile(r"Starting buffering for ([0-9a-f-]{8,}):")  # the page's websocket closed
 _PAGE_BACK = re.compile(r"Restoring connection for ([0-9a-f-]{8,}):")  # the same page reconnected
@@ -39,7 +41,8 @@ class _Stop(Exception):
 class PageCounter:
     """Turns the server's log lines into one terminal line per page opened or closed.
 
-    A page is open from its kernel's start until its websocket closes (the page was closed, reloaded, or its
+    A page is open from the moment it is given its kernel (started for it, or taken from the preheated pool)
+    until its websocket closes (the page was closed, reloaded, or its
     browser went away: jupyter_server then starts buffering the kernel's messages) or its kernel is shut down,
     whichever comes first; a page that reconnects to its kernel is open again. So "N open" counts pages still
     showing, not kernels waiting to be culled.
@@ -48,9 +51,10 @@ class PageCounter:
     def __init__(self):
         self.open: set[str] = set()
         self.left: set[str] = set()  # kernels whose page closed, not yet culled
+        self.preheated = False
 
     def page_event(self, line: str) -> str | None:
-        started, stopped = _KERNEL_STARTED.search(line), _KERNEL_SHUTDOWN.search(line)
+        started, stopped = _PAGE_GIVEN.search(line), _KERNEL_SHUTDOWN.search(line)
         left, back = _PAGE_LEFT.search(line), _PAGE_BACK.search(line)
         if started and started.group(1) not in self.open:
             self.open.add(started.group(1))
@@ -67,6 +71,10 @@ class PageCounter:
                 return f"page closed (kernel {match.group(1)[:8]}; {len(self.open)} open)"
         if stopped:
             self.left.discard(stopped.group(1))
+        full = _POOL_FULL.search(line)
+        if full and not self.preheated:  # logged once by the server; a second would be another server's
+            self.preheated = True
+            return f"{full.group(1)} kernels preheated, waiting for pages"
         return None
 
 

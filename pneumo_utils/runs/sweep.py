@@ -16,6 +16,7 @@ folder, and a run that already finished is never redone without ``--overwrite``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -453,9 +454,15 @@ def _run_on_dask(
     stream,
     timeout: float = 30.0,
 ) -> None:
+    client, cluster, tf_threads = connect(scheduler, workers, len(todo), timeout)
+    # distributed's own records (a lost scheduler's reconnect tracebacks) go to the sweep's dask.log
+    with _quiet_dask(output):
+        _submit_and_collect(client, cluster, tf_threads, sweep, todo, rows, output, data_dir, overwrite, stream)
+
+
+def _submit_and_collect(client, cluster, tf_threads, sweep, todo, rows, output, data_dir, overwrite, stream) -> None:
     from distributed import as_completed
 
-    client, cluster, tf_threads = connect(scheduler, workers, len(todo), timeout)
     try:
         worker_count = len(client.scheduler_info().get("workers", {}))
         print(f"Dask: {worker_count} worker(s), dashboard {client.dashboard_link}", file=stream, flush=True)
@@ -483,8 +490,7 @@ def _run_on_dask(
             try:
                 row = future.result()
             except Exception as error:  # noqa: BLE001 - KilledWorker: lost its worker more than MAX_RETRIES times
-                message = first_line(error) if str(error) else ""
-                row = row_of(run.id, output / run.id, status="failed", error=f"{type(error).__name__}: {message}")
+                row = _row_without_result(run.id, output / run.id, error, started)
             rows[run.id] = row
             done += 1
             print(f"{_bar(done, len(sweep.runs))} {progress_line(row)}", file=stream, flush=True)
@@ -492,6 +498,48 @@ def _run_on_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+SCHEDULER_LOST = "scheduler-connection-lost"  # distributed's reason for the futures of a client that lost it
+DASK_LOG = "dask.log"
+
+
+def _row_without_result(run_id: str, folder: Path, error: Exception, sweep_started: float) -> dict[str, Any]:
+    """The row of a run whose future failed. A run that finished in its folder during this sweep is ``ok``:
+    its worker finished it and only the answer was lost (the scheduler went away, say). A run cut off by a
+    lost scheduler says so and how to resume; anything else (KilledWorker) is named as it came."""
+    summary = folder / pipeline.SUMMARY_NAME
+    if finished(folder) and summary.stat().st_mtime >= sweep_started:
+        row = row_of(run_id, folder, status="ok", seconds=_run_seconds(folder))
+        row["note"] = "read from its folder: the run finished, its answer was lost with the scheduler"
+        return row
+    if getattr(error, "reason", None) == SCHEDULER_LOST:
+        problem = "not finished: the Dask scheduler went away (start it again and rerun the sweep to resume)"
+    else:
+        problem = f"{type(error).__name__}: {first_line(error) if str(error) else ''}"
+    return row_of(run_id, folder, status="failed", error=problem)
+
+
+@contextlib.contextmanager
+def _quiet_dask(output: Path):
+    """distributed's own log records (a lost scheduler's reconnect tracebacks) go to ``output/dask.log``
+    instead of the terminal, for as long as the block runs."""
+    import logging
+
+    handler = logging.FileHandler(output / DASK_LOG, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    names = ["distributed"] + [name for name in logging.root.manager.loggerDict if name.startswith("distributed.")]
+    loggers = [logging.getLogger(name) for name in names]
+    loggers = [logger for logger in loggers if logger.handlers or logger.name == "distributed"]
+    saved = [(logger, logger.handlers[:]) for logger in loggers]  # distributed.client has a handler of its own
+    for logger in loggers:
+        logger.handlers = [handler]
+    try:
+        yield
+    finally:
+        for logger, handlers in saved:
+            logger.handlers = handlers
+        handler.close()
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:
