@@ -51,7 +51,9 @@ READY = ".pneumo-heatmap[src^='blob:'], .pneumo-heatmap img[src^='blob:']"
 STATS_LINE = re.compile(r"model service: (\{.*\})")
 POOL_FULL = "Preheated kernels with the notebook run"  # voila_kernels.POOL_READY: the pool has run notebook 05
 # lines of the server's log worth reading beside the figures: a page that never became ready shows up here
-LOG_PROBLEMS = re.compile(r"Traceback|ERROR|Culling '|timed out|did not respond|Pool not refilled", re.IGNORECASE)
+LOG_PROBLEMS = re.compile(
+    r"Traceback|ERROR|Culling '|timed out|did not respond|did not start|Pool not refilled", re.IGNORECASE
+)
 
 
 class BenchError(RuntimeError):
@@ -298,7 +300,13 @@ def bench_explore(
                 listening = time.perf_counter() - started
                 while pool and POOL_FULL not in (log.read_text(errors="replace") if log.is_file() else ""):
                     if server.poll() is not None or time.perf_counter() - started > timeout + listening:
-                        raise BenchError(f"the pool of {pool} kernels did not fill within {timeout:.0f} s")
+                        problems = [
+                            line for line in log.read_text(errors="replace").splitlines() if LOG_PROBLEMS.search(line)
+                        ]
+                        raise BenchError(
+                            f"the pool of {pool} kernels did not fill within {timeout:.0f} s"
+                            + (f" (the log: {problems[-1][:200]})" if problems else "")
+                        )
                     time.sleep(0.5)
                 pool_ready = time.perf_counter() - started if pool else None
                 driven = asyncio.run(

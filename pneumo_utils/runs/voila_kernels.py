@@ -89,10 +89,22 @@ class ClassroomKernelManager(AsyncMappingKernelManager):
         self.fill_if_needed = fill_within_bound
 
     def _when_started(self, task) -> None:
-        """A pool kernel started and Voilà began running the notebook in it: count it once that run is over."""
-        if task.cancelled() or task.exception() is not None:
+        """A pool kernel started and Voilà began running the notebook in it: count it once that run is over.
+        One that did not start (thirty kernels starting at once on two cores) is taken out of the pool, which
+        starts another: a page must never be handed a kernel that failed."""
+        if task.cancelled():
             return
-        task.result()["task"].add_done_callback(lambda _: self._announce_pool())
+        error = task.exception()
+        if error is None:
+            task.result()["task"].add_done_callback(lambda _: self._announce_pool())
+            return
+        for notebook, pool in self._pools.items():
+            if task in pool:
+                pool.remove(task)
+                self.log.warning(
+                    "A preheated kernel did not start (%s: %s); starting another", type(error).__name__, error
+                )
+                self.fill_if_needed(delay=0, notebook_name=notebook)
 
     def _announce_pool(self) -> None:
         """Log once when every kernel of the pool has run the notebook (Voilà's own "filled" line comes when
