@@ -27,7 +27,7 @@ import os
 import threading
 from collections import Counter, OrderedDict
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from pneumo_utils.explain import overlays
 
 ADDRESS_ENV = "PNEUMO_EXPLORE_SERVICE"  # host:port of the model service, set for the server's kernels
 KEY_ENV = "PNEUMO_EXPLORE_KEY"  # the connection key (hex), set for them too
+ACCEPT_BACKLOG = 256  # kernels connecting at once that wait their turn instead of retrying their connection
 MAX_IMAGE_SIDE = 2048  # an image the service is asked about is the card's size; anything far off is refused
 METHODS = ("gradcam", "gradcam++")
 
@@ -149,7 +150,10 @@ class ModelService:
     def start(self, host: str = "127.0.0.1") -> tuple[str, str]:
         """Listen on a free port of ``host``; returns (``host:port``, key in hex) for the kernels' environment."""
         key = os.urandom(32)
-        self._listener = Listener((host, 0), authkey=key)
+        self._key = key
+        # a class's kernels connect at once: a deep queue (multiprocessing's default is 1), and each key
+        # handshake in its connection's own thread, so one slow kernel never holds up the others' connections
+        self._listener = Listener((host, 0), backlog=ACCEPT_BACKLOG)
         threading.Thread(target=self._accept, name="explore-service", daemon=True).start()
         address = self._listener.address
         return f"{address[0]}:{address[1]}", key.hex()
@@ -158,15 +162,20 @@ class ModelService:
         while not self._closed.is_set():
             try:
                 connection = self._listener.accept()
-            except (OSError, EOFError, AuthenticationError):  # closed, or a client without the key: next
+            except OSError:  # closed, or a connection that went away before it was taken: next
                 if self._closed.is_set():
                     return
                 continue
-            self.counts["connections"] += 1
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: Connection) -> None:
         with connection:
+            try:  # what Listener(authkey=...) does inside accept(), here in this connection's thread
+                deliver_challenge(connection, self._key)
+                answer_challenge(connection, self._key)
+            except (OSError, EOFError, AuthenticationError):  # a client without the key, or gone: refused
+                return
+            self.counts["connections"] += 1
             while not self._closed.is_set():
                 try:
                     request = connection.recv()

@@ -49,7 +49,13 @@ def _command_bench(args: argparse.Namespace) -> int:
             taken = Path(folder) / "explorer.png" if screenshot else None
             try:
                 result = bench_explore.bench_explore(
-                    args.pages, args.run, args.data_dir, args.explore_model, screenshot=taken, pool=args.pool
+                    args.pages,
+                    args.run,
+                    args.data_dir,
+                    args.explore_model,
+                    screenshot=taken,
+                    pool=args.pool,
+                    server_log=args.server_log,
                 )
             except bench_explore.BenchError as error:
                 raise UsageError(str(error)) from None
@@ -123,6 +129,12 @@ def register(commands) -> None:
         default=0,
         metavar="N",
         help="explore: kernels the server keeps preheated (pneumo explore --pool); pages open once it is full (0)",
+    )
+    bench.add_argument(
+        "--server-log",
+        default=None,
+        metavar="FILE",
+        help="explore: keep the server's log here (default: a temporary file, removed)",
     )
     bench.add_argument(
         "--run", default=None, metavar="DIR", help="explore: the run to explore (default: the committed run)"

@@ -252,10 +252,11 @@ def bench_explore(
     timeout: float = 300.0,
     screenshot: str | os.PathLike | None = None,
     pool: int = 0,
+    server_log: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Open ``pages`` explorer pages at once against a fresh ``pneumo explore`` (with ``pool`` kernels
     preheated); the figures as a dict. With ``screenshot``, the first page once ready is also saved there as a
-    full-page PNG."""
+    full-page PNG. The server's log goes to ``server_log`` (kept), else to a temporary file (removed)."""
     if pages < 1:
         raise BenchError(f"--pages must be at least 1, got {pages}")
     if pool < 0:
@@ -269,7 +270,7 @@ def bench_explore(
         raise BenchError("pneumo bench explore needs Playwright: pip install -e '.[test]'") from None
     port = serve.free_port()
     with tempfile.TemporaryDirectory(prefix="pneumo-bench-explore-") as folder:
-        log = Path(folder) / "explorer.log"
+        log = Path(server_log).resolve() if server_log else Path(folder) / "explorer.log"
         command = [sys.executable, "-m", "pneumo_utils.cli", "explore", "--port", str(port), "--no-browser"]
         command += ["--log", str(log)]
         command += ["--run", str(run_dir)] if run_dir else []
