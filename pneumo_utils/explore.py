@@ -472,7 +472,7 @@ def read_upload(name: str, content: bytes, preprocessing: Preprocessing) -> np.n
         path = Path(folder) / safe
         path.write_bytes(bytes(content))
         try:
-            return read_image(path, preprocessing)
+            return read_image(path, preprocessing, for_the_model=True)
         except ImageReadError as error:
             raise ImageReadError(str(error).replace(str(path), safe)) from None
 
@@ -507,7 +507,7 @@ class Explorer:
     def __init__(self, model_path: str | os.PathLike):
         from pneumo_utils import model
         from pneumo_utils.explain import cam
-        from pneumo_utils.model.ood import Detector
+        from pneumo_utils.model.ood import Detector, quality_problem
 
         self.network, self.card = model.load_model(model_path)
         self.preprocessing, self.threshold = self.card.preprocessing, self.card.threshold
@@ -518,9 +518,10 @@ class Explorer:
         self._explainers: dict[str, Any] = {}
 
         self.detector = Detector.load(model_path, self.card)  # None: the card names no gate
+        self.quality_problem = quality_problem
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
-        return read_image(path, self.preprocessing)
+        return read_image(path, self.preprocessing, for_the_model=True)
 
     def explain_map(self, image: np.ndarray, method: str = "gradcam", layer: str | None = None) -> dict[str, Any]:
         """Probability of pneumonia, label at the card's threshold, gate verdict and the heatmap map."""
@@ -532,7 +533,8 @@ class Explorer:
         maps, probabilities = self._explainers[layer].explain(image[None], method=method)
         probability = float(probabilities[0])
         ood_score = float(self.detector.score(image[None])[0]) if self.detector is not None else None
-        in_distribution = None if ood_score is None else bool(self.detector.in_distribution(ood_score))
+        quality = None if ood_score is None else self.quality_problem(image)  # what the model cannot read: stopped
+        in_distribution = None if ood_score is None else bool(self.detector.in_distribution(ood_score)) and not quality
         label = "PNEUMONIA" if probability >= self.threshold else "NORMAL"
         return {
             "probability": probability,
@@ -540,6 +542,7 @@ class Explorer:
             "would_be_label": label,
             "ood_score": ood_score,
             "in_distribution": in_distribution,
+            "quality": quality,
             "map": maps[0],
             "layer": layer,
             "method": method,
@@ -578,10 +581,14 @@ def verdict_html(name: str, result: dict[str, Any], threshold: float, css_class:
     """One line under a heatmap: the file, P(pneumonia), the label at the card's threshold, method and layer."""
     import html
 
+    why = (
+        f"the model cannot read it: {html.escape(result['quality'])}"
+        if result.get("quality")
+        else f"out-of-distribution score {result['ood_score']:.0f}"
+    )
     warning = (
         f"<div class='pneumo-ood' style='color:#b00'><b>{operating.VERDICT[0].upper() + operating.VERDICT[1:]}</b> "
-        "(out-of-distribution score "
-        f"{result['ood_score']:.0f}): its answer would be {result['would_be_label']}, and it means nothing here.</div>"
+        f"({why}): its answer would be {result['would_be_label']}, and it means nothing here.</div>"
         if result.get("in_distribution") is False
         else ""
     )

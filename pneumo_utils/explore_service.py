@@ -239,7 +239,7 @@ class RemoteExplorer:
         return value
 
     def read(self, path) -> np.ndarray:
-        return explore.read_image(path, self.preprocessing)
+        return explore.read_image(path, self.preprocessing, for_the_model=True)
 
     def explain(
         self, image: np.ndarray, method: str = "gradcam", layer: str | None = None, opacity: float = 0.4

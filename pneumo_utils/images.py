@@ -253,10 +253,12 @@ def _check_size(path: Path) -> None:
         )
 
 
-def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndarray:
+def read_image(path: str | os.PathLike, preprocessing: Preprocessing, for_the_model: bool = False) -> np.ndarray:
     """Read one file as a ``(size, size)`` uint8 grayscale array, or raise :class:`ImageReadError`.
 
-    JPEG and PNG (8 or 16 bit; L, RGB or RGBA) through OpenCV, DICOM through pydicom.
+    JPEG and PNG (8 or 16 bit; L, RGB or RGBA) through OpenCV, DICOM through pydicom. ``for_the_model``
+    (a user's file about to be predicted or explained) also refuses a file smaller than half the model's side:
+    enlarged more than twice, what the model would read is the reader's blocks, not the film.
     """
     path = Path(path)
     if not path.exists():
@@ -280,6 +282,11 @@ def read_image(path: str | os.PathLike, preprocessing: Preprocessing) -> np.ndar
     if min(height, width) < MIN_SIDE:
         raise ImageReadError(f"{path}: image too small ({width}x{height} px, need at least {MIN_SIDE} px a side)")
     size = preprocessing.image_size
+    if for_the_model and 2 * min(height, width) < size:
+        raise ImageReadError(
+            f"{path}: image too small for this model ({width}x{height} px; it reads {size}x{size}, so it needs at "
+            f"least {(size + 1) // 2} px a side)"
+        )
     return after_resize(cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA), preprocessing)
 
 

@@ -21,7 +21,7 @@ from pneumo_utils.explain import cam, overlays, regions
 from pneumo_utils.explain.cam import CamExplainer
 from pneumo_utils.images import IMAGE_EXTENSIONS, ImageReadError, Preprocessing, is_image_file, read_image
 from pneumo_utils.model import card_split, load_model, operating, predict_probabilities
-from pneumo_utils.model.ood import OUT_OF_DISTRIBUTION
+from pneumo_utils.model.ood import OUT_OF_DISTRIBUTION, quality_problem
 from pneumo_utils.records import provenance
 from pneumo_utils.subgroups import subgroup_figures
 
@@ -39,6 +39,7 @@ class Scored:
     image: np.ndarray | None = None
     ood_score: float | None = None  # how unlike the training X-rays (None: no gate)
     in_distribution: bool | None = None
+    quality: str | None = None  # why the model cannot read it (a thumbnail enlarged, JPEG blocks); stopped too
     decision: str | None = None  # NORMAL, PNEUMONIA, REFER or OUT_OF_DISTRIBUTION, by the operating mode
 
 
@@ -69,7 +70,7 @@ def read_inputs(files: list[Path], preprocessing: Preprocessing) -> list[Scored]
     records = []
     for path in files:
         try:
-            records.append(Scored(str(path), image=read_image(path, preprocessing)))
+            records.append(Scored(str(path), image=read_image(path, preprocessing, for_the_model=True)))
         except ImageReadError as error:
             records.append(Scored(str(path), error=str(error)))
         except OSError as error:
@@ -85,7 +86,8 @@ def score(
     The label is the card's one threshold; the decision is the operating ``mode``'s (``lo``/``hi``, see
     :mod:`pneumo_utils.model.operating`: NORMAL, PNEUMONIA or REFER; the label when no mode is given). With an
     out-of-distribution ``detector`` (:mod:`pneumo_utils.model.ood`), an input unlike the training X-rays gets
-    ``OUT_OF_DISTRIBUTION`` as label and decision instead (its probability is still given)."""
+    ``OUT_OF_DISTRIBUTION`` as label and decision instead (its probability is still given), and so does an
+    input the model cannot read (:func:`pneumo_utils.model.ood.quality_problem`, which ``quality`` names)."""
     readable = [record for record in records if record.image is not None]
     if readable:
         images = np.stack([r.image for r in readable])
@@ -97,7 +99,8 @@ def score(
             record.decision = str(operating.decide([probability], mode)[0]) if mode is not None else record.label
             if ood_score is not None:
                 record.ood_score = float(ood_score)
-                record.in_distribution = bool(detector.in_distribution(ood_score))
+                record.quality = quality_problem(record.image)
+                record.in_distribution = bool(detector.in_distribution(ood_score)) and record.quality is None
                 if not record.in_distribution:
                     record.label = record.decision = OUT_OF_DISTRIBUTION
     return records

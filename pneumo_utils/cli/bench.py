@@ -78,7 +78,7 @@ def _command_bench(args: argparse.Namespace) -> int:
         from pneumo_utils.model import ood
 
         result = ood.bench_ood(args.model, config.resolve_data_dir(args.data_dir), per_family=args.images or 24)
-        headline = ("worst_family_auroc", "in_distribution")
+        headline = ("worst_family_auroc", "real_films_passed_worst", "unreadable_stopped_worst", "in_distribution")
     else:
         result = bench.bench_gradcam(
             args.model, images=args.images or 32, batch_size=args.batch_size, data_dir=args.data_dir

@@ -41,10 +41,14 @@ def _warn_out_of_distribution(records, detector) -> None:
     threshold = detector.threshold if detector is not None else None
     for record in records:
         if record.in_distribution is False:
+            why = (
+                f"the model cannot read it: {record.quality}"
+                if record.quality
+                else f"ood_score {record.ood_score:.0f}, {record.ood_score / threshold:.1f} times the gate's "
+                f"threshold {threshold:.0f}"
+            )
             print(
-                f"warning: {outputs.display(record.path)}: {VERDICT} (ood_score {record.ood_score:.0f}, "
-                f"{record.ood_score / threshold:.1f} times the gate's threshold {threshold:.0f}); "
-                "labelled OUT_OF_DISTRIBUTION",
+                f"warning: {outputs.display(record.path)}: {VERDICT} ({why}); labelled OUT_OF_DISTRIBUTION",
                 file=sys.stderr,
             )
 
@@ -57,6 +61,7 @@ DECISION_FIELDS = (
     "ood_score",
     "ood_ratio",
     "in_distribution",
+    "quality",
     "probability_if_in_distribution",
 )
 
@@ -74,6 +79,7 @@ def _decision_fields(record, mode: str, detector) -> dict:
         "ood_score": record.ood_score,
         "ood_ratio": None if record.ood_score is None else record.ood_score / detector.threshold,
         "in_distribution": record.in_distribution,
+        "quality": record.quality,
         "probability_if_in_distribution": record.probability if stopped else None,
     }
 
@@ -133,8 +139,9 @@ def _command_gradcam(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
         else:
             entry.update(writer.statistics[record.path])
+            why = record.quality or "gate {:.1f} times its threshold".format(entry["ood_ratio"] or 0.0)
             said = (
-                f"{record.decision} (gate {entry['ood_ratio']:.1f} times its threshold)"
+                f"{record.decision} ({why})"
                 if record.in_distribution is False
                 else f"{record.probability:.3f} {record.label} ({args.mode}: {record.decision})"
             )
@@ -258,7 +265,7 @@ def register(commands) -> None:
         default=None,
         metavar="FILE.csv|FILE.json",
         help="one row per input: path, probability, label, mode, decision, ood_score, ood_ratio, in_distribution, "
-        "probability_if_in_distribution, error",
+        "quality, probability_if_in_distribution, error",
     )
     predict.add_argument(
         "--no-ood",
