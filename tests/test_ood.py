@@ -91,6 +91,21 @@ def test_bench_ood_writes_the_figures_per_family(tiny_model_path, synthetic_root
     for figures in bench["families"].values():
         assert 0 <= figures["gate (Mahalanobis)"]["auroc"] <= 1 and "max-logit (the model's confidence)" in figures
     assert set(bench["in_distribution"]) >= {"val"} and bench["worst_family_auroc"] <= 1
+    # issue 29, class 8: the marks of real films (expected to pass) and unreadable films (expected to stop)
+    expected = {name: entry["expected"] for name, entry in bench["films"].items()}
+    assert expected == {
+        "burned-in text": "pass",
+        "black border 10%": "pass",
+        "rotated 5 degrees": "pass",
+        "rotated 10 degrees": "pass",
+        "enlarged from 32 px": "stop",
+        "JPEG quality 5": "stop",
+    }
+    for entry in [*bench["films"].values(), *bench["families"].values(), *bench["in_distribution"].values()]:
+        assert (
+            0 <= entry["stopped_by_gate"] <= entry["stopped"] <= 1 and entry["stopped_by_quality"] <= entry["stopped"]
+        )
+    assert 0 <= bench["real_films_passed_worst"] <= 1 and 0 <= bench["unreadable_stopped_worst"] <= 1
 
 
 def test_the_explorer_shows_the_verdict_before_the_heatmap(tiny_model_path, synthetic_root):
