@@ -159,6 +159,7 @@ class Detector:
                 f"the gate needs at least {MIN_TRAIN} training and {MIN_VALIDATION} validation images, got "
                 f"{len(train_images)} and {len(validation_images)}"
             )
+        films = (len(train_images), len(validation_images))  # before the marked copies
         if real_films:
             rng = np.random.default_rng(seed)
             train_images = np.concatenate([train_images, np.stack([film_marks(image, rng) for image in train_images])])
@@ -183,12 +184,13 @@ class Detector:
         detector.threshold = float(np.quantile(validation_scores, quantile, method="higher"))  # a score of the set
         detector.fitted_on = {
             **(fitted_on or {}),
-            "train_images": int(len(train_images)),
-            "validation_images": int(len(validation_images)),
+            "train_images": int(films[0]),
+            "validation_images": int(films[1]),
             "quantile": quantile,
-            "validation_stopped": float(np.mean(validation_scores > detector.threshold)),
+            # of the validation films themselves (the marked copies set the threshold, and are not films)
+            "validation_stopped": float(np.mean(validation_scores[: films[1]] > detector.threshold)),
             **(
-                {"real_films": "black frame ignored; one copy of each image with burned-in text or a turn of <= 10 deg"}
+                {"real_films": "black frame ignored; each image also with burned-in text or a turn of <= 10 deg"}
                 if real_films
                 else {}
             ),

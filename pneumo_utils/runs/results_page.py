@@ -340,7 +340,8 @@ def _gate(run_dir: Path, card: dict[str, Any]) -> list[str]:
         "",
         f"Beside the model: `{gate['file']}` ({gate['method']}). Threshold {gate['threshold']:.0f} "
         f"({gate['threshold_rule']}; {gate['validation_stopped']:.1%} of the {gate['validation_images']} "
-        "validation X-rays stopped). `pneumo predict` labels an input above it `OUT_OF_DISTRIBUTION`.",
+        "validation X-rays stopped). `pneumo predict` labels an input above it `OUT_OF_DISTRIBUTION`, and so "
+        "it does an input the two quality checks say the model cannot read (too little fine detail, JPEG blocks).",
         "",
     ]
     if bench:
@@ -362,6 +363,20 @@ def _gate(run_dir: Path, card: dict[str, Any]) -> list[str]:
             for family, entry in bench["families"].items()
         ]
         lines.append("")
+        if bench.get("films"):  # the marks of real films (should pass) and films the model cannot read (should stop)
+            lines += [
+                "Validation films with the marks of real films, and made unreadable (stopped = by the gate or by "
+                "the quality checks):",
+                "",
+                "| film | expected | stopped by the gate | by the quality checks | stopped |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {family} | {entry['expected']} | {entry['stopped_by_gate']:.0%} | "
+                f"{entry['stopped_by_quality']:.0%} | {entry['stopped']:.0%} |"
+                for family, entry in bench["films"].items()
+            ]
+            lines.append("")
     return lines
 
 
