@@ -132,3 +132,21 @@ def test_bench_explore_with_three_pages_on_a_pool_loads_the_model_once(smoke_run
     assert result["time_to_html_s"]["max"] <= result["time_to_ready_s"]["max"]
     assert result["time_to_ready_s"]["max"] is not None and result["heatmap_s"]["median"] is not None
     assert result["peak_server_pss_mb"] > 0
+
+
+def test_the_bench_keeps_the_logs_problems_without_this_machines_folders():
+    from pneumo_utils.config import PROJECT_ROOT
+    from pneumo_utils.runs.bench_explore import log_problems
+
+    log = "\n".join(
+        [
+            f"--- 2026-12-03 16:36:34 {sys.executable} -m voila {PROJECT_ROOT}/notebooks/05_explore.ipynb",
+            "[Voila] Kernel started: 0123",
+            "[Voila] Pool not refilled: 37 kernels held (at most 37)",
+            f"[Voila] ERROR | Traceback in {PROJECT_ROOT}/pneumo_utils/explore.py",
+        ]
+    )
+    assert log_problems(log) == [
+        "[Voila] ERROR | Traceback in ./pneumo_utils/explore.py",
+        "[Voila] Pool not refilled: 37 kernels held (at most 37)",
+    ]

@@ -43,6 +43,7 @@ from typing import Any
 
 import psutil
 
+from pneumo_utils.config import PROJECT_ROOT
 from pneumo_utils.runs import serve
 from pneumo_utils.runs.report import CHROMIUM_FLAGS, find_chromium
 
@@ -347,10 +348,23 @@ def bench_explore(
         "failures": driven["failures"][:10],
         "page_requests": driven["requests"],
         "requests_outside_loopback": driven["outside_loopback"][:10],
-        "log_problems": sorted({line.strip()[:200] for line in text.splitlines() if LOG_PROBLEMS.search(line)})[:20],
+        "log_problems": log_problems(text),
         "cpu": _cpu(),
         "note": "Chromium ran on the same machine, sharing its cores with the server",
     }
+
+
+def log_problems(text: str) -> list[str]:
+    """The server log's lines worth reading beside the figures (at most 20), without the log's header (the
+    command line) and with this machine's folders left out, so the result can be committed."""
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("--- ") or not LOG_PROBLEMS.search(line):
+            continue
+        for folder, name in ((str(PROJECT_ROOT), "."), (sys.prefix, "<python>"), (str(Path.home()), "~")):
+            line = line.replace(folder, name)
+        found.add(line.strip()[:200])
+    return sorted(found)[:20]
 
 
 def _cpu() -> dict[str, Any]:
