@@ -164,6 +164,28 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             page.select_option(".pneumo-image-choice select", index=0)
             _changed(page, heatmap, source, attribute="src")  # the page still answers after the large upload
 
+            # 5. a 200 MB upload, above what the server's websocket takes: refused in the page, nothing sent
+            huge = tmp_path / "huge.png"
+            with huge.open("wb") as sparse:  # a sparse file: no 200 MB written to the disk
+                sparse.write(b"\x89PNG\r\n\x1a\n")
+                sparse.truncate(200 * 2**20)
+            with page.expect_file_chooser() as chooser:
+                page.click("button.widget-upload")
+            chooser.value.set_files(str(huge))
+            page.wait_for_function(
+                "Array.from(document.querySelectorAll('.pneumo-error')).some(e => e.innerText.includes('huge.png'))",
+                timeout=60_000,
+            )
+            error = [
+                text
+                for text in page.eval_on_selector_all(".pneumo-error", "es => es.map(e => e.innerText)")
+                if "huge.png" in text
+            ][0]
+            assert error.startswith("error: huge.png: 200.0 MB, more than the explorer reads (32 MB)"), error
+            source = page.get_attribute(heatmap, "src")
+            page.select_option(".pneumo-image-choice select", index=1)
+            _changed(page, heatmap, source, attribute="src")  # the connection is still open
+
             page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
             assert (tmp_path / "explorer.png").stat().st_size > 10_000
             leaving = sorted({url for url in requests if bench_explore.outside_loopback(url)})

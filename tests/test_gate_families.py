@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from helpers import real_training_files, run_pneumo_here, write_png
 
-from pneumo_utils import data
+from pneumo_utils import data, images
 from pneumo_utils.images import ImageReadError, Preprocessing, read_image
 from pneumo_utils.model import ood
 
@@ -64,20 +64,39 @@ def test_a_file_smaller_than_half_the_models_side_is_refused(tmp_path):
     assert read_image(small, Preprocessing(image_size=64)).shape == (64, 64)  # to look at (notebook 01), it is read
 
 
-@pytest.mark.slow
-def test_predict_stops_a_film_saved_at_jpeg_quality_5_and_says_why(tiny_model_path, synthetic_root, tmp_path):
+def test_a_jpeg_saved_at_a_very_low_quality_is_refused_for_the_model(synthetic_films, tmp_path):
     import cv2
 
+    film = np.repeat(np.repeat(synthetic_films[0], 4, axis=0), 4, axis=1)  # a full-size file, 256 px
+    for quality, refused in ((5, True), (15, True), (20, False), (75, False)):
+        path = tmp_path / f"q{quality}.jpeg"
+        cv2.imwrite(str(path), film, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        estimate = images.jpeg_quality(path.read_bytes())
+        assert abs(estimate - quality) < 1 or quality <= 15, (quality, estimate)  # exact but for clipped tables
+        if refused:
+            with pytest.raises(ImageReadError, match=rf"q{quality}.jpeg: saved at JPEG quality \d+ or lower"):
+                read_image(path, Preprocessing(image_size=64), for_the_model=True)
+        else:
+            assert read_image(path, Preprocessing(image_size=64), for_the_model=True).shape == (64, 64)
+        assert read_image(path, Preprocessing(image_size=64)).shape == (64, 64)  # to look at, it is read
+    assert images.jpeg_quality(write_png(tmp_path / "x.png", film).read_bytes()) is None
+    for path in REAL[:20]:  # the data set's films are JPEGs of quality 75
+        assert round(images.jpeg_quality(path.read_bytes())) == 75
+
+
+@pytest.mark.slow
+def test_predict_stops_a_film_saved_at_jpeg_quality_5_and_says_why(tiny_model_path, synthetic_root, tmp_path):
     size = json.loads(tiny_model_path.with_suffix(".json").read_text())["preprocessing"]["image_size"]
     xray = read_image(sorted((synthetic_root / "test" / "NORMAL").glob("*.jpeg"))[0], Preprocessing(image_size=size))
-    blocky = tmp_path / "blocky.jpeg"  # saved at the model's size, so its 8 x 8 blocks are what the model reads
-    cv2.imwrite(str(blocky), xray, [cv2.IMWRITE_JPEG_QUALITY, 5])
+    # a JPEG of quality 5 at the model's size, passed on as a PNG (a JPEG file that low is refused when read):
+    # its 8 x 8 blocks are what the model would read
+    blocky = write_png(tmp_path / "blocky.png", ood.jpeg_at(xray, 5))
     table = tmp_path / "predictions.csv"
     result = run_pneumo_here("predict", blocky, "--model", tiny_model_path, "--output", table)
     assert result.returncode == 0, result.stderr
     row = pd.read_csv(table).iloc[0]
     assert row["decision"] == "OUT_OF_DISTRIBUTION" and "JPEG" in row["quality"]
-    (warning,) = [line for line in result.stderr.splitlines() if "blocky.jpeg" in line]
+    (warning,) = [line for line in result.stderr.splitlines() if "blocky.png" in line]
     assert "the model cannot read it: compression blocks" in warning, result.stderr
 
 
