@@ -87,6 +87,20 @@ def _changed(page, selector: str, before: str, timeout: float = 30.0, attribute:
     raise AssertionError(f"{selector} did not change within {timeout} s")
 
 
+def _upload_and_read_the_error(page, path, timeout: int) -> str:
+    """Upload ``path`` with the page's upload button and return the error line that names it."""
+    with page.expect_file_chooser() as chooser:
+        page.click("button.widget-upload")
+    chooser.value.set_files(str(path))
+    name = path.name
+    page.wait_for_function(
+        f"Array.from(document.querySelectorAll('.pneumo-error')).some(e => e.innerText.includes('{name}'))",
+        timeout=timeout,
+    )
+    texts = page.eval_on_selector_all(".pneumo-error", "es => es.map(e => e.innerText)")
+    return next(text for text in texts if name in text)
+
+
 @pytest.mark.slow
 def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -147,18 +161,7 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             # 4. a 50 MB upload: one line on this page, and the page still answers (it lost its connection before)
             large = tmp_path / "large.png"
             large.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50 * 2**20))
-            with page.expect_file_chooser() as chooser:
-                page.click("button.widget-upload")
-            chooser.value.set_files(str(large))
-            page.wait_for_function(
-                "Array.from(document.querySelectorAll('.pneumo-error')).some(e => e.innerText.includes('large.png'))",
-                timeout=120_000,
-            )
-            error = [
-                text
-                for text in page.eval_on_selector_all(".pneumo-error", "es => es.map(e => e.innerText)")
-                if "large.png" in text
-            ][0]
+            error = _upload_and_read_the_error(page, large, timeout=120_000)
             assert error.startswith("error: large.png: 50.0 MB, more than the explorer reads"), error
             source = page.get_attribute(heatmap, "src")
             page.select_option(".pneumo-image-choice select", index=0)
@@ -169,18 +172,7 @@ def test_the_explorer_in_headless_chromium(explorer_url, tmp_path):
             with huge.open("wb") as sparse:  # a sparse file: no 200 MB written to the disk
                 sparse.write(b"\x89PNG\r\n\x1a\n")
                 sparse.truncate(200 * 2**20)
-            with page.expect_file_chooser() as chooser:
-                page.click("button.widget-upload")
-            chooser.value.set_files(str(huge))
-            page.wait_for_function(
-                "Array.from(document.querySelectorAll('.pneumo-error')).some(e => e.innerText.includes('huge.png'))",
-                timeout=60_000,
-            )
-            error = [
-                text
-                for text in page.eval_on_selector_all(".pneumo-error", "es => es.map(e => e.innerText)")
-                if "huge.png" in text
-            ][0]
+            error = _upload_and_read_the_error(page, huge, timeout=60_000)
             assert error.startswith("error: huge.png: 200.0 MB, more than the explorer reads (32 MB)"), error
             source = page.get_attribute(heatmap, "src")
             page.select_option(".pneumo-image-choice select", index=1)

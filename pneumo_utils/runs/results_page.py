@@ -354,30 +354,45 @@ def _gate(run_dir: Path, card: dict[str, Any]) -> list[str]:
             f"`pneumo bench ood` ({bench['settings']['per_family']} inputs per family; in-distribution X-rays "
             f"stopped: {stopped}):",
             "",
-            "| family | gate AUROC | gate FPR at 95% TPR | stopped by the gate | max-logit AUROC |",
-            "|---|---|---|---|---|",
         ]
-        lines += [
-            f"| {family} | {entry[gate_name]['auroc']:.3f} | {entry[gate_name]['fpr_at_95_tpr']:.3f} | "
-            f"{entry['stopped_by_gate']:.0%} | {entry[alternative]['auroc']:.3f} |"
-            for family, entry in bench["families"].items()
-        ]
-        lines.append("")
+        lines += _table(
+            ["family", "gate AUROC", "gate FPR at 95% TPR", "stopped by the gate", "max-logit AUROC"],
+            [
+                [
+                    family,
+                    f"{entry[gate_name]['auroc']:.3f}",
+                    f"{entry[gate_name]['fpr_at_95_tpr']:.3f}",
+                    f"{entry['stopped_by_gate']:.0%}",
+                    f"{entry[alternative]['auroc']:.3f}",
+                ]
+                for family, entry in bench["families"].items()
+            ],
+        )
         if bench.get("films"):  # the marks of real films (should pass) and films the model cannot read (should stop)
             lines += [
                 "Validation films with the marks of real films, and made unreadable (stopped = by the gate or by "
                 "the quality checks):",
                 "",
-                "| film | expected | stopped by the gate | by the quality checks | stopped |",
-                "|---|---|---|---|---|",
             ]
-            lines += [
-                f"| {family} | {entry['expected']} | {entry['stopped_by_gate']:.0%} | "
-                f"{entry['stopped_by_quality']:.0%} | {entry['stopped']:.0%} |"
-                for family, entry in bench["films"].items()
-            ]
-            lines.append("")
+            lines += _table(
+                ["film", "expected", "stopped by the gate", "by the quality checks", "stopped"],
+                [
+                    [family, entry["expected"]]
+                    + [f"{entry[key]:.0%}" for key in ("stopped_by_gate", "stopped_by_quality", "stopped")]
+                    for family, entry in bench["films"].items()
+                ],
+            )
     return lines
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines, with the blank line after it."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
 
 
 def _speed(run_dir: Path) -> list[str]:

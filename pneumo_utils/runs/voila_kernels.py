@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager, ServerKernelManager
 from traitlets import Float, Int
@@ -57,6 +58,7 @@ class ClassroomKernelManager(AsyncMappingKernelManager):
         self._given: dict[str, float] = {}  # kernel id -> time.monotonic() of the hand-over to a page
         self._connected: set[str] = set()
         self._pool_announced = False
+        self._watched: weakref.WeakSet = weakref.WeakSet()  # pool tasks whose start is watched
         self._bound_refills()  # before Voilà's __init__ (which runs after this one returns) first fills the pool
         super().__init__(**kwargs)
         taking = getattr(self, "get_rendered_notebook", None)  # Voilà's pool, when --pool is on
@@ -83,7 +85,9 @@ class ClassroomKernelManager(AsyncMappingKernelManager):
             filled = filling(*args, **kwargs)
             for pool in self._pools.values():
                 for task in pool:
-                    task.add_done_callback(self._when_started)
+                    if task not in self._watched:  # once per task, however often the pool is refilled
+                        self._watched.add(task)
+                        task.add_done_callback(self._when_started)
             return filled
 
         self.fill_if_needed = fill_within_bound
